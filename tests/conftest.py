@@ -1,0 +1,70 @@
+"""Tiny random models and a tiny tokenizer, built in code (nothing is downloaded)."""
+
+from __future__ import annotations
+
+import string
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # the two top-level remote-code modules, also from a plain checkout
+
+from configuration_mlembed import MLEmbedConfig  # noqa: E402
+from modeling_mlembed import MLEmbedModel  # noqa: E402
+
+VOCAB = 99
+HIDDEN = 32
+LAYERS = 4
+
+
+def tiny_tokenizer():
+    """Character-level fast tokenizer: vocab 99 (specials + printable chars), EOS and PAD tokens."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["<pad>", "<eos>", "<unk>", "<cls>"]
+    chars = [c for c in string.printable if not c.isspace() or c == " "]
+    vocab = {tok: i for i, tok in enumerate(specials + chars)}
+    vocab.update({f"<extra_{i}>": i for i in range(len(vocab), VOCAB)})
+    backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Split("", behavior="isolated")
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend, eos_token="<eos>", pad_token="<pad>", unk_token="<unk>", cls_token="<cls>"
+    )
+
+
+def backbone_config(kind: str = "qwen3", **overrides):
+    """Tiny random backbone configs: hidden 32, 4 layers, vocab 99."""
+    from transformers import BertConfig, LlamaConfig, Qwen3Config
+
+    common = dict(hidden_size=HIDDEN, num_hidden_layers=LAYERS, vocab_size=VOCAB, num_attention_heads=4,
+                  intermediate_size=64, pad_token_id=0, eos_token_id=1)
+    common.update(overrides)
+    if kind == "qwen3":
+        return Qwen3Config(num_key_value_heads=2, head_dim=8, **common)
+    if kind == "llama":
+        return LlamaConfig(num_key_value_heads=2, **common)
+    if kind == "bert":
+        return BertConfig(max_position_embeddings=128, **common)
+    raise ValueError(kind)
+
+
+def tiny_model(kind: str = "qwen3", mel_rank: int | None = HIDDEN, seed: int = 0, **axes) -> MLEmbedModel:
+    torch.manual_seed(seed)
+    config = MLEmbedConfig.from_backbone(backbone_config(kind), mel_rank=mel_rank, **axes)
+    model = MLEmbedModel(config).eval()
+    model.tokenizer = tiny_tokenizer()
+    return model
+
+
+@pytest.fixture
+def tokenizer():
+    return tiny_tokenizer()
+
+
+@pytest.fixture
+def qwen3_model():
+    return tiny_model("qwen3")
