@@ -24,7 +24,15 @@ QUERY_TEMPLATE = "Instruct: {instruction}\nQuery: "
 MLL_CANDIDATE_EXITS = (1, 2, 4, 8, 16, 24, 32, 40, 48)
 POOLING_MODES = ("last_token", "mean", "cls")
 AXIS_FIELDS = (
-    "backbone_type", "mel_rank", "mel_ranks", "exit_layers", "matryoshka_dims", "pooling", "normalize", "prompts",
+    "backbone_type",
+    "mel_rank",
+    "mel_ranks",
+    "exit_layers",
+    "matryoshka_dims",
+    "output_dim",
+    "pooling",
+    "normalize",
+    "prompts",
     "append_eos",
 )
 # Fields of PreTrainedConfig itself that must not be forwarded to the backbone config.
@@ -81,6 +89,7 @@ class MLEmbedConfig(PreTrainedConfig):
         mel_ranks: nested ranks trained (default: powers of two from 64 below r, plus r).
         exit_layers: MLL exit depths, 1-based (default: 1, 2, 4, 8, 16, 24, ... that fit, plus the last layer).
         matryoshka_dims: MRL output dims (default: powers of two from 8 below the hidden size, plus it).
+        output_dim: dims returned when no `dim` is asked for (default: the hidden size; a slimmed export sets it).
         pooling: `last_token` (decoders), `mean` or `cls` (encoders); `None` picks by the backbone.
         normalize: L2-normalise the returned embeddings.
         prompts: prompt prefixes by name; default `query` = the instruction template, `document` = "".
@@ -95,6 +104,7 @@ class MLEmbedConfig(PreTrainedConfig):
     mel_ranks: list[int] | None = None
     exit_layers: list[int] | None = None
     matryoshka_dims: list[int] | None = None
+    output_dim: int | None = None
     pooling: str | None = None
     normalize: bool = True
     prompts: dict[str, str] | None = None
@@ -153,12 +163,24 @@ class MLEmbedConfig(PreTrainedConfig):
         if self.mel_rank is not None:
             max_rank = min(vocab, hidden)
             if not isinstance(self.mel_rank, int) or not 1 <= self.mel_rank <= max_rank:
-                raise ValueError(f"mel_rank must be an integer in 1..{max_rank} (min(vocab, hidden)), got {self.mel_rank!r}")
-            self.mel_ranks = _check_nested("mel_ranks", self.mel_ranks or default_mel_ranks(self.mel_rank), self.mel_rank)
+                raise ValueError(
+                    f"mel_rank must be an integer in 1..{max_rank} (min(vocab, hidden)), got {self.mel_rank!r}"
+                )
+            self.mel_ranks = _check_nested(
+                "mel_ranks", self.mel_ranks or default_mel_ranks(self.mel_rank), self.mel_rank
+            )
         elif self.mel_ranks:
             raise ValueError("mel_ranks given without mel_rank; set mel_rank to the largest rank")
         self.exit_layers = _check_nested("exit_layers", self.exit_layers or default_exit_layers(layers), layers)
-        self.matryoshka_dims = _check_nested("matryoshka_dims", self.matryoshka_dims or default_matryoshka_dims(hidden), hidden)
+        self.matryoshka_dims = _check_nested(
+            "matryoshka_dims", self.matryoshka_dims or default_matryoshka_dims(hidden), hidden
+        )
+        if self.output_dim is not None and (
+            not isinstance(self.output_dim, int) or not 1 <= self.output_dim <= hidden
+        ):
+            raise ValueError(
+                f"output_dim must be an integer in 1..{hidden} (the hidden size), got {self.output_dim!r}"
+            )
         if self.prompts is None:
             self.prompts = default_prompts()
         if not isinstance(self.prompts, dict) or not all(isinstance(v, str) for v in self.prompts.values()):

@@ -142,7 +142,9 @@ class MLEmbedModel(MLEmbedPreTrainedModel):
         """Validate (layers, dim, rank); `None` is the full setting. Untrained values warn once."""
         cfg = self.config
         layers = self._check_axis("layers", layers, cfg.num_hidden_layers, cfg.exit_layers)
-        dim = self._check_axis("dim", dim, cfg.hidden_size, cfg.matryoshka_dims)
+        dim = (
+            self._check_axis("dim", dim, cfg.hidden_size, cfg.matryoshka_dims) if dim is not None else self.output_dim
+        )
         if self.mel is None:
             if rank is not None:
                 raise ValueError(
@@ -157,12 +159,19 @@ class MLEmbedModel(MLEmbedPreTrainedModel):
         if value is None:
             return maximum
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 1 <= value <= maximum:
-            raise ValueError(f"{name} must be an integer in 1..{maximum} (trained values: {list(trained)}), got {value!r}")
+            raise ValueError(
+                f"{name} must be an integer in 1..{maximum} (trained values: {list(trained)}), got {value!r}"
+            )
         value = int(value)
         if value not in trained and (name, value) not in self._warned:
             self._warned.add((name, value))
             logger.warning("%s=%d was not trained (trained values: %s); quality may drop", name, value, list(trained))
         return value
+
+    @property
+    def output_dim(self) -> int:
+        """Dims returned when no `dim` is asked for."""
+        return self.config.output_dim or self.config.hidden_size
 
     # ---------------------------------------------------------------------------------------------- forward
     def get_input_embeddings(self) -> nn.Module:
@@ -245,7 +254,9 @@ class MLEmbedModel(MLEmbedPreTrainedModel):
             return []
         if exits is True:
             return [l for l in self.config.exit_layers if l <= layers] or [layers]
-        return sorted({self._check_axis("exits", l, self.config.num_hidden_layers, self.config.exit_layers) for l in exits})
+        return sorted(
+            {self._check_axis("exits", l, self.config.num_hidden_layers, self.config.exit_layers) for l in exits}
+        )
 
     def pool(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """(B, T, d) token states -> (B, d) by the configured pooling (padding-side agnostic)."""
@@ -253,7 +264,9 @@ class MLEmbedModel(MLEmbedPreTrainedModel):
         if self.config.pooling == "mean":
             return (hidden * mask.unsqueeze(-1)).sum(1) / mask.sum(1, keepdim=True).clamp(min=1)
         positions = torch.arange(hidden.shape[1], device=hidden.device)  # (T,)
-        masked = torch.where(attention_mask.bool(), positions, -1 if self.config.pooling == "last_token" else hidden.shape[1])
+        masked = torch.where(
+            attention_mask.bool(), positions, -1 if self.config.pooling == "last_token" else hidden.shape[1]
+        )
         index = masked.max(-1).values if self.config.pooling == "last_token" else masked.min(-1).values  # (B,)
         return hidden[torch.arange(hidden.shape[0], device=hidden.device), index]
 
@@ -297,7 +310,7 @@ class MLEmbedModel(MLEmbedPreTrainedModel):
         prefix = self._prompt(prompt_name, prompt)
         tokenizer = tokenizer or self.get_tokenizer()
         order = np.argsort([-len(t) for t in texts], kind="stable")  # similar lengths batch together
-        out = np.zeros((len(texts), dim or self.config.hidden_size), dtype=np.float32)
+        out = np.zeros((len(texts), dim or self.output_dim), dtype=np.float32)
         for start in range(0, len(texts), batch_size):
             idx = order[start : start + batch_size]
             batch = self.tokenize([prefix + texts[i] for i in idx], tokenizer, max_length)
@@ -328,7 +341,9 @@ class MLEmbedModel(MLEmbedPreTrainedModel):
         """Tokenise with right padding; decoders get EOS appended after truncation unless already there."""
         eos = tokenizer.eos_token_id if self.config.append_eos else None
         if eos is None:
-            return dict(tokenizer(list(texts), padding=True, truncation=True, max_length=max_length, return_tensors="pt"))
+            return dict(
+                tokenizer(list(texts), padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+            )
         encoded = tokenizer(list(texts), truncation=True, max_length=max_length - 1)["input_ids"]
         ids = [row if row and row[-1] == eos else row + [eos] for row in encoded]
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos

@@ -40,8 +40,15 @@ def backbone_config(kind: str = "qwen3", **overrides):
     """Tiny random backbone configs: hidden 32, 4 layers, vocab 99."""
     from transformers import BertConfig, LlamaConfig, Qwen3Config
 
-    common = dict(hidden_size=HIDDEN, num_hidden_layers=LAYERS, vocab_size=VOCAB, num_attention_heads=4,
-                  intermediate_size=64, pad_token_id=0, eos_token_id=1)
+    common = dict(
+        hidden_size=HIDDEN,
+        num_hidden_layers=LAYERS,
+        vocab_size=VOCAB,
+        num_attention_heads=4,
+        intermediate_size=64,
+        pad_token_id=0,
+        eos_token_id=1,
+    )
     common.update(overrides)
     if kind == "qwen3":
         return Qwen3Config(num_key_value_heads=2, head_dim=8, **common)

@@ -1,0 +1,215 @@
+"""Conversion in and out of ML-Embed.
+
+* `convert_base`: any `AutoModel` backbone folder -> ML-Embed folder, MEL factors from an fp32 SVD of the token
+  embedding (singular values folded into U).
+* `convert_released`: the reference's release layout (a standard Qwen3 folder whose embedding is U V, plus
+  `U.pth` / `V.pth` bare-tensor pickles, read with `torch.load(weights_only=True)` only) -> ML-Embed folder.
+* `export_compat`: ML-Embed -> plain backbone folder (dense E = U V), loadable by stock code.
+* `export_slim`: ML-Embed -> physically smaller ML-Embed (first k layers, rank r, default dim d), or with
+  `compat=True` a plain backbone folder serving exactly that elastic setting.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import AutoConfig, AutoModel, AutoTokenizer
+
+from configuration_mlembed import MLEmbedConfig
+from modeling_mlembed import MLEmbedModel
+
+logger = logging.getLogger(__name__)
+_REMOTE_CODE_FILES = ("configuration_mlembed.py", "modeling_mlembed.py")
+
+
+def svd_factors(embedding: torch.Tensor, rank: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Best rank-`rank` factors of E in float32: U = left vectors * singular values, V = right vectors.
+
+    Shapes:
+        embedding: (vocab, d) -> U: (vocab, rank), V: (rank, d).
+    """
+    vocab, hidden = embedding.shape
+    if not 1 <= rank <= min(vocab, hidden):
+        raise ValueError(f"rank must be in 1..{min(vocab, hidden)} (min(vocab, hidden)), got {rank}")
+    left, singular, right = torch.linalg.svd(embedding.float(), full_matrices=False)
+    return (left[:, :rank] * singular[:rank]).contiguous(), right[:rank].contiguous()
+
+
+def from_backbone(
+    backbone: torch.nn.Module,
+    mel_rank: int | None = None,
+    factors: tuple[torch.Tensor, torch.Tensor] | None = None,
+    **axes: Any,
+) -> MLEmbedModel:
+    """Wrap a loaded stock backbone into ML-Embed (its weights copied; MEL factors from SVD unless given)."""
+    config = MLEmbedConfig.from_backbone(backbone.config, mel_rank=mel_rank, **axes)
+    model = MLEmbedModel(config)
+    dense = backbone.get_input_embeddings().weight
+    state = backbone.state_dict()
+    if mel_rank is not None:
+        state.pop(_embedding_key(backbone))
+    missing, unexpected = model.backbone.load_state_dict(state, strict=False)
+    if unexpected or [k for k in missing if not k.endswith("inv_freq")]:
+        raise ValueError(f"backbone weights do not fit: missing {missing}, unexpected {unexpected}")
+    if mel_rank is not None:
+        u, v = factors if factors is not None else svd_factors(dense.detach(), mel_rank)
+        with torch.no_grad():
+            model.mel.U.copy_(u)
+            model.mel.V.copy_(v)
+    return model.to(backbone.dtype)
+
+
+def save_folder(model: MLEmbedModel, out: str | Path, tokenizer: Any = None) -> Path:
+    """Write a complete ML-Embed folder: weights, config with auto_map, both remote-code files, tokenizer."""
+    out = Path(out)
+    model.save_pretrained(out)
+    here = Path(__file__).resolve().parents[1]
+    for name in _REMOTE_CODE_FILES:  # save_pretrained copies them too; make sure even for subclasses
+        if not (out / name).exists():
+            shutil.copy(here / name, out / name)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(out)
+    return out
+
+
+def convert_base(
+    base: str | Path, out: str | Path, rank: int | None, dtype: str = "float32", **axes: Any
+) -> MLEmbedModel:
+    """Base backbone folder (or Hub id) -> ML-Embed folder with SVD-initialised MEL factors."""
+    backbone = AutoModel.from_pretrained(base, dtype=torch.float32)
+    if rank is not None:
+        vocab, hidden = backbone.get_input_embeddings().weight.shape
+        if not 1 <= rank <= min(vocab, hidden):
+            raise ValueError(
+                f"--rank must be in 1..{min(vocab, hidden)} (min(vocab {vocab}, hidden {hidden})), got {rank}"
+            )
+    model = from_backbone(backbone, mel_rank=rank, **axes).to(getattr(torch, dtype))
+    save_folder(model, out, AutoTokenizer.from_pretrained(base))
+    logger.info("converted %s -> %s (rank %s)", base, out, rank)
+    return model
+
+
+def load_released_factors(folder: str | Path) -> tuple[torch.Tensor, torch.Tensor]:
+    """Read U.pth / V.pth as bare tensors; never executes pickled code."""
+    tensors = []
+    for name in ("U.pth", "V.pth"):
+        path = Path(folder) / name
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} not found: a released ML-Embed folder has U.pth and V.pth")
+        try:
+            value = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as err:  # UnpicklingError and friends: anything beyond plain tensors is refused
+            raise ValueError(
+                f"{path} is not a plain tensor file (refused to unpickle arbitrary objects): {err}"
+            ) from err
+        if not isinstance(value, torch.Tensor) or value.dim() != 2:
+            raise ValueError(f"{path} must hold a single 2-D tensor, got {type(value).__name__}")
+        tensors.append(value.float())
+    u, v = tensors
+    if u.shape[1] != v.shape[0]:
+        raise ValueError(f"U.pth {tuple(u.shape)} and V.pth {tuple(v.shape)} do not share the rank dimension")
+    return u, v
+
+
+def convert_released(folder: str | Path, out: str | Path, **axes: Any) -> MLEmbedModel:
+    """Reference release (Qwen3 folder + U.pth + V.pth) -> ML-Embed folder."""
+    u, v = load_released_factors(folder)
+    backbone = AutoModel.from_pretrained(folder, dtype=torch.float32)
+    dense = backbone.get_input_embeddings().weight.detach()
+    if u.shape[0] != dense.shape[0] or v.shape[1] != dense.shape[1]:
+        raise ValueError(f"factors {tuple(u.shape)} x {tuple(v.shape)} do not fit the embedding {tuple(dense.shape)}")
+    error = ((u @ v) - dense).norm() / dense.norm().clamp(min=1e-12)
+    if error > 1e-2:
+        logger.warning("U V differs from the checkpoint's embedding (relative error %.3g)", error)
+    model = from_backbone(backbone, mel_rank=u.shape[1], factors=(u, v), **axes)
+    save_folder(model, out, AutoTokenizer.from_pretrained(folder))
+    return model
+
+
+def stock_backbone(model: MLEmbedModel, layers: int | None = None, rank: int | None = None) -> torch.nn.Module:
+    """A stock `AutoModel` backbone with the first `layers` layers and dense E = U[:, :rank] V[:rank]."""
+    layers, _, rank = model.resolve_axes(layers, None, rank)
+    config = _backbone_config(model.config, layers)
+    stock = AutoModel.from_config(config).to(model.dtype)
+    state = _kept_layers(model.backbone.state_dict(), model._layers_path, layers)
+    if model.mel is not None:
+        state[_embedding_key(stock)] = model.mel.dense(rank).detach().to(model.dtype)
+    missing, unexpected = stock.load_state_dict(state, strict=False)
+    if unexpected or [k for k in missing if not k.endswith("inv_freq")]:
+        raise ValueError(f"cannot build the stock backbone: missing {missing}, unexpected {unexpected}")
+    return stock
+
+
+def _backbone_config(config: MLEmbedConfig, layers: int) -> Any:
+    fields = config.backbone_config().to_dict()
+    fields["num_hidden_layers"] = layers
+    if isinstance(fields.get("layer_types"), list):
+        fields["layer_types"] = fields["layer_types"][:layers]
+    model_type = fields.pop("model_type")
+    return AutoConfig.for_model(model_type, **{k: v for k, v in fields.items() if k != "transformers_version"})
+
+
+def _kept_layers(state: dict[str, torch.Tensor], layers_path: str, keep: int) -> dict[str, torch.Tensor]:
+    pattern = re.compile(rf"^{re.escape(layers_path)}\.(\d+)\.")
+    return {k: v for k, v in state.items() if not (m := pattern.match(k)) or int(m.group(1)) < keep}
+
+
+def _embedding_key(stock: torch.nn.Module) -> str:
+    emb = stock.get_input_embeddings()
+    return next(f"{n}.weight" for n, m in stock.named_modules() if m is emb)
+
+
+def export_compat(src: str | Path, out: str | Path, layers: int | None = None, rank: int | None = None) -> Path:
+    """ML-Embed folder -> plain backbone folder (stock `AutoModel`, no remote code) at (layers, rank)."""
+    model = MLEmbedModel.from_pretrained(src)
+    out = Path(out)
+    stock_backbone(model, layers, rank).save_pretrained(out)
+    AutoTokenizer.from_pretrained(src).save_pretrained(out)
+    return out
+
+
+def export_slim(
+    src: str | Path, out: str | Path, layers: int | None = None, rank: int | None = None, dim: int | None = None
+) -> dict[str, Any]:
+    """Physically smaller ML-Embed folder whose default output equals the source at (layers, dim, rank)."""
+    model = MLEmbedModel.from_pretrained(src)
+    layers, dim, rank = model.resolve_axes(layers, dim, rank)
+    cfg = model.config
+    axes = {
+        "exit_layers": sorted({l for l in cfg.exit_layers if l <= layers} | {layers}),
+        "matryoshka_dims": cfg.matryoshka_dims,
+        "output_dim": dim,
+        "pooling": cfg.pooling,
+        "normalize": cfg.normalize,
+        "prompts": cfg.prompts,
+        "append_eos": cfg.append_eos,
+    }
+    if rank is not None:
+        axes["mel_ranks"] = sorted({k for k in cfg.mel_ranks if k <= rank} | {rank})
+    slim_config = MLEmbedConfig.from_backbone(_backbone_config(cfg, layers), mel_rank=rank, **axes)
+    slim = MLEmbedModel(slim_config).to(model.dtype)
+    state = _kept_layers(model.backbone.state_dict(), model._layers_path, layers)
+    slim.backbone.load_state_dict(state, strict=False)
+    if rank is not None:
+        with torch.no_grad():
+            slim.mel.U.copy_(model.mel.U[:, :rank])
+            slim.mel.V.copy_(model.mel.V[:rank])
+    save_folder(slim, out, AutoTokenizer.from_pretrained(src))
+    before, after = _weights_bytes(src), _weights_bytes(out)
+    return {
+        "layers": layers,
+        "rank": rank,
+        "dim": dim,
+        "bytes_before": before,
+        "bytes_after": after,
+        "saving": 1 - after / before if before else 0.0,
+    }
+
+
+def _weights_bytes(folder: str | Path) -> int:
+    return sum(p.stat().st_size for p in Path(folder).glob("*.safetensors"))
