@@ -1,0 +1,95 @@
+"""Batch collation: prompts, tokenisation with EOS, and what the contrastive losses need to know about a batch."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch.nn.utils.rnn import pad_sequence
+
+logger = logging.getLogger(__name__)
+
+
+def tokenize_with_eos(
+    tokenizer: Any, texts: Sequence[str], max_length: int = 512, append_eos: bool = True
+) -> dict[str, torch.Tensor]:
+    """Right-padded tokenisation; with `append_eos`, the EOS id ends every row, added AFTER truncation.
+
+    Decoder embeddings pool the EOS token, so truncation must never cut it off: texts are truncated to
+    `max_length - 1` tokens and the EOS appended unless the tokenizer already put it there. Same rule as
+    `MLEmbedModel.tokenize` (the model file stays self-contained, so the logic lives in both places).
+
+    Shapes:
+        -> input_ids, attention_mask: (len(texts), T) with T <= max_length.
+    """
+    eos = tokenizer.eos_token_id if append_eos else None
+    if append_eos and eos is None:
+        raise ValueError("append_eos=True needs a tokenizer with an eos_token; set append_eos=False for encoders")
+    if eos is None:
+        return dict(tokenizer(list(texts), padding=True, truncation=True, max_length=max_length,
+                              padding_side="right", return_tensors="pt"))
+    encoded = tokenizer(list(texts), truncation=True, max_length=max_length - 1)["input_ids"]
+    rows = [torch.tensor(ids if ids and ids[-1] == eos else ids + [eos], dtype=torch.long) for ids in encoded]
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
+    input_ids = pad_sequence(rows, batch_first=True, padding_value=pad)  # (B, T) right padded
+    attention_mask = pad_sequence([torch.ones_like(r) for r in rows], batch_first=True, padding_value=0)  # (B, T)
+    return {"input_ids": input_ids, "attention_mask": attention_mask}
+
+
+class MLEmbedCollator:
+    """Turn items of one dataset (`TrainingCorpus` items) into tokenised query / passage / negative batches.
+
+    Args:
+        tokenizer: a `transformers` tokenizer (its EOS id is appended when `append_eos`).
+        max_length: maximum tokens per text, the EOS included.
+        append_eos: decoders (last-token pooling) need it; encoders do not.
+
+    Returns a dict:
+
+    | key | value |
+    |---|---|
+    | `query` | {input_ids, attention_mask} (B, T); the dataset's prompt prefixed |
+    | `passage` | {input_ids, attention_mask} (B, T) |
+    | `negatives` | {input_ids, attention_mask} (B * N, T), the N negatives of query 0 first; `None` when N = 0 |
+    | `num_negatives` | N |
+    | `in_batch` | True on retrieval datasets (the in-batch loss applies to them only) |
+    | `dataset` | the dataset's name |
+    | `passage_ids` | LongTensor (B,): equal ids for identical passage texts (to mask duplicate positives) |
+    """
+
+    def __init__(self, tokenizer: Any, max_length: int = 512, append_eos: bool = True) -> None:
+        if not isinstance(max_length, int) or max_length < 2:
+            raise ValueError(f"max_length must be an integer >= 2 (one token plus the EOS), got {max_length!r}")
+        self.tokenizer = tokenizer
+        self.max_length = max_length
+        self.append_eos = append_eos
+
+    def tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
+        return tokenize_with_eos(self.tokenizer, texts, self.max_length, self.append_eos)
+
+    def __call__(self, items: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        if not items:
+            raise ValueError("cannot collate an empty batch")
+        names = sorted({item["dataset"] for item in items})
+        if len(names) > 1:
+            raise ValueError(f"a batch must come from one dataset, got items from {names}; "
+                             "use OneDatasetBatchSampler")
+        counts = sorted({len(item["negatives"]) for item in items})
+        if len(counts) > 1:
+            raise ValueError(f"every item of a batch needs the same number of negatives, got counts {counts}")
+        num_negatives = counts[0]
+        passages = [item["passage"] for item in items]
+        ids: dict[str, int] = {}
+        passage_ids = torch.tensor([ids.setdefault(p, len(ids)) for p in passages], dtype=torch.long)  # (B,)
+        negatives = [text for item in items for text in item["negatives"]]  # (B * N,) in query order
+        return {
+            "query": self.tokenize([item.get("prompt", "") + item["query"] for item in items]),
+            "passage": self.tokenize(passages),
+            "negatives": self.tokenize(negatives) if num_negatives else None,
+            "num_negatives": num_negatives,
+            "in_batch": items[0].get("type", "retrieval") == "retrieval",
+            "dataset": names[0],
+            "passage_ids": passage_ids,
+        }
