@@ -8,9 +8,9 @@ that `AutoModel` builds) and makes it elastic in:
 * depth (MLL): the model may stop after any of the first layers, the final norm applied there;
 * output (MRL): nested prefixes of the embedding, re-normalised.
 
-Design choice: the saved `config.json` is the backbone's own (its `model_type`, e.g. `qwen3`, and all its fields)
-plus the ML-Embed fields and an `auto_map`. Stock code therefore loads the same folder as the plain backbone
-(compatibility mode) and `trust_remote_code=True` loads this class and the elastic model.
+Design choice: the saved `config.json` is the backbone's own (its fields, and in Hub folders its `model_type`,
+e.g. `qwen3`) plus the ML-Embed fields and an `auto_map`. Stock code therefore loads a Hub folder as the plain
+backbone (compatibility mode) and `trust_remote_code=True` loads this class and the elastic model.
 """
 
 from __future__ import annotations
@@ -29,7 +29,9 @@ AXIS_FIELDS = (
     "mel_ranks",
     "exit_layers",
     "matryoshka_dims",
-    "output_dim",
+    "default_layers",
+    "default_dim",
+    "default_rank",
     "pooling",
     "normalize",
     "prompts",
@@ -89,7 +91,10 @@ class MLEmbedConfig(PreTrainedConfig):
         mel_ranks: nested ranks trained (default: powers of two from 64 below r, plus r).
         exit_layers: MLL exit depths, 1-based (default: 1, 2, 4, 8, 16, 24, ... that fit, plus the last layer).
         matryoshka_dims: MRL output dims (default: powers of two from 8 below the hidden size, plus it).
-        output_dim: dims returned when no `dim` is asked for (default: the hidden size; a slimmed export sets it).
+        default_layers / default_dim / default_rank: the setting used when a call does not name one (default
+            `None`: the full model). `AutoModel.from_pretrained(..., trust_remote_code=True, default_layers=8)` and
+            sentence-transformers' `model_kwargs` set them at load time; a slimmed export sets `default_dim`.
+            Checked against the model when it is built.
         pooling: `last_token` (decoders), `mean` or `cls` (encoders); `None` picks by the backbone.
         normalize: L2-normalise the returned embeddings.
         prompts: prompt prefixes by name; default `query` = the instruction template, `document` = "".
@@ -104,7 +109,9 @@ class MLEmbedConfig(PreTrainedConfig):
     mel_ranks: list[int] | None = None
     exit_layers: list[int] | None = None
     matryoshka_dims: list[int] | None = None
-    output_dim: int | None = None
+    default_layers: int | None = None
+    default_dim: int | None = None
+    default_rank: int | None = None
     pooling: str | None = None
     normalize: bool = True
     prompts: dict[str, str] | None = None
@@ -128,7 +135,14 @@ class MLEmbedConfig(PreTrainedConfig):
 
     def to_dict(self) -> dict[str, Any]:
         output = super().to_dict()
-        output["model_type"] = self.backbone_type
+        # Stock code can load a plain save only without MEL (the dense embedding is then in the checkpoint);
+        # with MEL a plain save says "mlembed" so stock loaders refuse it instead of using a random embedding.
+        # Hub folders (mlembed.hub.export_hub) carry the dense matrix and are rewritten to the backbone's type.
+        output["model_type"] = self.backbone_type if self.mel_rank is None else type(self).model_type
+        # Unset defaults are left out, so stock code given `default_layers=` errors instead of ignoring it.
+        for key in ("default_layers", "default_dim", "default_rank"):
+            if output.get(key) is None:
+                output.pop(key, None)
         return output
 
     def backbone_config(self) -> PreTrainedConfig:
@@ -175,12 +189,6 @@ class MLEmbedConfig(PreTrainedConfig):
         self.matryoshka_dims = _check_nested(
             "matryoshka_dims", self.matryoshka_dims or default_matryoshka_dims(hidden), hidden
         )
-        if self.output_dim is not None and (
-            not isinstance(self.output_dim, int) or not 1 <= self.output_dim <= hidden
-        ):
-            raise ValueError(
-                f"output_dim must be an integer in 1..{hidden} (the hidden size), got {self.output_dim!r}"
-            )
         if self.prompts is None:
             self.prompts = default_prompts()
         if not isinstance(self.prompts, dict) or not all(isinstance(v, str) for v in self.prompts.values()):

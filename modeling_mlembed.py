@@ -21,6 +21,7 @@ Design choices:
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import re
 from collections.abc import Sequence
@@ -30,9 +31,11 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from safetensors import safe_open
+from safetensors.torch import load_file
 from torch import nn
 from transformers import AutoModel, AutoTokenizer, PreTrainedModel
-from transformers.utils import ModelOutput
+from transformers.utils import ModelOutput, cached_file
 
 try:
     from .configuration_mlembed import MLEmbedConfig
@@ -40,6 +43,8 @@ except ImportError:
     from configuration_mlembed import MLEmbedConfig
 
 logger = logging.getLogger(__name__)
+MEL_WEIGHTS_NAME = "mel.safetensors"
+_HUB_KWARGS = ("cache_dir", "revision", "token", "local_files_only", "subfolder", "force_download")
 _FINAL_NORM_NAMES = ("norm", "final_norm", "final_layernorm", "ln_f")
 
 
@@ -48,15 +53,16 @@ class MLEmbedOutput(ModelOutput):
     """Output of `MLEmbedModel.forward`.
 
     Args:
+        last_hidden_state: (B, T, d) token states at the exit depth (after the final norm). First, so that
+            `output[0]` is the token states as for stock models (sentence-transformers pools them).
         embeddings: (B, dim) pooled embeddings, L2-normalised when `config.normalize`.
         exit_embeddings: with `exits=...`: {layer: (B, d)} pooled, un-normalised, full-width embeddings of every
             requested exit (after the final norm), for the 3D-ML losses.
-        last_hidden_state: (B, T, d) token states at the exit depth (after the final norm).
     """
 
+    last_hidden_state: torch.Tensor | None = None
     embeddings: torch.Tensor | None = None
     exit_embeddings: dict[int, torch.Tensor] | None = None
-    last_hidden_state: torch.Tensor | None = None
 
 
 class MLEmbedFactorizedEmbedding(nn.Module):
@@ -113,7 +119,12 @@ class MLEmbedModel(MLEmbedPreTrainedModel):
 
     def __init__(self, config: MLEmbedConfig) -> None:
         super().__init__(config)
-        backbone = AutoModel.from_config(config.backbone_config())
+        backbone_config = config.backbone_config()
+        if config.mel_rank is not None:
+            # build the stock backbone with a one-row embedding: the dense vocab x d matrix is never allocated
+            backbone_config.vocab_size, backbone_config.pad_token_id = 1, None
+        backbone = AutoModel.from_config(backbone_config)
+        backbone.config.vocab_size, backbone.config.pad_token_id = config.vocab_size, config.pad_token_id
         # Hold the backbone under its own prefix so our weight names are the stock checkpoint's names.
         self.base_model_prefix = type(backbone).base_model_prefix
         self._no_split_modules = getattr(backbone, "_no_split_modules", None)
@@ -121,17 +132,59 @@ class MLEmbedModel(MLEmbedPreTrainedModel):
         self._layers_path, self._num_layers = _find_layers(backbone, config.num_hidden_layers)
         self._final_norm_name = next((n for n in _FINAL_NORM_NAMES if getattr(backbone, n, None) is not None), None)
         self.mel = None
+        self.dense_embedding_key = None
         if config.mel_rank is not None:
             dense = backbone.get_input_embeddings()
             scale = float(getattr(dense, "scalar_embed_scale", 1.0))
             self.mel = MLEmbedFactorizedEmbedding(config.vocab_size, config.mel_rank, config.hidden_size, scale)
             name = _remove_module(backbone, dense)  # efficiency mode: the dense vocab x d matrix is not kept
             # a Hub folder also carries the dense matrix for stock loaders; this model skips it
-            self._keys_to_ignore_on_load_unexpected = [rf"(^|\.){re.escape(name)}\.weight$"]
+            self.dense_embedding_key = f"{self.base_model_prefix}.{name}.weight"
+            # stock names, with or without the prefix (a Hub folder stores the bare backbone's names)
+            self._keys_to_ignore_on_load_unexpected = [rf"^({self.base_model_prefix}\.)?{re.escape(name)}\.weight$"]
+            self._keys_to_ignore_on_load_missing = [r"^mel\.(U|V)$"]  # a Hub folder has them in mel.safetensors
         self._depth_views: dict[int, nn.Module] = {}
         self._warned: set[tuple[str, int]] = set()
         self.tokenizer = None
         self.post_init()
+        self.resolve_axes()  # the config's default setting must fit this model
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: Any, *args: Any, **kwargs: Any) -> Any:
+        """`PreTrainedModel.from_pretrained` that also reads a Hub folder's `mel.safetensors`.
+
+        Two layouts load: a plain save (factors inside `model.safetensors`) and a Hub folder (stock backbone
+        weights with the dense embedding, which this model skips, plus the factors in `mel.safetensors`). A folder
+        with neither is refused: random factors would give silently wrong embeddings.
+        """
+        want_info = kwargs.pop("output_loading_info", False)
+        hub_kwargs = {k: kwargs[k] for k in _HUB_KWARGS if k in kwargs}
+        model, info = super().from_pretrained(pretrained_model_name_or_path, *args, output_loading_info=True, **kwargs)
+        if model.mel is not None:
+            model._load_factors(str(pretrained_model_name_or_path), hub_kwargs)
+        return (model, info) if want_info else model
+
+    def _load_factors(self, path: str, hub_kwargs: dict[str, Any]) -> None:
+        factors_file = _resolve(path, MEL_WEIGHTS_NAME, hub_kwargs)
+        if factors_file is not None:
+            factors = load_file(factors_file)
+            for name in ("U", "V"):
+                param = getattr(self.mel, name)
+                if tuple(factors[name].shape) != tuple(param.shape):
+                    raise ValueError(
+                        f"{MEL_WEIGHTS_NAME}: {name} has shape {tuple(factors[name].shape)}, "
+                        f"the config needs {tuple(param.shape)}"
+                    )
+                with torch.no_grad():
+                    param.copy_(factors[name])
+        elif not {"mel.U", "mel.V"} <= _checkpoint_keys(path, hub_kwargs):
+            raise ValueError(
+                f"{path} has no MEL factors (mel.U, mel.V) although its config sets mel_rank={self.config.mel_rank}. "
+                "The folder was probably re-saved by stock code (e.g. SentenceTransformer.save after loading without "
+                "trust_remote_code), which keeps only the dense embedding. Load it without trust_remote_code "
+                "(compatibility mode, full setting), or rebuild the elastic model with `mlembed convert FOLDER OUT "
+                "--rank R`, or re-export the original with `mlembed export SRC OUT --mode hub`."
+            )
 
     # ----------------------------------------------------------------------------------------------- axes
     @property
@@ -139,12 +192,16 @@ class MLEmbedModel(MLEmbedPreTrainedModel):
         return getattr(self, self.base_model_prefix)
 
     def resolve_axes(self, layers: Any = None, dim: Any = None, rank: Any = None) -> tuple[int, int, int | None]:
-        """Validate (layers, dim, rank); `None` is the full setting. Untrained values warn once."""
+        """Validate (layers, dim, rank); `None` takes the config's default (the full setting unless set).
+
+        Untrained values are allowed and warn once.
+        """
         cfg = self.config
+        layers = cfg.default_layers if layers is None else layers
+        dim = cfg.default_dim if dim is None else dim
+        rank = cfg.default_rank if rank is None else rank
         layers = self._check_axis("layers", layers, cfg.num_hidden_layers, cfg.exit_layers)
-        dim = (
-            self._check_axis("dim", dim, cfg.hidden_size, cfg.matryoshka_dims) if dim is not None else self.output_dim
-        )
+        dim = self._check_axis("dim", dim, cfg.hidden_size, cfg.matryoshka_dims)
         if self.mel is None:
             if rank is not None:
                 raise ValueError(
@@ -167,11 +224,6 @@ class MLEmbedModel(MLEmbedPreTrainedModel):
             self._warned.add((name, value))
             logger.warning("%s=%d was not trained (trained values: %s); quality may drop", name, value, list(trained))
         return value
-
-    @property
-    def output_dim(self) -> int:
-        """Dims returned when no `dim` is asked for."""
-        return self.config.output_dim or self.config.hidden_size
 
     # ---------------------------------------------------------------------------------------------- forward
     def get_input_embeddings(self) -> nn.Module:
@@ -210,6 +262,7 @@ class MLEmbedModel(MLEmbedPreTrainedModel):
         """
         if input_ids is None:
             raise ValueError("input_ids is required")
+        kwargs.pop("return_dict", None)  # always a ModelOutput
         layers, dim, rank = self.resolve_axes(layers, dim, rank)
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
@@ -304,13 +357,13 @@ class MLEmbedModel(MLEmbedPreTrainedModel):
 
         `prompt_name` picks a prefix from `config.prompts` (`query`, `document`); `prompt` gives one directly.
         """
-        self.resolve_axes(layers, dim, rank)  # fail before tokenising
+        out_dim = self.resolve_axes(layers, dim, rank)[1]  # fail before tokenising
         if isinstance(texts, str):
             texts = [texts]
         prefix = self._prompt(prompt_name, prompt)
         tokenizer = tokenizer or self.get_tokenizer()
         order = np.argsort([-len(t) for t in texts], kind="stable")  # similar lengths batch together
-        out = np.zeros((len(texts), dim or self.output_dim), dtype=np.float32)
+        out = np.zeros((len(texts), out_dim), dtype=np.float32)
         for start in range(0, len(texts), batch_size):
             idx = order[start : start + batch_size]
             batch = self.tokenize([prefix + texts[i] for i in idx], tokenizer, max_length)
@@ -334,7 +387,8 @@ class MLEmbedModel(MLEmbedPreTrainedModel):
         if self.tokenizer is None:
             if not self.name_or_path:
                 raise ValueError("this model was not loaded from a folder; pass tokenizer= or set model.tokenizer")
-            self.tokenizer = AutoTokenizer.from_pretrained(self.name_or_path)
+            # the folder is this model's own (its code already runs), so its config may be read as remote code
+            self.tokenizer = AutoTokenizer.from_pretrained(self.name_or_path, trust_remote_code=True)
         return self.tokenizer
 
     def tokenize(self, texts: Sequence[str], tokenizer: Any, max_length: int = 512) -> dict[str, torch.Tensor]:
@@ -354,6 +408,27 @@ class MLEmbedModel(MLEmbedPreTrainedModel):
             input_ids[i, : len(row)] = torch.tensor(row)
             attention_mask[i, : len(row)] = 1
         return {"input_ids": input_ids, "attention_mask": attention_mask}
+
+
+def _resolve(path: str, filename: str, hub_kwargs: dict[str, Any]) -> str | None:
+    """Local or cached/Hub path of a file in a model folder, or None when the folder has no such file."""
+    try:
+        return cached_file(path, filename, **hub_kwargs)
+    except OSError:
+        return None
+
+
+def _checkpoint_keys(path: str, hub_kwargs: dict[str, Any]) -> set[str]:
+    """Tensor names stored in a folder's safetensors weights (single file or sharded), read from headers only."""
+    index = _resolve(path, "model.safetensors.index.json", hub_kwargs)
+    if index is not None:
+        with open(index) as f:
+            return set(json.load(f)["weight_map"])
+    single = _resolve(path, "model.safetensors", hub_kwargs)
+    if single is None:
+        return set()
+    with safe_open(single, framework="pt") as f:
+        return set(f.keys())
 
 
 def _capture(store: dict[int, torch.Tensor], depth: int):

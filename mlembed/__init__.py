@@ -1,7 +1,23 @@
-"""ML-Embed: elastic (3D Matryoshka) text embeddings on stock transformers backbones."""
+"""ML-Embed: elastic (3D Matryoshka) text embeddings on stock transformers backbones.
 
-from configuration_mlembed import MLEmbedConfig
-from modeling_mlembed import MLEmbedModel, MLEmbedOutput
+The model classes load lazily, so `import mlembed.data` or `mlembed.losses` does not pay for transformers.
+"""
+
+from __future__ import annotations
+
+from typing import Any
 
 __all__ = ["MLEmbedConfig", "MLEmbedModel", "MLEmbedOutput"]
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> Any:
+    if name == "MLEmbedConfig":
+        from configuration_mlembed import MLEmbedConfig
+
+        return MLEmbedConfig
+    if name in ("MLEmbedModel", "MLEmbedOutput"):
+        import modeling_mlembed
+
+        return getattr(modeling_mlembed, name)
+    raise AttributeError(f"module 'mlembed' has no attribute {name!r}")

@@ -1,4 +1,4 @@
-"""`mlembed` command line: encode, convert, export, train, eval."""
+"""`mlembed` command line: encode, convert, export, push, train, eval."""
 
 from __future__ import annotations
 
@@ -65,8 +65,31 @@ def cmd_export(args: argparse.Namespace) -> None:
     else:
         from mlembed import hub
 
-        hub.export_hub(args.src, args.out)
+        hub.export_hub(args.src, args.out, repo_id=args.repo_id)
         print(f"wrote Hub folder {args.out}")
+
+
+def cmd_push(args: argparse.Namespace) -> None:
+    from mlembed import hub
+
+    print(hub.push_to_hub(args.folder, args.repo_id, private=args.private))
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from mlembed.train.config import load_config
+    from mlembed.train.recipe import run
+
+    resume = True if args.resume == "true" else args.resume
+    final = run(load_config(args.config, args.set), resume_from_checkpoint=resume)
+    print(f"wrote {final}")
+
+
+def cmd_eval(args: argparse.Namespace) -> None:
+    from mlembed.eval.sweep import run_eval_cli
+
+    code = run_eval_cli(args)
+    if code:
+        sys.exit(code)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -98,7 +121,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mode", choices=["compat", "slim", "hub"], required=True)
     _add_axes(p)
     p.add_argument("--compat", action="store_true", help="with --mode slim: write a plain backbone folder")
+    p.add_argument("--repo-id", default=None, help="with --mode hub: the Hub repo the folder is for (org/name)")
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("push", help="upload a Hub folder (mlembed export --mode hub) to the Hugging Face Hub")
+    p.add_argument("folder")
+    p.add_argument("repo_id")
+    p.add_argument("--private", action="store_true")
+    p.set_defaults(func=cmd_push)
+
+    p = sub.add_parser("train", help="run a training recipe (configs/*.json) with MLEmbedTrainer")
+    p.add_argument("--config", required=True, type=Path)
+    p.add_argument("--set", nargs="*", default=[], metavar="SECTION.KEY=VALUE", help="override config values")
+    p.add_argument("--resume", default=None, help="checkpoint folder to resume from, or 'true' for the latest")
+    p.set_defaults(func=cmd_train)
+
+    from mlembed.eval.sweep import add_eval_arguments
+
+    p = sub.add_parser("eval", help="quality and cost of every (layers, dim, rank) setting on local data")
+    add_eval_arguments(p)
+    p.set_defaults(func=cmd_eval)
 
     return parser
 

@@ -68,8 +68,14 @@ def save_folder(model: MLEmbedModel, out: str | Path, tokenizer: Any = None) -> 
     """Write a complete ML-Embed folder: weights, config with auto_map, both remote-code files, tokenizer."""
     out = Path(out)
     model.save_pretrained(out)
+    return save_folder_files(out, tokenizer)
+
+
+def save_folder_files(out: str | Path, tokenizer: Any = None) -> Path:
+    """Both remote-code files (save_pretrained copies them too, but not for every caller) and the tokenizer."""
+    out = Path(out)
     here = Path(__file__).resolve().parents[1]
-    for name in _REMOTE_CODE_FILES:  # save_pretrained copies them too; make sure even for subclasses
+    for name in _REMOTE_CODE_FILES:
         if not (out / name).exists():
             shutil.copy(here / name, out / name)
     if tokenizer is not None:
@@ -169,7 +175,7 @@ def export_compat(src: str | Path, out: str | Path, layers: int | None = None, r
     model = MLEmbedModel.from_pretrained(src)
     out = Path(out)
     stock_backbone(model, layers, rank).save_pretrained(out)
-    AutoTokenizer.from_pretrained(src).save_pretrained(out)
+    AutoTokenizer.from_pretrained(src, trust_remote_code=True).save_pretrained(out)
     return out
 
 
@@ -183,7 +189,7 @@ def export_slim(
     axes = {
         "exit_layers": sorted({l for l in cfg.exit_layers if l <= layers} | {layers}),
         "matryoshka_dims": cfg.matryoshka_dims,
-        "output_dim": dim,
+        "default_dim": dim,
         "pooling": cfg.pooling,
         "normalize": cfg.normalize,
         "prompts": cfg.prompts,
@@ -199,7 +205,7 @@ def export_slim(
         with torch.no_grad():
             slim.mel.U.copy_(model.mel.U[:, :rank])
             slim.mel.V.copy_(model.mel.V[:rank])
-    save_folder(slim, out, AutoTokenizer.from_pretrained(src))
+    save_folder(slim, out, AutoTokenizer.from_pretrained(src, trust_remote_code=True))
     before, after = _weights_bytes(src), _weights_bytes(out)
     return {
         "layers": layers,

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
+import tempfile
 from pathlib import Path
+from typing import Any
 
 from huggingface_hub import constants
 
@@ -41,3 +44,94 @@ def install_into_cache(folder: str | Path, repo_id: str, cache_dir: str | Path |
     (repo / "refs").mkdir(parents=True, exist_ok=True)
     (repo / "refs" / "main").write_text(revision)
     return snapshot
+
+
+ST_FILES = ("modules.json", "sentence_bert_config.json", "config_sentence_transformers.json")
+_ST_POOLING = {"last_token": "lasttoken", "mean": "mean", "cls": "cls"}
+
+
+def export_hub(
+    src: str | Path, out: str | Path, repo_id: str | None = None, max_seq_length: int | None = None
+) -> Path:
+    """One folder for both worlds: stock loaders (compatibility mode) and the elastic remote-code model.
+
+    * `model.safetensors` is exactly the stock backbone's checkpoint (dense E = U V): stock `AutoModel` and
+      sentence-transformers load it without remote code and without unexpected-key reports.
+    * `mel.safetensors` holds the factors U, V; `MLEmbedModel` reads them and skips the dense E (never allocated).
+    * `config.json` is the backbone's (its `model_type`, stock `architectures`) plus the ML-Embed fields and
+      `auto_map`; with `repo_id` the `auto_map` names the repo (`org/name--modeling_mlembed.MLEmbedModel`), so a
+      copy re-saved by stock code still finds the remote code and gets a clear error instead of random factors.
+    * sentence-transformers files with built-in modules only (Transformer -> Pooling -> Normalize, prompts), and a
+      tokenizer that appends EOS after truncation (decoders).
+    """
+    from safetensors.torch import save_file
+    from transformers import AutoTokenizer
+
+    from mlembed.convert import save_folder_files, stock_backbone
+    from modeling_mlembed import MEL_WEIGHTS_NAME, MLEmbedModel
+
+    src, out = Path(src), Path(out)
+    model = MLEmbedModel.from_pretrained(src)
+    stock = stock_backbone(model)
+    stock.save_pretrained(out)
+    if model.mel is not None:
+        factors = {"U": model.mel.U.detach().contiguous(), "V": model.mel.V.detach().contiguous()}
+        save_file(factors, out / MEL_WEIGHTS_NAME, metadata={"format": "pt"})
+    model.config.architectures = [type(stock).__name__]
+    model.config.auto_map = {
+        "AutoConfig": "configuration_mlembed.MLEmbedConfig",
+        "AutoModel": "modeling_mlembed.MLEmbedModel",
+    }
+    model.config.save_pretrained(out)
+    tokenizer = AutoTokenizer.from_pretrained(src, trust_remote_code=True)
+    if model.config.append_eos:
+        tokenizer.add_eos_token = True  # persisted in tokenizer_config.json; truncation keeps room for it
+    save_folder_files(out, tokenizer)
+    _finalise_hub_config(out / "config.json", model.config.backbone_type, repo_id)
+    write_sentence_transformers_files(out, model.config, max_seq_length)
+    from mlembed.cards import render_card
+
+    render_card(model.config, repo_id=repo_id).save(out / "README.md")
+    return out
+
+
+def push_to_hub(folder: str | Path, repo_id: str, private: bool = False, token: str | None = None) -> str:
+    """Create the repo if needed and upload a Hub folder; returns the commit URL."""
+    from huggingface_hub import HfApi
+
+    folder = Path(folder)
+    config = json.loads((folder / "config.json").read_text())
+    if "auto_map" in config and not all(v.startswith(f"{repo_id}--") for v in config["auto_map"].values()):
+        _finalise_hub_config(folder / "config.json", config["model_type"], repo_id)  # code found after re-saves
+    api = HfApi(token=token)
+    api.create_repo(repo_id, private=private, exist_ok=True)
+    return str(api.upload_folder(folder_path=folder, repo_id=repo_id, commit_message="Upload ML-Embed model"))
+
+
+def _finalise_hub_config(config_path: Path, backbone_type: str, repo_id: str | None) -> None:
+    """The backbone's model_type (stock loaders read the dense checkpoint); with a repo id, a qualified auto_map."""
+    config = json.loads(config_path.read_text())
+    config["model_type"] = backbone_type
+    if repo_id is not None:
+        config["auto_map"] = {k: v if "--" in v else f"{repo_id}--{v}" for k, v in config["auto_map"].items()}
+    config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+
+
+def write_sentence_transformers_files(out: Path, config: Any, max_seq_length: int | None = None) -> None:
+    """Write sentence-transformers' module files by building the pipeline with its own classes and saving it."""
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.models import Normalize, Pooling, Transformer
+
+    if max_seq_length is None:
+        max_seq_length = min(int(getattr(config, "max_position_embeddings", 512) or 512), 8192)
+    transformer = Transformer(str(out), max_seq_length=max_seq_length)
+    pooling = Pooling(transformer.get_embedding_dimension(), pooling_mode=_ST_POOLING[config.pooling])
+    modules = [transformer, pooling] + ([Normalize()] if config.normalize else [])
+    st = SentenceTransformer(modules=modules, prompts=dict(config.prompts), similarity_fn_name="cosine", device="cpu")
+    with tempfile.TemporaryDirectory() as tmp:
+        st.save(tmp)
+        for name in ST_FILES:
+            shutil.copy(Path(tmp) / name, out / name)
+        for folder in Path(tmp).iterdir():
+            if folder.is_dir() and folder.name[0].isdigit():  # 1_Pooling, 2_Normalize
+                shutil.copytree(folder, out / folder.name, dirs_exist_ok=True)

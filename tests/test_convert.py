@@ -44,7 +44,11 @@ def test_convert_writes_a_complete_folder(tmp_path, kind):
     files = {p.name for p in out.iterdir()}
     assert {"config.json", "model.safetensors", "configuration_mlembed.py", "modeling_mlembed.py"} <= files
     config = json.loads((out / "config.json").read_text())
-    assert config["model_type"] == kind and config["mel_rank"] == 16
+    assert config["backbone_type"] == kind and config["mel_rank"] == 16
+    # an elastic-only folder has no dense embedding: stock code must refuse it rather than use a random one
+    assert config["model_type"] == "mlembed"
+    with pytest.raises(ValueError, match="trust_remote_code=True"):
+        AutoModel.from_pretrained(out)
     assert config["auto_map"]["AutoModel"] == "modeling_mlembed.MLEmbedModel"
     stock = AutoModel.from_pretrained(base)
     u, v = convert.svd_factors(stock.get_input_embeddings().weight.detach(), 16)
@@ -113,7 +117,7 @@ def test_slim_export_is_smaller_and_matches_its_setting(tmp_path):
     info = convert.export_slim(tmp_path / "ml", tmp_path / "slim", layers=2, rank=8, dim=16)
     assert info["bytes_after"] < info["bytes_before"] and 0 < info["saving"] < 1
     slim = AutoModel.from_pretrained(tmp_path / "slim", trust_remote_code=True)
-    assert slim.config.num_hidden_layers == 2 and slim.config.mel_rank == 8 and slim.config.output_dim == 16
+    assert slim.config.num_hidden_layers == 2 and slim.config.mel_rank == 8 and slim.config.default_dim == 16
     expected = model.encode(TEXTS, layers=2, rank=8, dim=16, tokenizer=tiny_tokenizer())
     assert abs(slim.encode(TEXTS) - expected).max() < 1e-5
     # --compat: a plain backbone of the first 2 layers with E = U[:, :8] V[:8]

@@ -92,8 +92,10 @@ def test_list_items_get_their_own_lines():
     lines = apt.long.split("\n")
     items = [line for line in lines if line.startswith("* ")]
     assert len(items) == PL.read_text(encoding="utf-8").split("Package: apt\n")[1].split("\n\n")[0].count("  * ")
-    assert ("* apt-get do odszukiwania pakietów i informacji na ich temat z uwierzytelnionych źródeł oraz do "
-            "instalowania, aktualizowania i usuwania pakietów razem z ich zależnościami;") in lines
+    assert (
+        "* apt-get do odszukiwania pakietów i informacji na ich temat z uwierzytelnionych źródeł oraz do "
+        "instalowania, aktualizowania i usuwania pakietów razem z ich zależnościami;"
+    ) in lines
 
 
 def test_clean_long_description_joins_by_script():
@@ -121,9 +123,15 @@ def test_find_translation_files_handles_apt_names(tmp_path: Path):
     assert "pl" not in found
 
 
-@pytest.mark.parametrize("text, message", [("", "empty Translation file"), ("   \n\n", "empty Translation file"),
-                                           ("hello\nworld\n", "no stanza"),
-                                           ("Package: x\nVersion: 1\n\nPackage: y\n", "no stanza")])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("", "empty Translation file"),
+        ("   \n\n", "empty Translation file"),
+        ("hello\nworld\n", "no stanza"),
+        ("Package: x\nVersion: 1\n\nPackage: y\n", "no stanza"),
+    ],
+)
 def test_parser_rejects_bad_input(text: str, message: str):
     with pytest.raises(ValueError, match=message):
         parse_translation(text)
@@ -141,17 +149,25 @@ def record(package: str, short: str, long: str, language: str = "pl") -> DebianD
 
 def test_select_pairs_skips_and_counts():
     english = {"old": record("old", "transitional package", "x" * 50, "en")}
-    rows = [record("a", "A tool", "A long enough description of the tool."),
-            record("a", "A tool v2", "Another long enough description of it."),
-            record("b", "B tool", "short"),
-            record("c", "C tool", ""),
-            record("d", "D tool", "A long enough description of the tool."),
-            record("e", "A tool", "Yet another long enough description here."),
-            record("old", "Stary", "Pakiet przejściowy, który można bezpiecznie usunąć.")]
+    rows = [
+        record("a", "A tool", "A long enough description of the tool."),
+        record("a", "A tool v2", "Another long enough description of it."),
+        record("b", "B tool", "short"),
+        record("c", "C tool", ""),
+        record("d", "D tool", "A long enough description of the tool."),
+        record("e", "A tool", "Yet another long enough description here."),
+        record("old", "Stary", "Pakiet przejściowy, który można bezpiecznie usunąć."),
+    ]
     kept, skipped = select_pairs(rows, english, min_passage_chars=20)
     assert [r.package for r in kept] == ["a"]
-    assert skipped == {"duplicate_package": 1, "too_short": 1, "no_passage": 1, "duplicate_passage": 1,
-                       "duplicate_query": 1, "transitional": 1}
+    assert skipped == {
+        "duplicate_package": 1,
+        "too_short": 1,
+        "no_passage": 1,
+        "duplicate_passage": 1,
+        "duplicate_query": 1,
+        "transitional": 1,
+    }
 
 
 def test_heldout_split_is_deterministic_and_disjoint():
@@ -163,8 +179,10 @@ def test_heldout_split_is_deterministic_and_disjoint():
 
 
 def test_split_key_groups_sibling_packages():
-    english = {"libfoo1": record("libfoo1", "Foo library", "Foo does bar.\nShared library.", "en"),
-               "libfoo-dev": record("libfoo-dev", "Foo headers", "Foo  does BAR.\nHeaders.", "en")}
+    english = {
+        "libfoo1": record("libfoo1", "Foo library", "Foo does bar.\nShared library.", "en"),
+        "libfoo-dev": record("libfoo-dev", "Foo headers", "Foo  does BAR.\nHeaders.", "en"),
+    }
     assert split_key(record("libfoo1", "q", "p"), english) == split_key(record("libfoo-dev", "q", "p"), english)
     assert split_key(record("other", "q", "p"), english) == "pkg:other"
 
@@ -188,8 +206,7 @@ def test_mine_negatives_pool_too_small():
 
 def test_build_writes_published_format(lists_dir: Path, tmp_path: Path):
     out = tmp_path / "out"
-    summary = build_debian_pairs(out, ["pl", "en"], negatives=2, lists_dir=lists_dir, fetch=False,
-                                 test_fraction=0.5)
+    summary = build_debian_pairs(out, ["pl", "en"], negatives=2, lists_dir=lists_dir, fetch=False, test_fraction=0.5)
     for language in ["pl", "en"]:
         for split in ["train", "test"]:
             frame = pd.read_parquet(out / split / f"debian_{language}_retrieval.parquet")
@@ -208,8 +225,9 @@ def test_build_writes_published_format(lists_dir: Path, tmp_path: Path):
 
 
 def test_build_caps_rows_with_fixed_seed(lists_dir: Path, tmp_path: Path):
-    kwargs = dict(max_train_per_lang=3, max_test_per_lang=2, negatives=2, lists_dir=lists_dir, fetch=False,
-                  test_fraction=0.5)
+    kwargs = dict(
+        max_train_per_lang=3, max_test_per_lang=2, negatives=2, lists_dir=lists_dir, fetch=False, test_fraction=0.5
+    )
     build_debian_pairs(tmp_path / "a", ["pl"], seed=1, **kwargs)
     build_debian_pairs(tmp_path / "b", ["pl"], seed=1, **kwargs)
     first = pd.read_parquet(tmp_path / "a" / "train" / "debian_pl_retrieval.parquet")
@@ -222,10 +240,15 @@ def test_build_without_files_and_no_fetch(tmp_path: Path):
         build_debian_pairs(tmp_path / "out", ["pl"], lists_dir=tmp_path, fetch=False)
 
 
-@pytest.mark.parametrize("kwargs, message", [(dict(languages=[]), "languages must not be empty"),
-                                             (dict(negatives=0), "negatives must be >= 1"),
-                                             (dict(max_train_per_lang=-1), "row caps must be >= 0"),
-                                             (dict(test_fraction=1.0), r"test_fraction must be in \(0, 1\)")])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(languages=[]), "languages must not be empty"),
+        (dict(negatives=0), "negatives must be >= 1"),
+        (dict(max_train_per_lang=-1), "row caps must be >= 0"),
+        (dict(test_fraction=1.0), r"test_fraction must be in \(0, 1\)"),
+    ],
+)
 def test_build_rejects_bad_options(tmp_path: Path, kwargs: dict, message: str):
     with pytest.raises(ValueError, match=message):
         build_debian_pairs(tmp_path, lists_dir=tmp_path, fetch=False, **kwargs)
@@ -251,15 +274,27 @@ def test_fetch_reports_apt_failure(tmp_path: Path, monkeypatch: pytest.MonkeyPat
 
 
 def test_main_runs_offline(lists_dir: Path, tmp_path: Path):
-    argv = [str(tmp_path / "out"), "--languages", "pl", "--negatives", "2", "--test-fraction", "0.5",
-            "--lists-dir", str(lists_dir), "--no-fetch"]
+    argv = [
+        str(tmp_path / "out"),
+        "--languages",
+        "pl",
+        "--negatives",
+        "2",
+        "--test-fraction",
+        "0.5",
+        "--lists-dir",
+        str(lists_dir),
+        "--no-fetch",
+    ]
     assert debian.main(argv) == 0
     assert (tmp_path / "out" / "train" / "debian_pl_retrieval.parquet").exists()
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(os.environ.get("MLEMBED_NETWORK_TESTS") != "1" or shutil.which("apt-get") is None,
-                    reason="downloads from deb.debian.org; set MLEMBED_NETWORK_TESTS=1 on a Debian machine")
+@pytest.mark.skipif(
+    os.environ.get("MLEMBED_NETWORK_TESTS") != "1" or shutil.which("apt-get") is None,
+    reason="downloads from deb.debian.org; set MLEMBED_NETWORK_TESTS=1 on a Debian machine",
+)
 def test_fetch_from_debian_mirror(tmp_path: Path):
     files = fetch_translations(tmp_path / "lists", ["vi"])
     records = parse_translation(read_translation_file(files["vi"]))

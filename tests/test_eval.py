@@ -209,7 +209,11 @@ def test_grids():
     axes = build_grid(model, layers=[2], dims=[8, 16], ranks=[16])
     points = [(s["layers"], s["dim"], s["rank"], s["axis"]) for s in axes]
     assert points == [
-        (4, 32, 32, "full"), (2, 32, 32, "layers"), (4, 16, 32, "dim"), (4, 8, 32, "dim"), (4, 32, 16, "rank"),
+        (4, 32, 32, "full"),
+        (2, 32, 32, "layers"),
+        (4, 16, 32, "dim"),
+        (4, 8, 32, "dim"),
+        (4, 32, 16, "rank"),
         (2, 8, 16, "combined"),
     ]
     full = build_grid(model, layers=[2], dims=[8, 16], ranks=[16], grid="full")
@@ -221,7 +225,11 @@ def test_sweep_outputs(tmp_path, pairs_file):
     model = tiny_model("qwen3", mel_rank=HIDDEN)
     results = sweep(model, pairs_file, layers=[2], dims=[8], ranks=[16], batch_size=4, progress=False)
     assert [(r["layers"], r["dim"], r["rank"]) for r in results] == [
-        (4, 32, 32), (2, 32, 32), (4, 8, 32), (4, 32, 16), (2, 8, 16)
+        (4, 32, 32),
+        (2, 32, 32),
+        (4, 8, 32),
+        (4, 32, 16),
+        (2, 8, 16),
     ]
     for r in results:
         assert all(0.0 <= r[m] <= 1.0 for m in ("ndcg_at_10", "mrr_at_10", "recall_at_1", "recall_at_10"))
@@ -280,7 +288,8 @@ def mteb_results():
     model.encode = lambda texts, **kw: calls.append((list(texts), kw)) or real_encode(texts, **kw)
     encoder = MLEmbedMTEBEncoder(model, layers=2, dim=16, rank=16, batch_size=4)
     sts = local_sts_task(
-        "TinySTS", [("a cat sits", "a cat is sitting"), ("a dog runs", "stock prices fell"), ("rain", "it rains")],
+        "TinySTS",
+        [("a cat sits", "a cat is sitting"), ("a dog runs", "stock prices fell"), ("rain", "it rains")],
         [4.5, 0.5, 4.0],
     )
     results = mteb.evaluate(encoder, [retrieval_task_from_data("TinyRetrieval", data), sts], cache=None)

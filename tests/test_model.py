@@ -180,7 +180,9 @@ def test_embedding_does_not_depend_on_batch_or_padding_side(kind):
         ids, mask = batch(right_pad=True)
         left_ids, left_mask = batch(right_pad=False)
         with torch.no_grad():
-            torch.testing.assert_close(model(ids, mask).embeddings, model(left_ids, left_mask).embeddings, atol=1e-5, rtol=0)
+            torch.testing.assert_close(
+                model(ids, mask).embeddings, model(left_ids, left_mask).embeddings, atol=1e-5, rtol=0
+            )
 
 
 def test_encoder_rejects_left_padding():

@@ -9,6 +9,8 @@ from typing import Any
 import torch
 from torch.nn.utils.rnn import pad_sequence
 
+from mlembed.losses.contrastive import passage_ids_from_texts
+
 logger = logging.getLogger(__name__)
 
 
@@ -28,8 +30,16 @@ def tokenize_with_eos(
     if append_eos and eos is None:
         raise ValueError("append_eos=True needs a tokenizer with an eos_token; set append_eos=False for encoders")
     if eos is None:
-        return dict(tokenizer(list(texts), padding=True, truncation=True, max_length=max_length,
-                              padding_side="right", return_tensors="pt"))
+        return dict(
+            tokenizer(
+                list(texts),
+                padding=True,
+                truncation=True,
+                max_length=max_length,
+                padding_side="right",
+                return_tensors="pt",
+            )
+        )
     encoded = tokenizer(list(texts), truncation=True, max_length=max_length - 1)["input_ids"]
     rows = [torch.tensor(ids if ids and ids[-1] == eos else ids + [eos], dtype=torch.long) for ids in encoded]
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
@@ -56,7 +66,7 @@ class MLEmbedCollator:
     | `num_negatives` | N |
     | `in_batch` | True on retrieval datasets (the in-batch loss applies to them only) |
     | `dataset` | the dataset's name |
-    | `passage_ids` | LongTensor (B,): equal ids for identical passage texts (to mask duplicate positives) |
+    | `passage_ids` | LongTensor (B,): equal ids for identical passage texts, on every process (to mask duplicates) |
     """
 
     def __init__(self, tokenizer: Any, max_length: int = 512, append_eos: bool = True) -> None:
@@ -74,15 +84,13 @@ class MLEmbedCollator:
             raise ValueError("cannot collate an empty batch")
         names = sorted({item["dataset"] for item in items})
         if len(names) > 1:
-            raise ValueError(f"a batch must come from one dataset, got items from {names}; "
-                             "use OneDatasetBatchSampler")
+            raise ValueError(f"a batch must come from one dataset, got items from {names}; use OneDatasetBatchSampler")
         counts = sorted({len(item["negatives"]) for item in items})
         if len(counts) > 1:
             raise ValueError(f"every item of a batch needs the same number of negatives, got counts {counts}")
         num_negatives = counts[0]
         passages = [item["passage"] for item in items]
-        ids: dict[str, int] = {}
-        passage_ids = torch.tensor([ids.setdefault(p, len(ids)) for p in passages], dtype=torch.long)  # (B,)
+        passage_ids = passage_ids_from_texts(passages)  # (B,) content hashes: comparable across processes
         negatives = [text for item in items for text in item["negatives"]]  # (B * N,) in query order
         return {
             "query": self.tokenize([item.get("prompt", "") + item["query"] for item in items]),

@@ -118,32 +118,41 @@ def fetch_translations(
     """
     lists_dir = Path(lists_dir)
     if lists_dir.exists() and any(lists_dir.iterdir()) and not (lists_dir / _MARKER).exists():
-        raise ValueError(f"{lists_dir} is not empty and was not created by fetch_translations; apt-get update "
-                         "would delete its other index files. Pass an empty or dedicated folder.")
+        raise ValueError(
+            f"{lists_dir} is not empty and was not created by fetch_translations; apt-get update "
+            "would delete its other index files. Pass an empty or dedicated folder."
+        )
     (lists_dir / "partial").mkdir(parents=True, exist_ok=True)
     (lists_dir / _MARKER).touch()
     command = _apt_command(lists_dir, languages, suite, mirror, keyring)
     shown = shlex.join(command)
     if shutil.which("apt-get") is None:
-        raise RuntimeError(f"apt-get not found: run this on Debian/Ubuntu or copy Translation files from a "
-                           f"Debian mirror into {lists_dir}. Command: {shown}")
+        raise RuntimeError(
+            f"apt-get not found: run this on Debian/Ubuntu or copy Translation files from a "
+            f"Debian mirror into {lists_dir}. Command: {shown}"
+        )
     logger.info("Fetching Debian %s translations for %s", suite, ", ".join(languages))
     result = subprocess.run(command, capture_output=True, text=True)
     if result.returncode != 0:
-        raise RuntimeError(f"apt-get update failed (exit {result.returncode}): {result.stderr.strip()[-2000:]}\n"
-                           f"Command: {shown}")
+        raise RuntimeError(
+            f"apt-get update failed (exit {result.returncode}): {result.stderr.strip()[-2000:]}\nCommand: {shown}"
+        )
     return find_translation_files(lists_dir, languages, suite)
 
 
-def find_translation_files(lists_dir: str | Path, languages: Sequence[str], suite: str = DEFAULT_SUITE) -> dict[
-        str, Path]:
+def find_translation_files(
+    lists_dir: str | Path, languages: Sequence[str], suite: str = DEFAULT_SUITE
+) -> dict[str, Path]:
     """Map each language to its ``*_dists_<suite>_main_i18n_Translation-<lang>[.gz|.xz|...]`` file, if present."""
     found = {}
     for language in languages:
         for code in dict.fromkeys([language, language.replace("_", "%5f")]):  # apt escapes "_" in file names
             stem = f"_dists_{suite}_main_i18n_Translation-{code}"
-            matches = sorted(path for path in Path(lists_dir).glob(f"*{stem}*")
-                             if path.name.split(stem, 1)[1] in (*_OPENERS, ".lz4", ".zst"))
+            matches = sorted(
+                path
+                for path in Path(lists_dir).glob(f"*{stem}*")
+                if path.name.split(stem, 1)[1] in (*_OPENERS, ".lz4", ".zst")
+            )
             if matches:
                 found[language] = matches[0]
                 break
@@ -216,13 +225,18 @@ def _parse_stanza(stanza: str) -> DebianDescription | None:
         key, _, value = line.partition(":")
         in_description = key.startswith("Description-") and key != "Description-md5"
         if in_description:
-            language, fields["short"] = key[len("Description-"):], value.strip()
+            language, fields["short"] = key[len("Description-") :], value.strip()
         else:
             fields[key] = value.strip()
     if "Package" not in fields or language is None:
         return None
-    return DebianDescription(fields["Package"], fields.get("Description-md5", ""), language, fields["short"],
-                             clean_long_description(long_lines))
+    return DebianDescription(
+        fields["Package"],
+        fields.get("Description-md5", ""),
+        language,
+        fields["short"],
+        clean_long_description(long_lines),
+    )
 
 
 def parse_translation(text: str) -> list[DebianDescription]:
@@ -235,8 +249,10 @@ def parse_translation(text: str) -> list[DebianDescription]:
         raise ValueError("empty Translation file: expected deb822 stanzas with Package and Description-<lang>")
     records = [record for stanza in re.split(r"\n[ \t]*\n", text) if (record := _parse_stanza(stanza))]
     if not records:
-        raise ValueError("no stanza with both 'Package:' and 'Description-<lang>:' fields found; "
-                         "is this a Debian Translation-<lang> file?")
+        raise ValueError(
+            "no stanza with both 'Package:' and 'Description-<lang>:' fields found; "
+            "is this a Debian Translation-<lang> file?"
+        )
     return records
 
 
@@ -306,7 +322,7 @@ def _tokens(text: str) -> set[str]:
     tokens: set[str] = set()
     for word in re.findall(r"\w+", text.lower()):
         if _CJK.search(word):
-            tokens.update(word[i:i + 2] for i in range(max(1, len(word) - 1)))
+            tokens.update(word[i : i + 2] for i in range(max(1, len(word) - 1)))
         elif len(word) > 1:
             tokens.add(word)
     return tokens
@@ -314,8 +330,11 @@ def _tokens(text: str) -> set[str]:
 
 def _conflicts(candidate: DebianDescription, row: DebianDescription) -> bool:
     """A candidate too close to the positive to be a safe negative (same package, text or first paragraph)."""
-    return (candidate.package == row.package or candidate.long == row.long
-            or first_paragraph(candidate.long) == first_paragraph(row.long))
+    return (
+        candidate.package == row.package
+        or candidate.long == row.long
+        or first_paragraph(candidate.long) == first_paragraph(row.long)
+    )
 
 
 def mine_negatives(
@@ -361,8 +380,9 @@ def _shuffled(size: int, rng: random.Random):
     yield from order
 
 
-def _fill_random(row: DebianDescription, pool: Sequence[DebianDescription], picked: list[str], negatives: int,
-                 rng: random.Random) -> list[str]:
+def _fill_random(
+    row: DebianDescription, pool: Sequence[DebianDescription], picked: list[str], negatives: int, rng: random.Random
+) -> list[str]:
     """Top up with random pool passages: a few cheap draws first, a full shuffled scan only if they fall short."""
     draws = (rng.randrange(len(pool)) for _ in range(20 * negatives))
     for i in chain(draws, _shuffled(len(pool), rng)):
@@ -371,16 +391,19 @@ def _fill_random(row: DebianDescription, pool: Sequence[DebianDescription], pick
         if not _conflicts(pool[i], row) and pool[i].long not in picked:
             picked.append(pool[i].long)
     if len(picked) < negatives:
-        raise ValueError(f"only {len(picked)} usable negatives for package {row.package!r}; "
-                         f"need {negatives}: the pool of {len(pool)} passages is too small")
+        raise ValueError(
+            f"only {len(picked)} usable negatives for package {row.package!r}; "
+            f"need {negatives}: the pool of {len(pool)} passages is too small"
+        )
     return picked
 
 
 # ----------------------------------------------------------------------------------------------- build
 
 
-def write_retrieval_parquet(path: str | Path, rows: Sequence[DebianDescription], negatives: Sequence[Sequence[str]]
-                            ) -> Path:
+def write_retrieval_parquet(
+    path: str | Path, rows: Sequence[DebianDescription], negatives: Sequence[Sequence[str]]
+) -> Path:
     """Write rows in the published training format: ``query``, ``passage``, ``negative_1..negative_N``."""
     import pandas as pd
 
@@ -398,22 +421,28 @@ def _locate_files(languages: Sequence[str], lists_dir: Path, suite: str, mirror:
     files = find_translation_files(lists_dir, wanted, suite)
     missing = [language for language in languages if language not in files]
     if missing and not fetch:
-        raise FileNotFoundError(f"no Translation file for {missing} (suite {suite}) in {lists_dir}; "
-                                "drop --no-fetch or run fetch_translations() first")
+        raise FileNotFoundError(
+            f"no Translation file for {missing} (suite {suite}) in {lists_dir}; "
+            "drop --no-fetch or run fetch_translations() first"
+        )
     if missing:  # a missing English file alone is not worth a fetch: the split then falls back to package names
         files = fetch_translations(lists_dir, wanted, suite, mirror)
     missing = [language for language in languages if language not in files]
     if missing:
-        raise ValueError(f"Debian {suite} has no Translation file for {missing}; available languages: "
-                         f"{available_languages(lists_dir, suite)}")
+        raise ValueError(
+            f"Debian {suite} has no Translation file for {missing}; available languages: "
+            f"{available_languages(lists_dir, suite)}"
+        )
     return files
 
 
-def _build_language(language: str, path: Path, english: dict[str, DebianDescription] | None, options: dict
-                    ) -> tuple[dict[str, list[DebianDescription]], dict[str, list[list[str]]], dict]:
+def _build_language(
+    language: str, path: Path, english: dict[str, DebianDescription] | None, options: dict
+) -> tuple[dict[str, list[DebianDescription]], dict[str, list[list[str]]], dict]:
     """Rows and negatives per split for one language, plus its counts for the summary."""
-    records, skipped = select_pairs(parse_translation(read_translation_file(path)), english,
-                                    options["min_passage_chars"])
+    records, skipped = select_pairs(
+        parse_translation(read_translation_file(path)), english, options["min_passage_chars"]
+    )
     pools: dict[str, list[DebianDescription]] = {split: [] for split in SPLITS}
     for record in records:
         pools[heldout_split(split_key(record, english), options["test_fraction"])].append(record)
@@ -425,19 +454,36 @@ def _build_language(language: str, path: Path, english: dict[str, DebianDescript
         # test negatives may come from training passages (never the reverse), so small test splits still fill up
         pool = pools["train"] if split == "train" else pools["test"] + pools["train"]
         if rows[split] and len(pool) <= options["negatives"]:
-            logger.warning("%s/%s: pool of %d passages is too small for %d negatives; skipped", language, split,
-                           len(pool), options["negatives"])
+            logger.warning(
+                "%s/%s: pool of %d passages is too small for %d negatives; skipped",
+                language,
+                split,
+                len(pool),
+                options["negatives"],
+            )
             rows[split] = []
         negatives[split] = mine_negatives(rows[split], pool, options["negatives"], rng.random())
-    counts = {"train": len(rows["train"]), "test": len(rows["test"]), "parsed": len(records) + sum(skipped.values()),
-              "candidates": {split: len(pools[split]) for split in SPLITS}, "skipped": dict(sorted(skipped.items()))}
-    logger.info("%s: %d train / %d test pairs (candidates %s, skipped %s)", language, counts["train"],
-                counts["test"], counts["candidates"], counts["skipped"])
+    counts = {
+        "train": len(rows["train"]),
+        "test": len(rows["test"]),
+        "parsed": len(records) + sum(skipped.values()),
+        "candidates": {split: len(pools[split]) for split in SPLITS},
+        "skipped": dict(sorted(skipped.items())),
+    }
+    logger.info(
+        "%s: %d train / %d test pairs (candidates %s, skipped %s)",
+        language,
+        counts["train"],
+        counts["test"],
+        counts["candidates"],
+        counts["skipped"],
+    )
     return rows, negatives, counts
 
 
-def _check_options(languages: Sequence[str], max_train: int, max_test: int, negatives: int,
-                   test_fraction: float) -> None:
+def _check_options(
+    languages: Sequence[str], max_train: int, max_test: int, negatives: int, test_fraction: float
+) -> None:
     if not languages:
         raise ValueError(f"languages must not be empty; e.g. {list(DEFAULT_LANGUAGES)}")
     if negatives < 1:
@@ -476,25 +522,40 @@ def build_debian_pairs(
     files = _locate_files(languages, lists_dir, suite, mirror, fetch)
     english = None
     if "en" in files:
-        english = {record.package: record for record in reversed(parse_translation(read_translation_file(
-            files["en"])))}  # reversed: the first stanza of a package wins, as in select_pairs
+        english = {
+            record.package: record for record in reversed(parse_translation(read_translation_file(files["en"])))
+        }  # reversed: the first stanza of a package wins, as in select_pairs
     else:
         logger.warning("no English Translation file: splitting by package name, no transitional filter")
-    options = dict(max_train_per_lang=max_train_per_lang, max_test_per_lang=max_test_per_lang, negatives=negatives,
-                   seed=seed, test_fraction=test_fraction, min_passage_chars=min_passage_chars)
-    summary: dict = {"source": f"{mirror} {suite} main/i18n", "seed": seed, "negatives": negatives,
-                     "languages": {}, "files": []}
+    options = dict(
+        max_train_per_lang=max_train_per_lang,
+        max_test_per_lang=max_test_per_lang,
+        negatives=negatives,
+        seed=seed,
+        test_fraction=test_fraction,
+        min_passage_chars=min_passage_chars,
+    )
+    summary: dict = {
+        "source": f"{mirror} {suite} main/i18n",
+        "seed": seed,
+        "negatives": negatives,
+        "languages": {},
+        "files": [],
+    }
     eval_rows: dict[str, list[dict]] = {split: [] for split in SPLITS}
     for language in tqdm(languages, desc="Debian languages"):
         rows, mined, summary["languages"][language] = _build_language(language, files[language], english, options)
         for split in SPLITS:
             if not rows[split]:
                 continue
-            path = write_retrieval_parquet(out_dir / split / f"debian_{language}_retrieval.parquet", rows[split],
-                                           mined[split])
+            path = write_retrieval_parquet(
+                out_dir / split / f"debian_{language}_retrieval.parquet", rows[split], mined[split]
+            )
             summary["files"].append(str(path))
-            eval_rows[split] += [{"query": row.short, "document": row.long, "language": language,
-                                  "package": row.package} for row in rows[split]]
+            eval_rows[split] += [
+                {"query": row.short, "document": row.long, "language": language, "package": row.package}
+                for row in rows[split]
+            ]
     summary["files"] += _write_eval(out_dir, eval_rows)
     summary["seconds"] = round(time.perf_counter() - start, 1)
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False))
@@ -517,23 +578,38 @@ def main(argv: Sequence[str] | None = None) -> int:
     """``python -m mlembed.data.debian OUT_DIR [--languages pl vi ...] [--no-fetch]``."""
     parser = argparse.ArgumentParser(prog="python -m mlembed.data.debian", description=__doc__.split("\n")[0])
     parser.add_argument("out_dir", type=Path)
-    parser.add_argument("--languages", nargs="+", default=list(DEFAULT_LANGUAGES),
-                        help="Debian language codes (as in Translation-<code>), e.g. pl vi zh_CN")
+    parser.add_argument(
+        "--languages",
+        nargs="+",
+        default=list(DEFAULT_LANGUAGES),
+        help="Debian language codes (as in Translation-<code>), e.g. pl vi zh_CN",
+    )
     parser.add_argument("--max-train", type=int, default=2000, help="training rows per language")
     parser.add_argument("--max-test", type=int, default=300, help="held-out rows per language")
     parser.add_argument("--negatives", type=int, default=7, help="hard negatives per row")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--lists-dir", type=Path, default=None,
-                        help=f"folder of Translation files (default {DEFAULT_LISTS_DIR})")
+    parser.add_argument(
+        "--lists-dir", type=Path, default=None, help=f"folder of Translation files (default {DEFAULT_LISTS_DIR})"
+    )
     parser.add_argument("--suite", default=DEFAULT_SUITE)
     parser.add_argument("--mirror", default=DEFAULT_MIRROR)
     parser.add_argument("--test-fraction", type=float, default=0.15)
     parser.add_argument("--no-fetch", action="store_true", help="fail instead of running apt-get update")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    summary = build_debian_pairs(args.out_dir, args.languages, args.max_train, args.max_test, args.negatives,
-                                 args.seed, args.lists_dir, suite=args.suite, mirror=args.mirror,
-                                 fetch=not args.no_fetch, test_fraction=args.test_fraction)
+    summary = build_debian_pairs(
+        args.out_dir,
+        args.languages,
+        args.max_train,
+        args.max_test,
+        args.negatives,
+        args.seed,
+        args.lists_dir,
+        suite=args.suite,
+        mirror=args.mirror,
+        fetch=not args.no_fetch,
+        test_fraction=args.test_fraction,
+    )
     for language, counts in summary["languages"].items():
         logger.info("%-6s train %5d  test %4d", language, counts["train"], counts["test"])
     logger.info("wrote %d files to %s in %.1f s", len(summary["files"]), args.out_dir, summary["seconds"])

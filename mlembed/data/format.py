@@ -123,8 +123,12 @@ class TrainingCorpus(torch.utils.data.Dataset):
             columns = ds.rows[[located[k][1] for k in slots]]
             for j, k in enumerate(slots):
                 out[k] = {
-                    "query": columns["query"][j], "passage": columns["passage"][j],
-                    "negatives": columns["negatives"][j], "dataset": ds.name, "type": ds.type, "prompt": ds.prompt,
+                    "query": columns["query"][j],
+                    "passage": columns["passage"][j],
+                    "negatives": columns["negatives"][j],
+                    "dataset": ds.name,
+                    "type": ds.type,
+                    "prompt": ds.prompt,
                 }
         return out
 
@@ -156,9 +160,15 @@ def load_parquet_corpus(
     _check_names("instructions", instructions, names)
     datasets = [
         build_dataset(
-            pq.read_table(f), name=f.stem, source=str(f), dataset_type=(dataset_types or {}).get(f.stem),
-            instruction=(instructions or {}).get(f.stem), num_negatives=num_negatives,
-            max_rows=max_rows, seed=seed, on_invalid=on_invalid,
+            pq.read_table(f),
+            name=f.stem,
+            source=str(f),
+            dataset_type=(dataset_types or {}).get(f.stem),
+            instruction=(instructions or {}).get(f.stem),
+            num_negatives=num_negatives,
+            max_rows=max_rows,
+            seed=seed,
+            on_invalid=on_invalid,
         )
         for f in files
     ]
@@ -186,8 +196,15 @@ def from_hf_dataset(
     if num_negatives is None:
         num_negatives = min(DEFAULT_NUM_NEGATIVES.get(dataset_type, 0), available)
     built = build_dataset(
-        table, name=name, source=f"<datasets.Dataset {name}>", dataset_type=dataset_type, instruction=instruction,
-        num_negatives={dataset_type: num_negatives}, max_rows=max_rows, seed=seed, on_invalid=on_invalid,
+        table,
+        name=name,
+        source=f"<datasets.Dataset {name}>",
+        dataset_type=dataset_type,
+        instruction=instruction,
+        num_negatives={dataset_type: num_negatives},
+        max_rows=max_rows,
+        seed=seed,
+        on_invalid=on_invalid,
     )
     return TrainingCorpus([built])
 
@@ -227,8 +244,9 @@ def build_dataset(
     if instruction is None:
         instruction = DEFAULT_INSTRUCTION if dataset_type == "retrieval" else ""
         if not instruction:
-            logger.warning("%s: no instruction given for %s dataset %r; its queries get no prompt", source,
-                           dataset_type, name)
+            logger.warning(
+                "%s: no instruction given for %s dataset %r; its queries get no prompt", source, dataset_type, name
+            )
     logger.info("%s: %d rows, type %s, %d negatives per query", source, len(keep), dataset_type, k)
     # an explicit fingerprint skips datasets' hashing of the whole table
     fingerprint = f"{zlib.crc32(repr((source, name, seed, k, max_rows, on_invalid)).encode()):08x}"
@@ -266,27 +284,32 @@ def _negatives_for(dataset_type: str, num_negatives: Mapping[str, int] | None, s
     if not isinstance(k, int) or isinstance(k, bool) or k < 0:
         raise ValueError(f"num_negatives[{dataset_type!r}] must be a non-negative integer, got {k!r}")
     if k == 0 and dataset_type != "retrieval":
-        raise ValueError(f"{source}: a {dataset_type} dataset needs at least 1 negative per query (it has no "
-                         "in-batch loss)")
+        raise ValueError(
+            f"{source}: a {dataset_type} dataset needs at least 1 negative per query (it has no in-batch loss)"
+        )
     return k
 
 
 def _negative_columns(columns: Sequence[str]) -> list[str]:
     """`negative_1 .. negative_N` in numeric order (negative_10 after negative_9)."""
-    found = [c for c in columns if c.startswith("negative_") and c[len("negative_"):].isdigit()]
-    return sorted(found, key=lambda c: int(c[len("negative_"):]))
+    found = [c for c in columns if c.startswith("negative_") and c[len("negative_") :].isdigit()]
+    return sorted(found, key=lambda c: int(c[len("negative_") :]))
 
 
 def _check_schema(table: pa.Table, source: str, k: int) -> pa.Table:
     """Required columns present, text columns of string type (a schema fault is always an error)."""
     missing = [c for c in ("query", "passage") if c not in table.column_names]
     if missing:
-        raise ValueError(f"{source}: missing column(s) {missing}; the format needs query, passage, negative_1..N "
-                         f"(found {table.column_names})")
+        raise ValueError(
+            f"{source}: missing column(s) {missing}; the format needs query, passage, negative_1..N "
+            f"(found {table.column_names})"
+        )
     negatives = _negative_columns(table.column_names)
     if len(negatives) < k:
-        raise ValueError(f"{source}: column negative_{len(negatives) + 1} missing: this dataset needs {k} negatives "
-                         f"per query but has {len(negatives)} negative column(s)")
+        raise ValueError(
+            f"{source}: column negative_{len(negatives) + 1} missing: this dataset needs {k} negatives "
+            f"per query but has {len(negatives)} negative column(s)"
+        )
     for column in ["query", "passage", *negatives]:
         kind = table.schema.field(column).type
         if pa.types.is_null(kind) and column in negatives:
@@ -357,8 +380,9 @@ def _standard_columns(table: pa.Table, name: str) -> pa.Table:
     for target, options in (("query", _QUERY_COLUMNS), ("passage", _PASSAGE_COLUMNS)):
         present = [c for c in options if c in table.column_names]
         if len(present) != 1:
-            raise ValueError(f"dataset {name!r}: needs exactly one of the columns {list(options)}, found "
-                             f"{table.column_names}")
+            raise ValueError(
+                f"dataset {name!r}: needs exactly one of the columns {list(options)}, found {table.column_names}"
+            )
         renames[present[0]] = target
     if "negative" in table.column_names:
         if _negative_columns(table.column_names):

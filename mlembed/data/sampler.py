@@ -61,11 +61,16 @@ class OneDatasetBatchSampler(torch.utils.data.Sampler[list[int]]):
         self.num_groups = [self._groups(n) for n in self.dataset_lengths]
         unused = [i for i, (n, g) in enumerate(zip(self.dataset_lengths, self.num_groups)) if n and not g]
         if unused:
-            logger.warning("datasets %s have fewer than world_size * batch_size = %d rows and are never used",
-                           unused, self.group_size)
+            logger.warning(
+                "datasets %s have fewer than world_size * batch_size = %d rows and are never used",
+                unused,
+                self.group_size,
+            )
         if not sum(self.num_groups):
-            raise ValueError(f"no dataset has a full group of world_size * batch_size = {self.group_size} rows "
-                             f"(lengths {self.dataset_lengths}); lower batch_size or set drop_last=False")
+            raise ValueError(
+                f"no dataset has a full group of world_size * batch_size = {self.group_size} rows "
+                f"(lengths {self.dataset_lengths}); lower batch_size or set drop_last=False"
+            )
 
     def _groups(self, length: int) -> int:
         return length // self.group_size if self.drop_last else -(-length // self.group_size)

@@ -13,13 +13,31 @@ from .plot import pareto_front, plot_tradeoff
 from .sweep import build_grid, main, markdown_table, run_eval_cli, sweep, write_results
 
 _MTEB_NAMES = (
-    "MLEmbedMTEBEncoder", "local_retrieval_task", "local_sts_task", "retrieval_task_from_data", "load_mteb_encoder",
+    "MLEmbedMTEBEncoder",
+    "local_retrieval_task",
+    "local_sts_task",
+    "retrieval_task_from_data",
+    "load_mteb_encoder",
 )
 
 __all__ = [
-    "METRICS", "RetrievalData", "build_grid", "load_retrieval_data", "main", "markdown_table", "metrics_by_language",
-    "pairs_to_data", "parameters_used", "pareto_front", "per_query_metrics", "plot_tradeoff", "retrieval_metrics",
-    "run_eval_cli", "sweep", "write_results", *_MTEB_NAMES,
+    "METRICS",
+    "RetrievalData",
+    "build_grid",
+    "load_retrieval_data",
+    "main",
+    "markdown_table",
+    "metrics_by_language",
+    "pairs_to_data",
+    "parameters_used",
+    "pareto_front",
+    "per_query_metrics",
+    "plot_tradeoff",
+    "retrieval_metrics",
+    "run_eval_cli",
+    "sweep",
+    "write_results",
+    *_MTEB_NAMES,
 ]
 
 

@@ -103,8 +103,13 @@ class MLEmbedMTEBEncoder(AbsEncoder):
         prefix = self.prefix(task_metadata, prompt_type)
         logger.info("%s (%s): %d texts, prompt %r", task_metadata.name, prompt_type, len(texts), prefix)
         return self.model.encode(
-            texts, layers=self.layers, dim=self.dim, rank=self.rank, prompt=prefix,
-            batch_size=kwargs.get("batch_size", self.batch_size), max_length=self.max_length,
+            texts,
+            layers=self.layers,
+            dim=self.dim,
+            rank=self.rank,
+            prompt=prefix,
+            batch_size=kwargs.get("batch_size", self.batch_size),
+            max_length=self.max_length,
         )
 
     def prefix(self, task_metadata: TaskMetadata, prompt_type: PromptType | None) -> str:
@@ -163,10 +168,24 @@ def load_mteb_encoder(model_name: str, revision: str | None = None, device: str 
 # ---------------------------------------------------------------------------------------------------- local tasks
 def _local_metadata(name: str, task_type: str, main_score: str, languages: Sequence[str], split: str) -> TaskMetadata:
     return TaskMetadata(
-        name=name, type=task_type, main_score=main_score, description=f"Local {task_type} task built in memory.",
-        reference=None, dataset={"path": f"local/{name}", "revision": "local"}, category="t2t", eval_splits=[split],
-        eval_langs=list(languages), modalities=["text"], date=None, domains=None, task_subtypes=None, license=None,
-        annotations_creators=None, dialect=None, sample_creation=None, bibtex_citation=None,
+        name=name,
+        type=task_type,
+        main_score=main_score,
+        description=f"Local {task_type} task built in memory.",
+        reference=None,
+        dataset={"path": f"local/{name}", "revision": "local"},
+        category="t2t",
+        eval_splits=[split],
+        eval_langs=list(languages),
+        modalities=["text"],
+        date=None,
+        domains=None,
+        task_subtypes=None,
+        license=None,
+        annotations_creators=None,
+        dialect=None,
+        sample_creation=None,
+        bibtex_citation=None,
     )
 
 

@@ -85,10 +85,23 @@ def _panel(ax: Any, results: Sequence[dict[str, Any]], cost: str, metric: str) -
     if full:
         ax.scatter([full[0][cost]], [full[0][metric]], color="black", marker="*", s=140, zorder=3, label="full")
     front = pareto_front([(r[cost], r[metric]) for r in results], lower_is_better)
-    ax.plot([results[i][cost] for i in front], [results[i][metric] for i in front], color="red", linestyle="--",
-            drawstyle="steps-post", alpha=0.6, label="Pareto front")  # best quality reachable at each cost
-    ax.scatter([results[i][cost] for i in front], [results[i][metric] for i in front], s=160, facecolors="none",
-               edgecolors="red", zorder=4)
+    ax.plot(
+        [results[i][cost] for i in front],
+        [results[i][metric] for i in front],
+        color="red",
+        linestyle="--",
+        drawstyle="steps-post",
+        alpha=0.6,
+        label="Pareto front",
+    )  # best quality reachable at each cost
+    ax.scatter(
+        [results[i][cost] for i in front],
+        [results[i][metric] for i in front],
+        s=160,
+        facecolors="none",
+        edgecolors="red",
+        zorder=4,
+    )
     if cost != "throughput" and min(r[cost] for r in results) > 0:
         ax.set_xscale("log", base=2 if cost == "index_bytes_per_doc" else 10)
     ax.set_xlabel(label)

@@ -1,0 +1,65 @@
+"""Embedding distillation of ML-Embed: MSE of the student's embedding to the first d dims of a frozen teacher.
+
+The teacher is wider (D >= d) and, being trained with MRL, its prefixes are themselves embeddings, so the student
+can regress directly onto `teacher[..., :d]`. The teacher is never updated: its embedding is detached here even
+if the caller forgot `torch.no_grad()`. Build the teacher with its *own* settings (its full depth, rank and width),
+not the student's (REFERENCE.md, defect 5).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+import torch.nn.functional as F
+
+logger = logging.getLogger(__name__)
+
+
+def distill_mse(student: torch.Tensor, teacher: torch.Tensor, kd_weight: float = 1.0) -> torch.Tensor:
+    """`kd_weight` x mean squared error between the student embeddings and the teacher's first d dims.
+
+    Formula:
+        loss = kd_weight * mean_{i, k < d} (s_ik - t_ik)^2, t detached.
+
+    Args:
+        student: student embeddings, width d (gradient flows into them).
+        teacher: teacher embeddings for the same texts, width D >= d (detached).
+        kd_weight: weight of the term (the paper's `kd_weight`), >= 0.
+
+    Inputs:
+        +---------+----------+--------------------------------------------+
+        | name    | shape    | content                                    |
+        +=========+==========+============================================+
+        | student | (..., d) | e.g. (B, d) queries or (B, N, d) negatives |
+        | teacher | (..., D) | same leading shape, D >= d                 |
+        +---------+----------+--------------------------------------------+
+
+    Returns:
+        scalar loss (mean over all elements of the student tensor).
+
+    Shapes:
+        student: (..., d), teacher: (..., D) -> ()
+
+    References:
+        Hinton et al., "Distilling the Knowledge in a Neural Network", 2015; Zhang et al., "ML-Embed", ICML 2026.
+
+    Example:
+        >>> import torch
+        >>> student, teacher = torch.randn(4, 8, requires_grad=True), torch.randn(4, 16)
+        >>> distill_mse(student, teacher, kd_weight=0.5).backward()
+    """
+    if kd_weight < 0:
+        raise ValueError(f"kd_weight must be >= 0, got {kd_weight}")
+    if student.ndim < 1 or teacher.ndim != student.ndim or teacher.shape[:-1] != student.shape[:-1]:
+        raise ValueError(
+            f"student (..., d) and teacher (..., D) must share their leading shape, got "
+            f"{tuple(student.shape)} and {tuple(teacher.shape)}"
+        )
+    if teacher.shape[-1] < student.shape[-1]:
+        raise ValueError(
+            f"the teacher must be at least as wide as the student (D >= d), got D={teacher.shape[-1]} "
+            f"and d={student.shape[-1]}"
+        )
+    target = teacher[..., : student.shape[-1]].detach().to(student.dtype)  # (..., d)
+    return kd_weight * F.mse_loss(student, target)

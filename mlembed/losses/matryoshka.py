@@ -1,0 +1,313 @@
+"""3D Matryoshka Learning loss: contrastive losses over every MLL exit and MRL dim, plus the per-step MEL rank.
+
+The model returns, from ONE forward pass, the pooled un-normalised full-width embedding of every exit layer
+(`model(..., exits=True).exit_embeddings`). This module slices each to every MRL prefix, re-normalises it, and
+combines the contrastive losses of `mlembed.losses.contrastive` with the MRL weights; the MEL axis is a rank drawn
+once per step (`sample_mel_rank`) and passed to the model as `rank=`. Ablations are data, not code paths:
+MRL off = `dims=[hidden_size]`; MLL off = only the last exit (`exits=[num_hidden_layers]`); MEL off = `rank=None`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mlembed.losses.contrastive import hard_negative_infonce, in_batch_targets, masked_infonce
+from mlembed.losses.distill import distill_mse
+from mlembed.train import distributed
+
+logger = logging.getLogger(__name__)
+
+
+def mrl_weights(dims: Sequence[int], full_dim: int | None = None) -> dict[int, float]:
+    """Loss weight of each MRL dim: 1 / (n sqrt(full_dim / d')), n = 1, 2, ... over the dims sorted descending.
+
+    Larger prefixes weigh more; with `full_dim` 1024 and dims 1024 ... 8 the weights are 1, .354, .167, .088, .050,
+    .030, .018, .011 (ML-Embed, as in its reference code).
+
+    Args:
+        dims: the MRL dims trained (any order, unique).
+        full_dim: the embedding width d; default `max(dims)`.
+
+    Returns:
+        {dim: weight}, dims in descending order.
+    """
+    if not dims or any(isinstance(d, bool) or not isinstance(d, int) or d < 1 for d in dims):
+        raise ValueError(f"dims must be a non-empty list of positive integers, got {list(dims)!r}")
+    if len(set(dims)) != len(dims):
+        raise ValueError(f"dims must be unique, got {list(dims)}")
+    full_dim = max(dims) if full_dim is None else full_dim
+    if max(dims) > full_dim:
+        raise ValueError(f"dims must lie in 1..full_dim={full_dim}, got {sorted(dims)}")
+    ordered = sorted(dims, reverse=True)
+    return {d: 1.0 / (n * math.sqrt(full_dim / d)) for n, d in enumerate(ordered, start=1)}
+
+
+def sample_mel_rank(ranks: Sequence[int], generator: torch.Generator | None = None) -> int:
+    """The MEL rank for this step: k with probability k / sum(ranks), the same on every process.
+
+    Drawn on rank 0 and broadcast (`mlembed.train.distributed.shared_choice`), so all processes embed with the
+    same rank even when their generators differ. r=512 gives 512 .533, 256 .267, 128 .133, 64 .067.
+    """
+    if not ranks or any(isinstance(k, bool) or not isinstance(k, int) or k < 1 for k in ranks):
+        raise ValueError(f"ranks must be a non-empty list of positive integers (e.g. config.mel_ranks), got {ranks!r}")
+    ranks = sorted(set(ranks))
+    return distributed.shared_choice(ranks, weights=ranks, generator=generator)
+
+
+def _upcast(x: torch.Tensor) -> torch.Tensor:
+    """Half-precision embeddings to fp32 (differentiable); fp32 / fp64 unchanged."""
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
+def _as_negatives(negs: torch.Tensor, batch: int, width: int) -> torch.Tensor:
+    """(B, N, d) as given, or (B * N, d) with query i's negatives in rows i*N .. i*N + N - 1, to (B, N, d)."""
+    if negs.ndim == 2 and negs.shape[0] % batch == 0 and negs.shape[0] >= batch and negs.shape[1] == width:
+        return negs.reshape(batch, negs.shape[0] // batch, width)
+    if negs.ndim == 3 and negs.shape[0] == batch and negs.shape[1] >= 1 and negs.shape[2] == width:
+        return negs
+    raise ValueError(f"negatives must be (B, N, d) or (B * N, d) with B={batch}, d={width}, got {tuple(negs.shape)}")
+
+
+def _check_exits(exit_q: Mapping, exit_p: Mapping, exit_negs: Mapping | None, exits: Sequence[int] | None) -> list:
+    available = sorted(exit_q)
+    if not available:
+        raise ValueError("exit_q is empty; call the model with exits=True")
+    if sorted(exit_p) != available or (exit_negs is not None and sorted(exit_negs) != available):
+        raise ValueError(
+            f"exit_q, exit_p and exit_negs must have the same exit layers, got {available}, "
+            f"{sorted(exit_p)}, {None if exit_negs is None else sorted(exit_negs)}"
+        )
+    chosen = available if exits is None else sorted(set(exits))
+    if not chosen or any(layer not in available for layer in chosen):
+        raise ValueError(f"exits must be a non-empty subset of the exit layers given {available}, got {exits!r}")
+    return chosen
+
+
+def _check_dims(dims: Sequence[int], width: int, weights: Mapping[int, float] | None) -> dict[int, float]:
+    if not dims or any(isinstance(d, bool) or not isinstance(d, int) or not 1 <= d <= width for d in dims):
+        raise ValueError(
+            f"dims must be a non-empty list of integers in 1..{width} (the embedding width), got {dims!r}"
+        )
+    if weights is None:
+        return mrl_weights(list(dict.fromkeys(dims)), full_dim=width)
+    missing = [d for d in dims if d not in weights]
+    if missing:
+        raise ValueError(f"weights must give a weight for every dim in {sorted(set(dims))}, missing {missing}")
+    return {d: float(weights[d]) for d in sorted(set(dims), reverse=True)}
+
+
+def _teacher_loss(
+    q: torch.Tensor, p: torch.Tensor, negs: torch.Tensor | None, teacher: Sequence[torch.Tensor | None]
+) -> torch.Tensor:
+    """Distillation of one exit: MSE of queries, positives and negatives to the teacher's first d dims."""
+    if len(teacher) != 3:
+        raise ValueError("teacher must be a tuple (teacher_q, teacher_p, teacher_negs); teacher_negs may be None")
+    loss = distill_mse(q, teacher[0]) + distill_mse(p, teacher[1])
+    if negs is not None and teacher[2] is not None:
+        t_negs = _as_negatives(teacher[2], q.shape[0], teacher[2].shape[-1])
+        loss = loss + distill_mse(negs, t_negs)
+    return loss
+
+
+def _dim_losses(
+    q: torch.Tensor,
+    p: torch.Tensor,
+    negs: torch.Tensor | None,
+    candidates: torch.Tensor | None,
+    targets: tuple[torch.Tensor, torch.Tensor | None] | None,
+    dim: int,
+    temperature: float,
+) -> dict[str, torch.Tensor]:
+    """Unweighted in-batch and hard-negative losses of one exit at the prefix `dim` (sliced, re-normalised).
+
+    Shapes:
+        q, p: (B, d); negs: (B, N, d) or None; candidates: (W * B, d) or None -> {kind: ()}
+    """
+    losses = {}
+    q_d = F.normalize(q[:, :dim], dim=-1)  # (B, d')
+    if candidates is not None:
+        c_d = F.normalize(candidates[:, :dim], dim=-1)  # (W * B, d')
+        losses["in_batch"] = masked_infonce(q_d @ c_d.T / temperature, *targets)
+    if negs is not None:
+        p_d, n_d = F.normalize(p[:, :dim], dim=-1), F.normalize(negs[..., :dim], dim=-1)  # (B, d'), (B, N, d')
+        losses["hard_negative"] = hard_negative_infonce(q_d, p_d, n_d, temperature)
+    return losses
+
+
+def three_d_loss(
+    exit_q: Mapping[int, torch.Tensor],
+    exit_p: Mapping[int, torch.Tensor],
+    dims: Sequence[int],
+    exit_negs: Mapping[int, torch.Tensor] | None = None,
+    weights: Mapping[int, float] | None = None,
+    temperature: float = 0.05,
+    use_in_batch: bool = True,
+    use_hard_negatives: bool = True,
+    passage_ids: torch.Tensor | None = None,
+    gather: bool = True,
+    exits: Sequence[int] | None = None,
+    teacher: Sequence[torch.Tensor | None] | None = None,
+    kd_weight: float = 0.0,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The ML-Embed training loss over the depth (MLL) and output (MRL) axes from one forward pass.
+
+    For every exit l and dim d': slice the first d' values of the pooled embeddings, L2-normalise, add the in-batch
+    InfoNCE (retrieval batches) and the hard-negative InfoNCE, weighted by the MRL weight of d'. Distillation, when
+    a teacher is given, adds `kd_weight` x MSE of the exit's full-width un-normalised embeddings to the teacher's
+    first d dims. The sum over exits is divided by the number of exits (all exits weigh the same). Half-precision
+    embeddings are upcast to fp32 here: similarities divided by 0.05 lose too much in bf16.
+
+    Formula:
+        loss = 1/|E| sum_{l in E} [ sum_{d' in D} w(d') (L_inbatch(l, d') + L_hard(l, d')) + kd_weight L_kd(l) ],
+        w(d') = 1 / (n(d') sqrt(d / d')), n(d') = position of d' in D sorted descending (1-based).
+
+    Args:
+        exit_q, exit_p: {exit layer: pooled un-normalised full-width embeddings} of queries / positives, as the
+            model's `exit_embeddings` (`model(..., exits=True)`).
+        dims: MRL dims (e.g. `config.matryoshka_dims`); `[d]` alone = MRL off.
+        exit_negs: {exit layer: hard negatives}, each (B, N, d) or (B * N, d) (row i*N + j = negative j of query i,
+            i.e. the negatives embedded as one flat batch in query order); needed when `use_hard_negatives`.
+        weights: {dim: weight}; default `mrl_weights(dims, d)`.
+        temperature: divides cosine similarities (a temperature; sentence-transformers' scale = 1 / temperature).
+        use_in_batch: add the in-batch loss (the paper: retrieval datasets only).
+        use_hard_negatives: add the hard-negative loss (the paper: every batch).
+        passage_ids: (B,) int ids of the positives; duplicates are not negatives of each other (see
+            `in_batch_infonce`).
+        gather: in-batch candidates from all processes (gathered with gradient, once per exit).
+        exits: subset of the exit layers to use; default all given. `[last layer]` alone = MLL off.
+        teacher: `(teacher_q, teacher_p, teacher_negs)` embeddings of a frozen teacher at its own full settings
+            (width D >= d, un-normalised, e.g. its `exit_embeddings[its last layer]`), compared with every exit.
+        kd_weight: weight of the distillation term; 0 skips it.
+
+    Inputs:
+        +-----------+-------------------------------+-----------------------------------------------+
+        | name      | value shape                   | content                                       |
+        +===========+===============================+===============================================+
+        | exit_q    | {l: (B, d)}                   | queries, per exit layer                       |
+        | exit_p    | {l: (B, d)}                   | positives, per exit layer                     |
+        | exit_negs | {l: (B, N, d) or (B * N, d)}  | hard negatives, per exit layer                |
+        | teacher   | ((B, D), (B, D), (B, N, D))   | teacher embeddings (optional)                 |
+        +-----------+-------------------------------+-----------------------------------------------+
+
+    Returns:
+        (total loss, components): components are detached, *unweighted* losses keyed
+        `exit{l}/dim{d'}/in_batch`, `exit{l}/dim{d'}/hard_negative` and `exit{l}/kd`, for logging.
+
+    Shapes:
+        exit_q[l], exit_p[l]: (B, d); exit_negs[l]: (B, N, d) or (B * N, d) -> total: ()
+
+    References:
+        Kusupati et al., "Matryoshka Representation Learning", NeurIPS 2022; Zhang et al., "ML-Embed", ICML 2026.
+
+    Example:
+        >>> import torch
+        >>> q = {2: torch.randn(4, 16), 4: torch.randn(4, 16)}
+        >>> p = {2: torch.randn(4, 16), 4: torch.randn(4, 16)}
+        >>> n = {2: torch.randn(4 * 3, 16), 4: torch.randn(4 * 3, 16)}
+        >>> total, parts = three_d_loss(q, p, dims=[16, 8], exit_negs=n)
+        >>> sorted(parts)[:2]
+        ['exit2/dim16/hard_negative', 'exit2/dim16/in_batch']
+    """
+    if not (use_in_batch or use_hard_negatives or (teacher is not None and kd_weight > 0)):
+        raise ValueError(
+            "nothing to compute: enable use_in_batch, use_hard_negatives, or give a teacher with kd_weight > 0"
+        )
+    if use_hard_negatives and exit_negs is None:
+        raise ValueError("use_hard_negatives=True needs exit_negs; pass use_hard_negatives=False for pairs only")
+    if temperature <= 0 or kd_weight < 0:
+        raise ValueError(f"temperature must be > 0 and kd_weight >= 0, got {temperature} and {kd_weight}")
+    chosen = _check_exits(exit_q, exit_p, exit_negs if use_hard_negatives else None, exits)
+    batch, width = exit_q[chosen[0]].shape
+    weights_by_dim = _check_dims(dims, width, weights)
+    targets = None
+    if use_in_batch:  # labels and duplicate mask shared by every exit and dim
+        targets = in_batch_targets(batch, passage_ids, gather=gather, device=exit_q[chosen[0]].device)
+    total, parts = torch.zeros((), device=exit_q[chosen[0]].device), {}
+    for layer in chosen:
+        q, p = _upcast(exit_q[layer]), _upcast(exit_p[layer])  # similarities / temperature need fp32 under bf16
+        if q.shape != (batch, width) or p.shape != (batch, width):
+            raise ValueError(
+                f"exit {layer}: queries and positives must be ({batch}, {width}), got "
+                f"{tuple(q.shape)} and {tuple(p.shape)}"
+            )
+        negs = _upcast(_as_negatives(exit_negs[layer], batch, width)) if use_hard_negatives else None  # (B, N, d)
+        candidates = None
+        if use_in_batch:  # one differentiable gather per exit, sliced per dim below
+            candidates = distributed.gather_with_grad(p, check_shapes=layer == chosen[0]) if gather else p
+        for dim, weight in weights_by_dim.items():
+            for kind, loss in _dim_losses(q, p, negs, candidates, targets, dim, temperature).items():
+                parts[f"exit{layer}/dim{dim}/{kind}"] = loss.detach()
+                total = total + weight * loss
+        if teacher is not None and kd_weight > 0:
+            loss = _teacher_loss(q, p, negs, teacher)
+            parts[f"exit{layer}/kd"] = loss.detach()
+            total = total + kd_weight * loss
+    return total / len(chosen), parts
+
+
+class ThreeDMatryoshkaLoss(nn.Module):
+    """`three_d_loss` with its settings held, built from a model config (for the Trainer).
+
+    Example:
+        >>> import torch
+        >>> from types import SimpleNamespace
+        >>> config = SimpleNamespace(matryoshka_dims=[8, 16], exit_layers=[2, 4], hidden_size=16, num_hidden_layers=4)
+        >>> loss_fn = ThreeDMatryoshkaLoss.from_config(config, mll=False)  # only the last exit
+        >>> q, p, n = ({layer: torch.randn(rows, 16) for layer in (2, 4)} for rows in (4, 4, 8))
+        >>> total, parts = loss_fn(q, p, n)  # with a model: model(**batch, rank=k, exits=True).exit_embeddings
+        >>> sorted(parts)
+        ['exit4/dim16/hard_negative', 'exit4/dim16/in_batch', 'exit4/dim8/hard_negative', 'exit4/dim8/in_batch']
+    """
+
+    def __init__(
+        self,
+        dims: Sequence[int],
+        exits: Sequence[int] | None = None,
+        weights: Mapping[int, float] | None = None,
+        temperature: float = 0.05,
+        gather: bool = True,
+        kd_weight: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.dims, self.exits, self.weights = list(dims), None if exits is None else list(exits), weights
+        self.temperature, self.gather, self.kd_weight = temperature, gather, kd_weight
+
+    @classmethod
+    def from_config(cls, config: Any, mrl: bool = True, mll: bool = True, **kwargs: Any) -> ThreeDMatryoshkaLoss:
+        """Dims and exits from `config.matryoshka_dims` / `config.exit_layers`; `mrl=False` / `mll=False` ablate."""
+        dims = list(config.matryoshka_dims) if mrl else [int(config.hidden_size)]
+        exits = list(config.exit_layers) if mll else [int(config.num_hidden_layers)]
+        return cls(dims=dims, exits=exits, **kwargs)
+
+    def forward(
+        self,
+        exit_q: Mapping[int, torch.Tensor],
+        exit_p: Mapping[int, torch.Tensor],
+        exit_negs: Mapping[int, torch.Tensor] | None = None,
+        use_in_batch: bool = True,
+        passage_ids: torch.Tensor | None = None,
+        teacher: Sequence[torch.Tensor | None] | None = None,
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """See `three_d_loss`; hard negatives are used whenever `exit_negs` is given."""
+        return three_d_loss(
+            exit_q,
+            exit_p,
+            self.dims,
+            exit_negs=exit_negs,
+            weights=self.weights,
+            temperature=self.temperature,
+            use_in_batch=use_in_batch,
+            use_hard_negatives=exit_negs is not None,
+            passage_ids=passage_ids,
+            gather=self.gather,
+            exits=self.exits,
+            teacher=teacher,
+            kd_weight=self.kd_weight,
+        )

@@ -1,0 +1,145 @@
+"""Typed recipe configs: a JSON file with the sections model / data / loss / training / export.
+
+`training` is passed as is to `transformers.TrainingArguments` (its names, its validation); the other sections
+are ours and every key is checked, with errors listing the allowed keys.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+
+@dataclass
+class ModelSection:
+    """base: an ML-Embed folder to continue from, or a stock backbone (folder or Hub id) converted on the fly."""
+
+    base: str = ""
+    mel_rank: int | None = None
+    exit_layers: list[int] | None = None
+    matryoshka_dims: list[int] | None = None
+    dtype: str = "float32"
+
+
+@dataclass
+class DataSection:
+    """Parquet files in the published format (globs allowed, relative to the config file)."""
+
+    train: list[str] = field(default_factory=list)
+    dataset_types: dict[str, str] = field(default_factory=dict)
+    instructions: dict[str, str] = field(default_factory=dict)
+    num_negatives: dict[str, int] = field(default_factory=dict)
+    max_rows: int = 80_000
+    max_length: int = 512
+    on_invalid: str = "error"
+
+
+@dataclass
+class LossSection:
+    """Axes switches are the ablations: mel / mll / mrl off = full rank / last layer / full dim only."""
+
+    temperature: float = 0.05
+    mel: bool = True
+    mll: bool = True
+    mrl: bool = True
+    kd_weight: float = 0.0
+    teacher: str | None = None
+
+
+@dataclass
+class ExportSection:
+    hub: bool = True
+    repo_id: str | None = None
+
+
+@dataclass
+class TrainConfig:
+    launch: str = ""
+    model: ModelSection = field(default_factory=ModelSection)
+    data: DataSection = field(default_factory=DataSection)
+    loss: LossSection = field(default_factory=LossSection)
+    training: dict[str, Any] = field(default_factory=dict)
+    export: ExportSection = field(default_factory=ExportSection)
+    root: Path = field(default=Path("."), repr=False)
+
+    def data_files(self) -> list[Path]:
+        """The training parquet files, globs expanded relative to the config's folder."""
+        files: list[Path] = []
+        for pattern in self.data.train:
+            path = Path(pattern) if Path(pattern).is_absolute() else self.root / pattern
+            matches = sorted(path.parent.glob(path.name)) if any(c in path.name for c in "*?[") else [path]
+            if not matches or not all(p.is_file() for p in matches):
+                raise FileNotFoundError(f"data.train: no parquet file matches {pattern!r} (looked in {path.parent})")
+            files.extend(matches)
+        return files
+
+    def training_arguments(self, **overrides: Any) -> Any:
+        """`transformers.TrainingArguments` from the `training` section (paths relative to the config)."""
+        from transformers import TrainingArguments
+
+        kwargs = {**self.training, **overrides}
+        for key in ("output_dir", "deepspeed"):
+            if isinstance(kwargs.get(key), str) and not Path(kwargs[key]).is_absolute():
+                kwargs[key] = str(self.root / kwargs[key])
+        return TrainingArguments(**kwargs)
+
+
+_SECTIONS = {"model": ModelSection, "data": DataSection, "loss": LossSection, "export": ExportSection}
+
+
+def _section(name: str, cls: type, values: Any) -> Any:
+    if not isinstance(values, dict):
+        raise ValueError(f"config section {name!r} must be an object, got {type(values).__name__}")
+    allowed = [f.name for f in fields(cls)]
+    unknown = sorted(set(values) - set(allowed))
+    if unknown:
+        raise ValueError(f"unknown key(s) {unknown} in section {name!r}; allowed: {allowed}")
+    return cls(**values)
+
+
+def parse_config(raw: dict[str, Any], root: str | Path = ".") -> TrainConfig:
+    """Validate a config dict; errors name the section and the allowed keys or values."""
+    allowed = ["launch", "training", *_SECTIONS]
+    unknown = sorted(set(raw) - set(allowed))
+    if unknown:
+        raise ValueError(f"unknown top-level key(s) {unknown}; allowed: {allowed}")
+    sections = {name: _section(name, cls, raw.get(name, {})) for name, cls in _SECTIONS.items()}
+    config = TrainConfig(
+        launch=raw.get("launch", ""), training=dict(raw.get("training", {})), root=Path(root), **sections
+    )
+    if not config.model.base:
+        raise ValueError("model.base is required: an ML-Embed folder or a backbone folder / Hub id to convert")
+    if config.data.on_invalid not in ("error", "skip"):
+        raise ValueError(f"data.on_invalid must be 'error' or 'skip', got {config.data.on_invalid!r}")
+    if config.model.dtype not in ("float32", "bfloat16", "float16"):
+        raise ValueError(f"model.dtype must be one of float32, bfloat16, float16, got {config.model.dtype!r}")
+    if config.loss.kd_weight < 0 or (config.loss.kd_weight > 0) != bool(config.loss.teacher):
+        raise ValueError("loss.kd_weight > 0 and loss.teacher go together (a teacher folder and its weight)")
+    if "output_dir" not in config.training:
+        raise ValueError("training.output_dir is required (checkpoints and the final model go there)")
+    return config
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> TrainConfig:
+    """Read a JSON recipe; `overrides` are `section.key=value` strings (value parsed as JSON, else a string)."""
+    path = Path(path)
+    raw = json.loads(path.read_text())
+    return parse_config(apply_overrides(raw, overrides or []), root=path.parent)
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    raw = copy.deepcopy(raw)
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or "." not in key:
+            raise ValueError(f"override {item!r} must look like section.key=value (e.g. training.max_steps=10)")
+        section, _, name = key.partition(".")
+        try:
+            parsed = json.loads(value)
+        except json.JSONDecodeError:
+            parsed = value
+        raw.setdefault(section, {})[name] = parsed
+    return raw

@@ -1,0 +1,94 @@
+"""The training recipe entry: `mlembed train --config configs/<name>.json` (the loop is `MLEmbedTrainer`).
+
+Launch, one process (CPU or one GPU):
+    mlembed train --config configs/0.6b.json
+Many GPUs, one node (accelerate or torchrun, both run the same entry):
+    accelerate launch --config_file configs/accelerate/8gpu.yaml -m mlembed.cli train --config configs/0.6b.json
+    torchrun --nproc_per_node 8 -m mlembed.cli train --config configs/0.6b.json
+Many nodes: `configs/accelerate/multinode.yaml` with `--machine_rank`, `--main_process_ip` per node.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mlembed.train.config import TrainConfig
+
+logger = logging.getLogger(__name__)
+
+
+def build_model(config: TrainConfig) -> tuple[Any, Any]:
+    """The student and its tokenizer: an ML-Embed folder as is, or a stock backbone converted (SVD init)."""
+    from transformers import AutoConfig, AutoModel, AutoTokenizer
+
+    from mlembed.convert import from_backbone
+    from modeling_mlembed import MLEmbedModel
+
+    base, spec = config.model.base, config.model
+    tokenizer = AutoTokenizer.from_pretrained(base, trust_remote_code=True)
+    if getattr(AutoConfig.from_pretrained(base, trust_remote_code=True), "backbone_type", None):
+        model = MLEmbedModel.from_pretrained(base, dtype=torch.float32)
+    else:
+        axes = {
+            k: v for k, v in {"exit_layers": spec.exit_layers, "matryoshka_dims": spec.matryoshka_dims}.items() if v
+        }
+        model = from_backbone(AutoModel.from_pretrained(base, dtype=torch.float32), mel_rank=spec.mel_rank, **axes)
+    return model.to(getattr(torch, spec.dtype)), tokenizer
+
+
+def build_trainer(config: TrainConfig, **training_overrides: Any) -> Any:
+    """Model, data, loss and `MLEmbedTrainer` from a recipe config (nothing trained yet)."""
+    from mlembed.data.collator import MLEmbedCollator
+    from mlembed.data.format import load_parquet_corpus
+    from mlembed.losses.matryoshka import ThreeDMatryoshkaLoss
+    from mlembed.train.trainer import MLEmbedTrainer
+    from modeling_mlembed import MLEmbedModel
+
+    args = config.training_arguments(**training_overrides)
+    model, tokenizer = build_model(config)
+    data = config.data
+    corpus = load_parquet_corpus(
+        config.data_files(),
+        dataset_types=data.dataset_types or None,
+        instructions=data.instructions or None,
+        num_negatives=data.num_negatives or None,
+        max_rows=data.max_rows,
+        seed=args.seed,
+        on_invalid=data.on_invalid,
+    )
+    loss_spec = config.loss
+    loss = ThreeDMatryoshkaLoss.from_config(
+        model.config,
+        mrl=loss_spec.mrl,
+        mll=loss_spec.mll,
+        temperature=loss_spec.temperature,
+        kd_weight=loss_spec.kd_weight,
+    )
+    teacher = MLEmbedModel.from_pretrained(loss_spec.teacher) if loss_spec.teacher else None
+    return MLEmbedTrainer(
+        model,
+        loss=loss,
+        mel=loss_spec.mel,
+        teacher=teacher,
+        args=args,
+        train_dataset=corpus,
+        data_collator=MLEmbedCollator(tokenizer, max_length=data.max_length, append_eos=model.config.append_eos),
+        processing_class=tokenizer,
+    )
+
+
+def run(config: TrainConfig, resume_from_checkpoint: str | bool | None = None, **training_overrides: Any) -> Path:
+    """Train, then save the final ML-Embed folder (`<output_dir>/final`) and its Hub folder (`<output_dir>/hub`)."""
+    trainer = build_trainer(config, **training_overrides)
+    trainer.train(resume_from_checkpoint=resume_from_checkpoint)
+    final = Path(trainer.args.output_dir) / "final"
+    trainer.save_model(str(final))
+    if config.export.hub and trainer.is_world_process_zero():
+        from mlembed.hub import export_hub
+
+        export_hub(final, Path(trainer.args.output_dir) / "hub", repo_id=config.export.repo_id)
+    return final

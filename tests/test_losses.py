@@ -1,0 +1,282 @@
+"""3D-ML losses against straightforward numpy loops, on random tensors and on a tiny model."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import tiny_model
+
+from mlembed.losses import (
+    ThreeDMatryoshkaLoss,
+    distill_mse,
+    hard_negative_infonce,
+    in_batch_infonce,
+    mrl_weights,
+    passage_ids_from_texts,
+    sample_mel_rank,
+    three_d_loss,
+)
+from mlembed.train.distributed import shared_choice
+
+T = 0.05
+
+
+def unit(*shape: int, seed: int = 0) -> torch.Tensor:
+    return F.normalize(torch.randn(*shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64), dim=-1)
+
+
+def np_unit(x: np.ndarray) -> np.ndarray:
+    return x / np.linalg.norm(x, axis=-1, keepdims=True)
+
+
+def np_ce(logits: list[float], label: int) -> float:
+    """-log softmax(logits)[label], candidates given as a plain list."""
+    logits = np.asarray(logits, dtype=np.float64)
+    top = logits.max()
+    return float(-(logits[label] - top - np.log(np.exp(logits - top).sum())))
+
+
+def ref_hard(q: np.ndarray, p: np.ndarray, negs: np.ndarray, t: float = T) -> float:
+    losses = []
+    for i in range(len(q)):
+        logits = [q[i] @ p[i] / t] + [q[i] @ n / t for n in negs[i]]
+        losses.append(np_ce(logits, 0))
+    return float(np.mean(losses))
+
+
+def ref_in_batch(q: np.ndarray, p: np.ndarray, ids: list[int] | None = None, t: float = T) -> float:
+    losses = []
+    for i in range(len(q)):
+        keep = [j for j in range(len(p)) if j == i or ids is None or ids[j] != ids[i]]
+        logits = [q[i] @ p[j] / t for j in keep]
+        losses.append(np_ce(logits, keep.index(i)))
+    return float(np.mean(losses))
+
+
+# ------------------------------------------------------------------------------------------- contrastive
+def test_hard_negative_matches_loop():
+    q, p, negs = unit(5, 16, seed=1), unit(5, 16, seed=2), unit(5, 7, 16, seed=3)
+    got = hard_negative_infonce(q, p, negs, temperature=T)
+    assert got.item() == pytest.approx(ref_hard(q.numpy(), p.numpy(), negs.numpy()), rel=1e-10)
+
+
+def test_in_batch_matches_loop():
+    q, p = unit(6, 16, seed=4), unit(6, 16, seed=5)
+    got = in_batch_infonce(q, p, temperature=0.1)
+    assert got.item() == pytest.approx(ref_in_batch(q.numpy(), p.numpy(), t=0.1), rel=1e-10)
+
+
+def test_duplicate_passages_are_masked():
+    q, p = unit(5, 8, seed=6), unit(5, 8, seed=7)
+    p[3] = p[1]  # the same passage is the positive of queries 1 and 3
+    ids = passage_ids_from_texts(["a", "b", "c", "b", "e"])
+    assert ids[1] == ids[3] and len(set(ids.tolist())) == 4
+    masked = in_batch_infonce(q, p, passage_ids=ids)
+    assert masked.item() == pytest.approx(ref_in_batch(q.numpy(), p.numpy(), ids.tolist()), rel=1e-10)
+    assert masked.item() != pytest.approx(in_batch_infonce(q, p).item(), rel=1e-6)  # default: no masking
+    q.requires_grad_(True)
+    in_batch_infonce(q, p, passage_ids=ids).backward()
+    # query 1 no longer sees passage 3 (= its own positive) as a negative: only i = 1, 3 change
+    unmasked = torch.autograd.grad(in_batch_infonce(q, p), q)[0]
+    changed = (q.grad - unmasked).abs().sum(-1) > 1e-12
+    assert changed.tolist() == [False, True, False, True, False]
+
+
+def test_passage_ids_are_stable():
+    assert passage_ids_from_texts(["x", "y"]).tolist() == passage_ids_from_texts(["x", "y"]).tolist()
+    assert passage_ids_from_texts(["x"]).dtype == torch.long
+
+
+def test_contrastive_errors():
+    q, p = unit(4, 8), unit(4, 8, seed=1)
+    with pytest.raises(ValueError, match="temperature must be > 0"):
+        hard_negative_infonce(q, p, unit(4, 2, 8), temperature=0)
+    with pytest.raises(ValueError, match="q and p must both be"):
+        in_batch_infonce(q, p[:3])
+    with pytest.raises(ValueError, match=r"negs must be \(B, N, d\)"):
+        hard_negative_infonce(q, p, unit(4, 8))
+    with pytest.raises(ValueError, match="passage_ids must be an integer tensor of shape"):
+        in_batch_infonce(q, p, passage_ids=torch.zeros(4))
+    with pytest.raises(ValueError, match="passage_ids must be an integer tensor of shape"):
+        in_batch_infonce(q, p, passage_ids=torch.zeros(3, dtype=torch.long))
+
+
+# -------------------------------------------------------------------------------------------- matryoshka
+def test_mrl_weights_match_reference_numbers():
+    dims = [8, 16, 32, 64, 128, 256, 512, 1024]
+    weights = mrl_weights(dims, 1024)
+    assert list(weights) == sorted(dims, reverse=True)
+    published = [1, 0.354, 0.167, 0.088, 0.050, 0.030, 0.018, 0.011]  # REFERENCE.md, rounded
+    assert list(weights.values()) == pytest.approx(published, abs=6e-4)
+    assert weights[256] == pytest.approx(1 / (3 * 2))  # n = 3, sqrt(1024 / 256) = 2
+
+
+def test_mrl_weights_errors():
+    with pytest.raises(ValueError, match="dims must be a non-empty list of positive integers"):
+        mrl_weights([])
+    with pytest.raises(ValueError, match="dims must be unique"):
+        mrl_weights([8, 8])
+    with pytest.raises(ValueError, match=r"dims must lie in 1..full_dim=16"):
+        mrl_weights([8, 32], full_dim=16)
+
+
+def test_mel_rank_frequencies():
+    ranks, generator, draws = [64, 128, 256, 512], torch.Generator().manual_seed(0), 20000
+    counts = {k: 0 for k in ranks}
+    for _ in range(draws):
+        counts[sample_mel_rank(ranks, generator)] += 1
+    for k in ranks:
+        assert counts[k] / draws == pytest.approx(k / sum(ranks), abs=0.01)
+
+
+def test_sampling_errors():
+    with pytest.raises(ValueError, match="ranks must be a non-empty list of positive integers"):
+        sample_mel_rank([0, 64])
+    with pytest.raises(ValueError, match="options must not be empty"):
+        shared_choice([])
+    with pytest.raises(ValueError, match="weights must have one entry per option"):
+        shared_choice(["a", "b"], weights=[1.0])
+    with pytest.raises(ValueError, match="weights must be finite, non-negative and not all zero"):
+        shared_choice(["a", "b"], weights=[0.0, 0.0])
+
+
+def random_exits(batch: int = 4, width: int = 16, negatives: int = 3, layers=(1, 2, 4), seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    make = lambda *shape: {l: torch.randn(*shape, generator=g, dtype=torch.float64) for l in layers}  # noqa: E731
+    return make(batch, width), make(batch, width), make(batch, negatives, width)
+
+
+def ref_three_d(q, p, negs, dims, in_batch=True, hard=True, ids=None, teacher=None, kd_weight=0.0) -> float:
+    """Nested loop: exits x dims, weights 1 / (n sqrt(d / d')) computed here, mean over exits."""
+    width, total = next(iter(q.values())).shape[1], 0.0
+    for layer in q:
+        ql, pl, nl = q[layer].numpy(), p[layer].numpy(), negs[layer].numpy()
+        for n, dim in enumerate(sorted(dims, reverse=True), start=1):
+            weight = 1.0 / (n * math.sqrt(width / dim))
+            qd, pd, nd = np_unit(ql[:, :dim]), np_unit(pl[:, :dim]), np_unit(nl[..., :dim])
+            total += weight * (
+                (ref_in_batch(qd, pd, ids) if in_batch else 0.0) + (ref_hard(qd, pd, nd) if hard else 0.0)
+            )
+        if teacher is not None:
+            mse = [np.mean((s - t.numpy()[..., :width]) ** 2) for s, t in zip((ql, pl, nl), teacher)]
+            total += kd_weight * sum(mse)
+    return total / len(q)
+
+
+@pytest.mark.parametrize("in_batch, hard", [(True, True), (True, False), (False, True)])
+def test_three_d_loss_matches_nested_loop(in_batch, hard):
+    q, p, negs = random_exits()
+    total, parts = three_d_loss(q, p, [16, 8, 4], exit_negs=negs, use_in_batch=in_batch, use_hard_negatives=hard)
+    assert total.item() == pytest.approx(ref_three_d(q, p, negs, [16, 8, 4], in_batch, hard), rel=1e-10)
+    kinds = (["in_batch"] if in_batch else []) + (["hard_negative"] if hard else [])
+    assert sorted(parts) == sorted(f"exit{l}/dim{d}/{k}" for l in (1, 2, 4) for d in (16, 8, 4) for k in kinds)
+
+
+def test_three_d_loss_flat_negatives_ids_and_teacher():
+    q, p, negs = random_exits()
+    ids = torch.tensor([7, 8, 7, 9])
+    teacher = (
+        torch.randn(4, 24, dtype=torch.float64),
+        torch.randn(4, 24, dtype=torch.float64),
+        torch.randn(4, 3, 24, dtype=torch.float64),
+    )
+    flat = {l: n.reshape(12, 16) for l, n in negs.items()}  # (B * N, d), query-major
+    flat_teacher = (teacher[0], teacher[1], teacher[2].reshape(12, 24))
+    total, parts = three_d_loss(q, p, [16, 8], exit_negs=flat, passage_ids=ids, teacher=flat_teacher, kd_weight=0.3)
+    expected = ref_three_d(q, p, negs, [16, 8], ids=ids.tolist(), teacher=teacher, kd_weight=0.3)
+    assert total.item() == pytest.approx(expected, rel=1e-10)
+    assert "exit2/kd" in parts
+
+
+def test_ablations_are_subsets():
+    q, p, negs = random_exits()
+    total, parts = three_d_loss(q, p, [16], exit_negs=negs, exits=[4])  # MRL off, MLL off
+    only = {4: q[4]}, {4: p[4]}, {4: negs[4]}
+    assert total.item() == pytest.approx(ref_three_d(*only, [16]), rel=1e-10)
+    assert sorted(parts) == ["exit4/dim16/hard_negative", "exit4/dim16/in_batch"]
+
+
+def test_three_d_loss_bf16_is_computed_in_fp32():
+    q, p, negs = random_exits()
+    half = [{l: t.to(torch.bfloat16) for l, t in d.items()} for d in (q, p, negs)]
+    total, _ = three_d_loss(half[0], half[1], [16, 8], exit_negs=half[2])
+    back = [{l: t.double() for l, t in d.items()} for d in half]  # the same bf16 values, computed exactly
+    assert total.dtype == torch.float32
+    assert total.item() == pytest.approx(ref_three_d(*back, [16, 8]), rel=1e-5)
+
+
+def test_three_d_loss_errors():
+    q, p, negs = random_exits()
+    with pytest.raises(ValueError, match="nothing to compute"):
+        three_d_loss(q, p, [16], use_in_batch=False, use_hard_negatives=False)
+    with pytest.raises(ValueError, match="use_hard_negatives=True needs exit_negs"):
+        three_d_loss(q, p, [16])
+    with pytest.raises(ValueError, match="temperature must be > 0 and kd_weight >= 0"):
+        three_d_loss(q, p, [16], exit_negs=negs, temperature=-1)
+    with pytest.raises(ValueError, match="exit_q is empty"):
+        three_d_loss({}, {}, [16], use_hard_negatives=False)
+    with pytest.raises(ValueError, match="must have the same exit layers"):
+        three_d_loss(q, {1: p[1]}, [16], exit_negs=negs)
+    with pytest.raises(ValueError, match=r"exits must be a non-empty subset of the exit layers given \[1, 2, 4\]"):
+        three_d_loss(q, p, [16], exit_negs=negs, exits=[3])
+    with pytest.raises(ValueError, match=r"dims must be a non-empty list of integers in 1..16"):
+        three_d_loss(q, p, [32], exit_negs=negs)
+    with pytest.raises(ValueError, match="weights must give a weight for every dim"):
+        three_d_loss(q, p, [16, 8], exit_negs=negs, weights={16: 1.0})
+    with pytest.raises(ValueError, match=r"negatives must be \(B, N, d\) or \(B \* N, d\)"):
+        three_d_loss(q, p, [16], exit_negs={l: n[:, :, :8] for l, n in negs.items()})
+    with pytest.raises(ValueError, match="exit 2: queries and positives must be"):
+        three_d_loss(q, {**p, 2: p[2][:3]}, [16], exit_negs=negs)
+    with pytest.raises(ValueError, match="teacher must be a tuple"):
+        three_d_loss(q, p, [16], exit_negs=negs, teacher=(q[1],), kd_weight=1.0)
+
+
+# ---------------------------------------------------------------------------------------------- distill
+def test_distill_mse_matches_numpy_and_freezes_teacher():
+    student = torch.randn(3, 2, 8, dtype=torch.float64, requires_grad=True)
+    teacher = torch.randn(3, 2, 12, dtype=torch.float64, requires_grad=True)
+    loss = distill_mse(student, teacher, kd_weight=0.5)
+    expected = 0.5 * np.mean((student.detach().numpy() - teacher.detach().numpy()[..., :8]) ** 2)
+    assert loss.item() == pytest.approx(expected, rel=1e-12)
+    loss.backward()
+    assert student.grad is not None and teacher.grad is None
+
+
+def test_distill_errors():
+    with pytest.raises(ValueError, match="kd_weight must be >= 0"):
+        distill_mse(torch.zeros(2, 4), torch.zeros(2, 4), kd_weight=-1)
+    with pytest.raises(ValueError, match="must share their leading shape"):
+        distill_mse(torch.zeros(2, 4), torch.zeros(3, 4))
+    with pytest.raises(ValueError, match=r"at least as wide as the student \(D >= d\), got D=4 and d=8"):
+        distill_mse(torch.zeros(2, 8), torch.zeros(2, 4))
+
+
+# -------------------------------------------------------------------------------------------- tiny model
+def test_tiny_model_three_d_backward():
+    model = tiny_model("qwen3", mel_rank=32, mel_ranks=[8, 16, 32]).train()
+    tok = model.tokenizer
+    texts = ["what is ml", "a query", "third one"], ["machine learning", "a doc", "other doc"]
+    negatives = [f"neg {i}" for i in range(6)]  # 2 per query, query-major
+    rank = sample_mel_rank(model.config.mel_ranks, torch.Generator().manual_seed(0))
+    q, p, n = (model(**model.tokenize(t, tok), rank=rank, exits=True).exit_embeddings for t in (*texts, negatives))
+    assert sorted(q) == model.config.exit_layers == [1, 2, 4]
+    loss_fn = ThreeDMatryoshkaLoss.from_config(model.config)
+    total, parts = loss_fn(q, p, n, passage_ids=passage_ids_from_texts(texts[1]))
+    assert len(parts) == 3 * len(model.config.matryoshka_dims) * 2
+    total.backward()
+    assert model.mel.U.grad[:, :rank].abs().sum() > 0 and model.mel.V.grad[:rank].abs().sum() > 0
+    for index, layer in enumerate(model.backbone.layers):
+        grads = [param.grad for param in layer.parameters()]
+        assert all(g is not None for g in grads) and sum(g.abs().sum() for g in grads) > 0, f"layer {index}"
+
+
+def test_loss_from_config_ablations():
+    config = tiny_model().config
+    full = ThreeDMatryoshkaLoss.from_config(config)
+    off = ThreeDMatryoshkaLoss.from_config(config, mrl=False, mll=False)
+    assert (full.dims, full.exits) == (config.matryoshka_dims, config.exit_layers)
+    assert (off.dims, off.exits) == ([32], [4])

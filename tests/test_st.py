@@ -1,0 +1,182 @@
+"""sentence-transformers and the Hub layout, exactly as users type it, offline from an HF cache snapshot.
+
+One fresh process (HF_HUB_OFFLINE=1, an empty modules cache) runs every user-facing call once and reports
+numbers; the tests below check them. The model is a tiny random Qwen3 with hidden 384, so `truncate_dim=256`
+really truncates.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from conftest import tiny_tokenizer
+from transformers import AutoModel, AutoTokenizer, Qwen3Config
+
+from mlembed import convert, hub
+
+REPO = "ml-embed/8b"
+SCRIPT = r"""
+import json, sys
+import numpy as np
+from sentence_transformers import SentenceTransformer
+from transformers import AutoModel
+import mlembed.st
+
+out, texts = {}, ["an elastic embedding model", "short", "Zażółć gęślą jaźń"]
+REPO, work = sys.argv[1], sys.argv[2]
+st = SentenceTransformer(REPO, truncate_dim=256)                    # exactly as users type it
+out["stock_class"] = type(st[0].auto_model).__module__
+elastic = AutoModel.from_pretrained(REPO, trust_remote_code=True)
+out["elastic_class"] = type(elastic).__module__
+e = st.encode(texts, normalize_embeddings=True)
+raw = st.encode(texts)
+ref = elastic.encode(texts, dim=256)
+out["shape"] = list(e.shape)
+out["st_vs_elastic"] = float(abs(e - ref).max())
+out["raw_norms"] = [float(x) for x in np.linalg.norm(raw, axis=1)]
+out["cosine_vs_elastic"] = float(abs(st.similarity(raw, raw).numpy() - ref @ ref.T).max())
+out["query_vs_prompt"] = float(abs(st.encode_query(texts, normalize_embeddings=True)
+                                   - elastic.encode(texts, dim=256, prompt_name="query")).max())
+out["document_vs_plain"] = float(abs(st.encode_document(texts, normalize_embeddings=True) - ref).max())
+out["prompts"] = st.prompts
+try:
+    mlembed.st.set_setting(st, layers=1)
+except ValueError as err:
+    out["stock_set_setting_error"] = str(err)
+
+el = mlembed.st.load(REPO, layers=1, rank=32, truncate_dim=16)
+ref_el = elastic.encode(texts, layers=1, rank=32, dim=16)
+out["elastic_st_vs_model"] = float(abs(el.encode(texts, normalize_embeddings=True) - ref_el).max())
+mlembed.st.set_setting(el, layers=2, rank=64)
+out["set_setting_vs_model"] = float(abs(el.encode(texts, normalize_embeddings=True)
+                                        - elastic.encode(texts, layers=2, rank=64, dim=16)).max())
+try:
+    mlembed.st.load(REPO, layers=7)
+except ValueError as err:
+    out["bad_layers_error"] = str(err)
+
+mlembed.st.set_setting(el, layers=1, rank=32)
+el.save(f"{work}/saved")                                            # round trip after trust_remote_code
+again = SentenceTransformer(f"{work}/saved", trust_remote_code=True, truncate_dim=16)
+out["resaved_elastic_vs_model"] = float(abs(again.encode(texts, normalize_embeddings=True) - ref_el).max())
+try:
+    SentenceTransformer(f"{work}/saved")
+except Exception as err:
+    out["saved_stock_error"] = f"{type(err).__name__}: {err}"
+
+st.save(f"{work}/stock-resaved")                                    # re-save after a stock load
+back = SentenceTransformer(f"{work}/stock-resaved", truncate_dim=256)
+out["stock_resaved_vs_elastic"] = float(abs(back.encode(texts, normalize_embeddings=True) - ref).max())
+try:
+    AutoModel.from_pretrained(f"{work}/stock-resaved", trust_remote_code=True)
+except Exception as err:
+    out["stock_resaved_remote_error"] = f"{type(err).__name__}: {err}"
+print("RESULT " + json.dumps(out))
+"""
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("st")
+    torch.manual_seed(0)
+    backbone = AutoModel.from_config(
+        Qwen3Config(
+            hidden_size=384,
+            num_hidden_layers=2,
+            vocab_size=99,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            head_dim=96,
+            intermediate_size=512,
+            pad_token_id=0,
+            eos_token_id=1,
+        )
+    )
+    backbone.save_pretrained(tmp / "base")
+    tiny_tokenizer().save_pretrained(tmp / "base")
+    convert.convert_base(tmp / "base", tmp / "ml", rank=64)
+    hub.export_hub(tmp / "ml", tmp / "hub", repo_id=REPO)
+    hub.install_into_cache(tmp / "hub", REPO, cache_dir=tmp / "cache")
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "HF_HUB_CACHE": str(tmp / "cache"),
+        "HF_MODULES_CACHE": str(tmp / "modules"),
+    }
+    proc = subprocess.run(
+        [sys.executable, "-c", SCRIPT, REPO, str(tmp)], env=env, cwd=tmp, capture_output=True, text=True, timeout=600
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    line = next(l for l in proc.stdout.splitlines() if l.startswith("RESULT "))
+    return json.loads(line[len("RESULT ") :]) | {"hub": tmp / "hub"}
+
+
+def test_hub_folder_layout(report):
+    files = {p.name for p in report["hub"].iterdir()}
+    assert {
+        "config.json",
+        "model.safetensors",
+        "mel.safetensors",
+        "modules.json",
+        "config_sentence_transformers.json",
+        "sentence_bert_config.json",
+        "modeling_mlembed.py",
+        "configuration_mlembed.py",
+        "tokenizer.json",
+    } <= files
+    config = json.loads((report["hub"] / "config.json").read_text())
+    assert config["model_type"] == "qwen3" and config["architectures"] == ["Qwen3Model"]
+    assert config["auto_map"]["AutoModel"] == f"{REPO}--modeling_mlembed.MLEmbedModel"
+    modules = json.loads((report["hub"] / "modules.json").read_text())
+    assert [m["type"].rsplit(".", 1)[1] for m in modules] == ["Transformer", "Pooling", "Normalize"]
+    assert all(m["type"].startswith("sentence_transformers.") for m in modules)  # built-in modules: no remote code
+    pooling = json.loads((report["hub"] / "1_Pooling" / "config.json").read_text())
+    assert pooling["pooling_mode"] == "lasttoken"
+    st_config = json.loads((report["hub"] / "config_sentence_transformers.json").read_text())
+    assert (
+        st_config["prompts"]["query"].startswith("Instruct: Given a question")
+        and st_config["prompts"]["document"] == ""
+    )
+    assert st_config["similarity_fn_name"] == "cosine"
+    tokenizer = AutoTokenizer.from_pretrained(report["hub"])  # what sentence-transformers tokenises with
+    eos = tokenizer.eos_token_id
+    assert tokenizer("abc")["input_ids"][-1] == eos
+    truncated = tokenizer(["a long text " * 20, "ab"], truncation=True, max_length=8, padding=True)
+    assert truncated["input_ids"][0][-1] == eos and len(truncated["input_ids"][0]) == 8
+    assert truncated["input_ids"][1][2] == eos and truncated["attention_mask"][1] == [1, 1, 1, 0, 0, 0, 0, 0]
+
+
+def test_stock_sentence_transformer_matches_the_elastic_model(report):
+    assert report["stock_class"].startswith("transformers.models.qwen3")
+    assert report["elastic_class"].startswith("transformers_modules")
+    assert report["shape"] == [3, 256]
+    assert report["st_vs_elastic"] < 1e-5
+    # truncate_dim does not re-normalise: raw vectors are shorter than 1, cosine is unaffected
+    assert all(n < 0.9999 for n in report["raw_norms"])
+    assert report["cosine_vs_elastic"] < 1e-5
+
+
+def test_prompts_from_the_config(report):
+    assert report["query_vs_prompt"] < 1e-5
+    assert report["document_vs_plain"] < 1e-5
+    assert set(report["prompts"]) >= {"query", "document"}
+
+
+def test_elastic_layers_and_rank_through_sentence_transformers(report):
+    assert report["elastic_st_vs_model"] < 1e-5
+    assert report["set_setting_vs_model"] < 1e-5
+    assert "trust_remote_code=True" in report["stock_set_setting_error"]
+    assert "layers must be an integer in 1..2" in report["bad_layers_error"]
+
+
+def test_save_round_trips(report):
+    assert report["resaved_elastic_vs_model"] < 1e-5
+    assert "trust_remote_code=True" in report["saved_stock_error"]  # elastic-only save: stock code refuses
+    assert report["stock_resaved_vs_elastic"] < 1e-5
+    assert "has no MEL factors" in report["stock_resaved_remote_error"]
+    assert "without trust_remote_code" in report["stock_resaved_remote_error"]

@@ -1,0 +1,208 @@
+"""Training through the transformers Trainer: recipe configs, an end-to-end CPU run, resume, fine-tuning."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+from conftest import ROOT, backbone_config, tiny_tokenizer
+from transformers import AutoModel, TrainerCallback, TrainingArguments
+
+from mlembed.cli import main as cli
+from mlembed.train.config import apply_overrides, load_config, parse_config
+from mlembed.train.recipe import build_trainer
+
+WORDS = "cat dog tree car sun moon fish bird rock rain snow wind lamp door road ship".split()
+CONFIGS = sorted((ROOT / "configs").glob("*.json"))
+
+
+def synthetic_retrieval(n: int, seed: int) -> pd.DataFrame:
+    """Queries are two words, the positive contains them, negatives are random word triples."""
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        words = rng.sample(WORDS, 3)
+        negatives = {f"negative_{j}": " ".join(rng.sample(WORDS, 3)) for j in range(1, 9)}
+        rows.append({"query": " ".join(words[:2]), "passage": " ".join(words) + " here", **negatives})
+    return pd.DataFrame(rows)
+
+
+@pytest.fixture
+def workdir(tmp_path):
+    torch.manual_seed(0)
+    AutoModel.from_config(backbone_config("qwen3")).save_pretrained(tmp_path / "base")
+    tiny_tokenizer().save_pretrained(tmp_path / "base")
+    (tmp_path / "data").mkdir()
+    synthetic_retrieval(64, 0).to_parquet(tmp_path / "data" / "words_retrieval.parquet")
+    synthetic_retrieval(48, 1).to_parquet(tmp_path / "data" / "more_retrieval.parquet")
+    config = {
+        "launch": "mlembed train --config tiny.json",
+        "model": {"base": "base", "mel_rank": 32, "exit_layers": [1, 2, 4]},
+        "data": {"train": ["data/*.parquet"], "max_length": 32},
+        "loss": {"temperature": 0.05},
+        "training": {
+            "output_dir": "out",
+            "max_steps": 12,
+            "per_device_train_batch_size": 8,
+            "learning_rate": 1e-3,
+            "logging_steps": 2,
+            "save_steps": 6,
+            "report_to": "none",
+            "use_cpu": True,
+            "seed": 0,
+        },
+        "export": {"hub": True, "repo_id": None},
+    }
+    config["model"]["base"] = str(tmp_path / "base")
+    (tmp_path / "tiny.json").write_text(json.dumps(config))
+    return tmp_path
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
+def test_every_shipped_config_is_valid(path, tmp_path):
+    config = load_config(path)
+    assert path.name in config.launch  # the header shows its own launch command
+    assert config.model.mel_rank == 512 and config.loss.temperature == 0.05
+    deepspeed = config.training.get("deepspeed")
+    if deepspeed:
+        assert "zero_optimization" in json.loads((path.parent / deepspeed).read_text())
+    args = config.training_arguments(output_dir=str(tmp_path), deepspeed=None, bf16=False, use_cpu=True)
+    assert args.adam_beta2 == 0.98 and args.weight_decay == 0.01 and args.per_device_train_batch_size == 8
+    assert args.lr_scheduler_type == "cosine_with_min_lr" and args.lr_scheduler_kwargs == {"min_lr": 1e-7}
+
+
+@pytest.mark.parametrize(
+    "raw, message",
+    [
+        ({"model": {"base": "x"}, "training": {"output_dir": "o"}, "optimizer": {}}, r"unknown top-level key\(s\) \["),
+        (
+            {"model": {"base": "x", "rank": 8}, "training": {"output_dir": "o"}},
+            r"unknown key\(s\) \['rank'\] in section",
+        ),
+        ({"model": {}, "training": {"output_dir": "o"}}, "model.base is required"),
+        ({"model": {"base": "x"}}, "training.output_dir is required"),
+        (
+            {"model": {"base": "x"}, "training": {"output_dir": "o"}, "data": {"on_invalid": "drop"}},
+            "'error' or 'skip'",
+        ),
+        ({"model": {"base": "x"}, "training": {"output_dir": "o"}, "loss": {"kd_weight": 1.0}}, "go together"),
+        ({"model": {"base": "x", "dtype": "int8"}, "training": {"output_dir": "o"}}, "model.dtype must be one of"),
+    ],
+)
+def test_config_errors(raw, message):
+    with pytest.raises(ValueError, match=message):
+        parse_config(raw)
+
+
+def test_overrides_and_missing_data(workdir):
+    with pytest.raises(ValueError, match="section.key=value"):
+        apply_overrides({}, ["max_steps=3"])
+    config = load_config(workdir / "tiny.json", ['data.train=["nothing/*.parquet"]', "training.max_steps=3"])
+    assert config.training["max_steps"] == 3
+    with pytest.raises(FileNotFoundError, match="no parquet file matches"):
+        config.data_files()
+
+
+def test_end_to_end_train_lowers_loss_and_writes_loadable_folders(workdir, capsys):
+    cli(["train", "--config", str(workdir / "tiny.json"), "--set", "training.gradient_checkpointing=true"])
+    state = json.loads((workdir / "out" / "checkpoint-12" / "trainer_state.json").read_text())
+    losses = [entry["loss"] for entry in state["log_history"] if "loss" in entry]
+    assert losses[-1] < 0.7 * losses[0]
+    ranks = {entry["mel_rank"] for entry in state["log_history"] if "mel_rank" in entry}
+    assert ranks and ranks <= {32}  # rank 32 is the only nested rank of a rank-32 model
+    assert any(key.startswith("loss/words_retrieval") for entry in state["log_history"] for key in entry)
+    model = AutoModel.from_pretrained(workdir / "out" / "final", trust_remote_code=True)
+    assert model.encode(["cat dog"], layers=2).shape == (1, 32)
+    hub_files = {p.name for p in (workdir / "out" / "hub").iterdir()}
+    assert {"mel.safetensors", "modules.json", "README.md", "modeling_mlembed.py"} <= hub_files
+    assert "wrote" in capsys.readouterr().out
+
+
+class StopAt(TrainerCallback):
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == self.step:
+            control.should_training_stop = True  # a "kill" right after the checkpoint at this step
+
+
+def test_resume_gives_the_same_weights_as_an_uninterrupted_run(workdir):
+    config = load_config(workdir / "tiny.json", ["model.mel_rank=32", "training.max_steps=6", "training.save_steps=3"])
+    config.model.exit_layers = [1, 2, 4]
+    straight = build_trainer(config, output_dir=str(workdir / "a"))
+    straight.model.config.mel_ranks = [8, 16, 32]  # several ranks, so the rank draws must resume too
+    straight.train()
+    interrupted = build_trainer(config, output_dir=str(workdir / "b"))
+    interrupted.model.config.mel_ranks = [8, 16, 32]
+    interrupted.add_callback(StopAt(3))
+    interrupted.train()
+    assert interrupted.state.global_step == 3 and (workdir / "b" / "checkpoint-3").is_dir()
+    resumed = build_trainer(config, output_dir=str(workdir / "b"))
+    resumed.model.config.mel_ranks = [8, 16, 32]
+    resumed.train(resume_from_checkpoint=str(workdir / "b" / "checkpoint-3"))
+    a, b = straight.model.state_dict(), resumed.model.state_dict()
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], atol=1e-6, rtol=0, msg=key)
+    ranks_a = [e["mel_rank"] for e in straight.state.log_history if "mel_rank" in e]
+    ranks_b = [e["mel_rank"] for e in resumed.state.log_history if "mel_rank" in e]
+    assert ranks_a[-1] == ranks_b[-1]
+
+
+def test_finetune_with_the_trainer_api_on_a_datasets_dataset(tmp_path):
+    from datasets import Dataset
+
+    from mlembed.data.collator import MLEmbedCollator
+    from mlembed.data.format import from_hf_dataset
+    from mlembed.train.trainer import MLEmbedTrainer
+    from tests.conftest import tiny_model
+
+    frame = synthetic_retrieval(32, 3)
+    dataset = Dataset.from_dict(
+        {"anchor": frame["query"], "positive": frame["passage"], "negative": frame["negative_1"]}
+    )
+    model = tiny_model(mel_rank=16).train()
+    before = model.mel.V.detach().clone()
+    trainer = MLEmbedTrainer(
+        model,
+        args=TrainingArguments(
+            str(tmp_path),
+            max_steps=4,
+            per_device_train_batch_size=8,
+            report_to="none",
+            use_cpu=True,
+            learning_rate=1e-3,
+        ),
+        train_dataset=from_hf_dataset(dataset, name="pairs"),
+        data_collator=MLEmbedCollator(model.tokenizer, max_length=32),
+    )
+    result = trainer.train()
+    assert result.global_step == 4 and torch.isfinite(torch.tensor(result.training_loss))
+    assert not torch.equal(before, model.mel.V.detach())
+    optimised = [p for group in trainer.optimizer.param_groups for p in group["params"]]
+    assert any(
+        p is model.mel.U for p in optimised
+    )  # the factors train; no dense vocab x d matrix exists to be optimised
+    assert not any(p.shape == (model.config.vocab_size, model.config.hidden_size) for p in optimised)
+
+
+def test_distillation_from_a_frozen_teacher(workdir):
+    from mlembed import convert
+
+    convert.convert_base(workdir / "base", workdir / "teacher", rank=None)
+    config = load_config(
+        workdir / "tiny.json", ["loss.kd_weight=0.5", f'loss.teacher="{workdir / "teacher"}"', "training.max_steps=2"]
+    )
+    trainer = build_trainer(config, output_dir=str(workdir / "kd"))
+    teacher_before = {k: v.clone() for k, v in trainer.teacher.state_dict().items()}
+    trainer.train()
+    batch = next(iter(trainer.get_train_dataloader()))
+    _, outputs = trainer.compute_loss(trainer.model, batch, return_outputs=True)
+    assert any(key.endswith("/kd") for key in outputs["parts"])
+    assert all(torch.equal(v, trainer.teacher.state_dict()[k]) for k, v in teacher_before.items())
+    assert isinstance(Path(trainer.args.output_dir), Path)
