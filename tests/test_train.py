@@ -122,6 +122,50 @@ def test_end_to_end_train_lowers_loss_and_writes_loadable_folders(workdir, capsy
     assert "wrote" in capsys.readouterr().out
 
 
+@pytest.mark.slow
+def test_two_processes_equal_one_process_on_the_combined_batch(workdir):
+    """torchrun, gloo, CPU: 2 x batch 4 (in-batch negatives gathered across processes) == 1 x batch 8."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    from safetensors.torch import load_file
+
+    def train(name: str, launcher: list[str], batch: int, extra: list[str]) -> dict[str, torch.Tensor]:
+        overrides = [
+            f"training.output_dir={workdir / name}",
+            "training.max_steps=3",
+            "export.hub=false",
+            f"training.per_device_train_batch_size={batch}",
+            *extra,
+        ]
+        command = [
+            *launcher,
+            "-m",
+            "mlembed.cli",
+            "train",
+            "--config",
+            str(workdir / "tiny.json"),
+            "--set",
+            *overrides,
+        ]
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        proc = subprocess.run(command, cwd=workdir, env=env, capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        return load_file(workdir / name / "final" / "model.safetensors")
+
+    one = train("one", [sys.executable], 8, [])
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port)]
+    two = train("two", torchrun, 4, ["training.ddp_backend=gloo"])
+    assert one.keys() == two.keys()
+    for key in one:  # three AdamW steps at lr 1e-3 from the same start: equal up to float reduction order
+        torch.testing.assert_close(one[key], two[key], atol=2e-4, rtol=0, msg=key)
+
+
 class StopAt(TrainerCallback):
     def __init__(self, step: int) -> None:
         self.step = step

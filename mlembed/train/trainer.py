@@ -50,8 +50,10 @@ class MLEmbedTrainer(Trainer):
         **kwargs: Any,
     ) -> None:
         args = kwargs.get("args")
-        if args is not None and args.remove_unused_columns:
+        if args is not None:
             args.remove_unused_columns = False  # the collator needs the raw texts, not model-signature columns
+            if args.ddp_find_unused_parameters is None:
+                args.ddp_find_unused_parameters = False  # every parameter takes part in every step
         super().__init__(model=model, **kwargs)
         self.loss_fn = loss if loss is not None else ThreeDMatryoshkaLoss.from_config(model.config)
         self.use_mel = mel and getattr(model.config, "mel_rank", None) is not None
