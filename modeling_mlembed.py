@@ -364,12 +364,17 @@ class MLEmbedModel(MLEmbedPreTrainedModel):
         tokenizer = tokenizer or self.get_tokenizer()
         order = np.argsort([-len(t) for t in texts], kind="stable")  # similar lengths batch together
         out = np.zeros((len(texts), out_dim), dtype=np.float32)
-        for start in range(0, len(texts), batch_size):
-            idx = order[start : start + batch_size]
-            batch = self.tokenize([prefix + texts[i] for i in idx], tokenizer, max_length)
-            batch = {k: v.to(self.device) for k, v in batch.items()}
-            emb = self(**batch, layers=layers, dim=dim, rank=rank).embeddings
-            out[idx] = emb.float().cpu().numpy()
+        was_training = self.training
+        self.eval()  # no dropout, also when called in the middle of training
+        try:
+            for start in range(0, len(texts), batch_size):
+                idx = order[start : start + batch_size]
+                batch = self.tokenize([prefix + texts[i] for i in idx], tokenizer, max_length)
+                batch = {k: v.to(self.device) for k, v in batch.items()}
+                emb = self(**batch, layers=layers, dim=dim, rank=rank).embeddings
+                out[idx] = emb.float().cpu().numpy()
+        finally:
+            self.train(was_training)
         return out
 
     def _prompt(self, prompt_name: str | None, prompt: str | None) -> str:

@@ -229,3 +229,9 @@ def test_gradients_reach_factors_and_layers():
     sum(e.sum() for e in out.exit_embeddings.values()).backward()
     assert model.mel.U.grad[:, :16].abs().sum() > 0 and model.mel.U.grad[:, 16:].abs().sum() == 0
     assert model._layer(0).mlp.up_proj.weight.grad.abs().sum() > 0
+
+
+def test_encode_is_deterministic_in_train_mode_and_restores_it():
+    model = tiny_model("bert").train()  # BERT has dropout 0.1
+    first, second = model.encode(["dropout must be off"]), model.encode(["dropout must be off"])
+    assert abs(first - second).max() == 0 and model.training
