@@ -121,10 +121,11 @@ class MLEmbedModel(MLEmbedPreTrainedModel):
         super().__init__(config)
         backbone_config = config.backbone_config()
         if config.mel_rank is not None:
-            # build the stock backbone with a one-row embedding: the dense vocab x d matrix is never allocated
-            backbone_config.vocab_size, backbone_config.pad_token_id = 1, None
-        backbone = AutoModel.from_config(backbone_config)
-        backbone.config.vocab_size, backbone.config.pad_token_id = config.vocab_size, config.pad_token_id
+            # build the stock backbone with the fewest embedding rows that keep its padding index valid: the dense
+            # vocab x d matrix is never allocated (modules may keep `padding_idx`, e.g. XLM-R's positions)
+            backbone_config.vocab_size = (config.pad_token_id or 0) + 1
+        backbone = _build_backbone(backbone_config)
+        backbone.config.vocab_size = config.vocab_size
         # Hold the backbone under its own prefix so our weight names are the stock checkpoint's names.
         self.base_model_prefix = type(backbone).base_model_prefix
         self._no_split_modules = getattr(backbone, "_no_split_modules", None)
@@ -434,6 +435,18 @@ def _checkpoint_keys(path: str, hub_kwargs: dict[str, Any]) -> set[str]:
         return set()
     with safe_open(single, framework="pt") as f:
         return set(f.keys())
+
+
+def _build_backbone(config: Any) -> nn.Module:
+    """The stock backbone; a backbone that cannot use the requested attention (e.g. Gemma2 and sdpa) gets its own."""
+    try:
+        return AutoModel.from_config(config)
+    except ValueError as err:
+        if "attention implementation" not in str(err) or config._attn_implementation in (None, "eager"):
+            raise
+        logger.warning("%s Using the backbone's default attention instead.", str(err).split(" Please")[0])
+        config._attn_implementation = None
+        return AutoModel.from_config(config)
 
 
 def _capture(store: dict[int, torch.Tensor], depth: int):

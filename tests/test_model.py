@@ -235,3 +235,52 @@ def test_encode_is_deterministic_in_train_mode_and_restores_it():
     model = tiny_model("bert").train()  # BERT has dropout 0.1
     first, second = model.encode(["dropout must be off"]), model.encode(["dropout must be off"])
     assert abs(first - second).max() == 0 and model.training
+
+
+FAMILY = {  # other stock backbones the same code serves (tiny random configs)
+    "qwen2": {"num_key_value_heads": 2, "eos_token_id": 1},
+    "mistral": {"num_key_value_heads": 2, "head_dim": 8, "eos_token_id": 1},
+    "gemma": {"num_key_value_heads": 2, "head_dim": 8, "eos_token_id": 1},
+    "gemma2": {"num_key_value_heads": 2, "head_dim": 8, "eos_token_id": 1, "sliding_window": 4},
+    "gemma3_text": {"num_key_value_heads": 2, "head_dim": 8, "eos_token_id": 1, "sliding_window": 4},
+    "xlm-roberta": {"max_position_embeddings": 130, "pad_token_id": 1},
+    "modernbert": {
+        "max_position_embeddings": 128,
+        "global_attn_every_n_layers": 2,
+        "local_attention": 8,
+        "bos_token_id": 2,
+        "eos_token_id": 3,
+        "cls_token_id": 2,
+        "sep_token_id": 3,
+    },
+}
+
+
+@pytest.mark.parametrize("model_type", sorted(FAMILY))
+def test_other_backbones_match_stock_at_full_setting_and_exits(model_type):
+    from transformers import AutoConfig
+
+    torch.manual_seed(0)
+    config = AutoConfig.for_model(
+        model_type,
+        hidden_size=HIDDEN,
+        num_hidden_layers=LAYERS,
+        vocab_size=99,
+        num_attention_heads=4,
+        intermediate_size=64,
+        **{"pad_token_id": 0, **FAMILY[model_type]},
+    )
+    stock = AutoModel.from_config(config).eval()
+    ours = from_backbone(stock, mel_rank=HIDDEN).eval()
+    ids, mask = batch()
+    ids[(ids == config.pad_token_id) & (mask == 1)] = 5  # a real token never carries the padding id
+    with torch.no_grad():
+        states = stock(input_ids=ids, attention_mask=mask, output_hidden_states=True)
+        got = ours(ids, mask, exits=[2, LAYERS])
+    norm = getattr(stock, ours._final_norm_name) if ours._final_norm_name else torch.nn.Identity()
+    torch.testing.assert_close(
+        got.exit_embeddings[LAYERS], ours.pool(states.last_hidden_state, mask), atol=1e-5, rtol=0
+    )
+    torch.testing.assert_close(
+        got.exit_embeddings[2], ours.pool(norm(states.hidden_states[2]), mask), atol=1e-5, rtol=0
+    )
