@@ -9,8 +9,10 @@ from mlembed.losses.contrastive import (
 )
 from mlembed.losses.distill import distill_mse
 from mlembed.losses.matryoshka import ThreeDMatryoshkaLoss, mrl_weights, sample_mel_rank, three_d_loss
+from mlembed.losses.st_loss import MLEmbed3DLoss
 
 __all__ = [
+    "MLEmbed3DLoss",
     "ThreeDMatryoshkaLoss",
     "distill_mse",
     "hard_negative_infonce",
