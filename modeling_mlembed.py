@@ -107,7 +107,7 @@ class MLEmbedPreTrainedModel(PreTrainedModel):
     def _init_weights(self, module: nn.Module) -> None:
         if isinstance(module, MLEmbedFactorizedEmbedding):
             std = getattr(self.config, "initializer_range", 0.02) or 0.02
-            # U V has entries of std ~ std when U ~ N(0, 1/sqrt(r)) scaled and V ~ N(0, std)
+            # U ~ N(0, 1/r), V ~ N(0, std^2): the entries of U V then have std `std`, like a dense embedding's init
             nn.init.normal_(module.U, std=module.rank**-0.5)
             nn.init.normal_(module.V, std=std)
         else:

@@ -66,13 +66,15 @@ def workdir(tmp_path):
 def test_every_shipped_config_is_valid(path, tmp_path):
     config = load_config(path)
     assert path.name in config.launch  # the header shows its own launch command
-    assert config.model.mel_rank == 512 and config.loss.temperature == 0.05
+    assert config.loss.temperature == 0.05
     deepspeed = config.training.get("deepspeed")
     if deepspeed:
         assert "zero_optimization" in json.loads((path.parent / deepspeed).read_text())
     args = config.training_arguments(output_dir=str(tmp_path), deepspeed=None, bf16=False, use_cpu=True)
-    assert args.adam_beta2 == 0.98 and args.weight_decay == 0.01 and args.per_device_train_batch_size == 8
-    assert args.lr_scheduler_type == "cosine_with_min_lr" and args.lr_scheduler_kwargs == {"min_lr": 1e-7}
+    if "-stage" in path.name:  # the released sizes follow the reference recipe
+        assert config.model.mel_rank == 512
+        assert args.adam_beta2 == 0.98 and args.weight_decay == 0.01 and args.per_device_train_batch_size == 8
+        assert args.lr_scheduler_type == "cosine_with_min_lr" and args.lr_scheduler_kwargs == {"min_lr": 1e-7}
 
 
 @pytest.mark.parametrize(
