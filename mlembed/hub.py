@@ -113,7 +113,7 @@ def _finalise_hub_config(config_path: Path, backbone_type: str, repo_id: str | N
     config = json.loads(config_path.read_text())
     config["model_type"] = backbone_type
     if repo_id is not None:
-        config["auto_map"] = {k: v if "--" in v else f"{repo_id}--{v}" for k, v in config["auto_map"].items()}
+        config["auto_map"] = {k: f"{repo_id}--{v.split('--')[-1]}" for k, v in config["auto_map"].items()}
     config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 

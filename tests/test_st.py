@@ -180,3 +180,31 @@ def test_save_round_trips(report):
     assert report["stock_resaved_vs_elastic"] < 1e-5
     assert "has no MEL factors" in report["stock_resaved_remote_error"]
     assert "without trust_remote_code" in report["stock_resaved_remote_error"]
+
+
+def test_push_to_hub_uploads_the_folder_with_a_qualified_auto_map(report, tmp_path, monkeypatch):
+    import shutil
+
+    import huggingface_hub
+
+    calls = []
+
+    class FakeApi:
+        def __init__(self, token=None):
+            calls.append(("init", token))
+
+        def create_repo(self, repo_id, private=False, exist_ok=False):
+            calls.append(("create_repo", repo_id, private, exist_ok))
+
+        def upload_folder(self, folder_path, repo_id, commit_message):
+            config = json.loads((folder_path / "config.json").read_text())
+            calls.append(("upload_folder", repo_id, config["auto_map"]["AutoModel"]))
+            return f"https://huggingface.co/{repo_id}/commit/abc"
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
+    folder = tmp_path / "hub"
+    shutil.copytree(report["hub"], folder)
+    url = hub.push_to_hub(folder, "me/other-name", private=True)
+    assert url.endswith("/commit/abc")
+    assert ("create_repo", "me/other-name", True, True) in calls
+    assert ("upload_folder", "me/other-name", "me/other-name--modeling_mlembed.MLEmbedModel") in calls
