@@ -22,6 +22,7 @@ setup(
         "safetensors>=0.4",
         "numpy>=1.24",
         "tqdm>=4.60",
+        "jinja2>=3.0",  # model cards (huggingface_hub ModelCard.from_template)
     ],
     extras_require={
         "st": ["sentence-transformers>=6.0,<7"],
