@@ -132,7 +132,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="run a training recipe (configs/*.json) with MLEmbedTrainer")
     p.add_argument("--config", required=True, type=Path)
-    p.add_argument("--set", nargs="*", default=[], metavar="SECTION.KEY=VALUE", help="override config values")
+    p.add_argument(
+        "--set", nargs="*", action="extend", default=[], metavar="SECTION.KEY=VALUE", help="override config values"
+    )
     p.add_argument("--resume", default=None, help="checkpoint folder to resume from, or 'true' for the latest")
     p.set_defaults(func=cmd_train)
 

