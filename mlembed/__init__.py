@@ -7,8 +7,16 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["MLEmbedConfig", "MLEmbedModel", "MLEmbedOutput"]
+__all__ = ["CITATION", "MLEmbedConfig", "MLEmbedModel", "MLEmbedOutput"]
 __version__ = "0.1.0"
+CITATION = """@inproceedings{zhang2026mlembed,
+    title={ML-Embed: Inclusive and Efficient Embeddings for a Multilingual World},
+    author={Ziyin Zhang and Zihan Liao and Hang Yu and Peng Di and Rui Wang},
+    booktitle={ICML},
+    year={2026},
+    eprint={2605.15081},
+    archivePrefix={arXiv},
+}"""
 
 
 def __getattr__(name: str) -> Any:

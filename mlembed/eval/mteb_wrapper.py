@@ -33,6 +33,7 @@ from mteb.models.model_meta import ModelMeta
 from mteb.types import PromptType
 
 from configuration_mlembed import DEFAULT_INSTRUCTION, QUERY_TEMPLATE
+from mlembed import CITATION
 
 from .data import RetrievalData
 from .metrics import parameters_used
@@ -45,14 +46,6 @@ TASK_TYPE_INSTRUCTIONS = {
     "STS": "Retrieve semantically similar text",
     "PairClassification": "Retrieve semantically similar text",
 }
-CITATION = """@inproceedings{zhang2026mlembed,
-    title={ML-Embed: Inclusive and Efficient Embeddings for a Multilingual World},
-    author={Ziyin Zhang and Zihan Liao and Hang Yu and Peng Di and Rui Wang},
-    booktitle={ICML},
-    year={2026},
-    eprint={2605.15081},
-    archivePrefix={arXiv},
-}"""
 
 
 class MLEmbedMTEBEncoder(AbsEncoder):

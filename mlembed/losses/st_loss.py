@@ -25,21 +25,11 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from mlembed import CITATION
 from mlembed.losses.matryoshka import ThreeDMatryoshkaLoss, sample_mel_rank
 
 logger = logging.getLogger(__name__)
 _MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")  # the tokenizer outputs MLEmbedModel reads
-
-CITATION = """
-@inproceedings{zhang2026mlembed,
-    title={ML-Embed: Inclusive and Efficient Embeddings for a Multilingual World},
-    author={Ziyin Zhang and Zihan Liao and Hang Yu and Peng Di and Rui Wang},
-    booktitle={ICML},
-    year={2026},
-    eprint={2605.15081},
-    archivePrefix={arXiv},
-}
-"""
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
