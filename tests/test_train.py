@@ -252,3 +252,11 @@ def test_distillation_from_a_frozen_teacher(workdir):
     assert any(key.endswith("/kd") for key in outputs["parts"])
     assert all(torch.equal(v, trainer.teacher.state_dict()[k]) for k, v in teacher_before.items())
     assert isinstance(Path(trainer.args.output_dir), Path)
+
+
+def test_bf16_autocast_training_runs(workdir):
+    config = load_config(workdir / "tiny.json", ["training.max_steps=6", "training.bf16=true", "export.hub=false"])
+    trainer = build_trainer(config, output_dir=str(workdir / "bf16"))
+    trainer.train()
+    losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+    assert all(torch.isfinite(torch.tensor(losses))) and losses[-1] < losses[0]
