@@ -58,11 +58,15 @@ class MLEmbedOutput(ModelOutput):
         embeddings: (B, dim) pooled embeddings, L2-normalised when `config.normalize`.
         exit_embeddings: with `exits=...`: {layer: (B, d)} pooled, un-normalised, full-width embeddings of every
             requested exit (after the final norm), for the 3D-ML losses.
+        hidden_states: with `exits=...` and `output_hidden_states` (argument or config): the (B, T, d) token states
+            of those exits in increasing depth (after the final norm). sentence-transformers keeps this field as
+            `all_layer_embeddings`, so its losses can train every exit through the (possibly DDP-wrapped) model.
     """
 
     last_hidden_state: torch.Tensor | None = None
     embeddings: torch.Tensor | None = None
     exit_embeddings: dict[int, torch.Tensor] | None = None
+    hidden_states: tuple[torch.Tensor, ...] | None = None
 
 
 class MLEmbedFactorizedEmbedding(nn.Module):
@@ -245,6 +249,7 @@ class MLEmbedModel(MLEmbedPreTrainedModel):
         rank: int | None = None,
         exits: bool | Sequence[int] = False,
         token_type_ids: torch.Tensor | None = None,
+        output_hidden_states: bool | None = None,
         **kwargs: Any,
     ) -> MLEmbedOutput:
         """Embed a tokenised batch.
@@ -294,14 +299,22 @@ class MLEmbedModel(MLEmbedPreTrainedModel):
                 hook.remove()
 
         pooled = self.pool(hidden, attention_mask)  # (B, d)
-        exit_embeddings = None
+        exit_embeddings, hidden_states = None, None
         if exit_list:
-            exit_embeddings = {l: self.pool(self._apply_final_norm(h), attention_mask) for l, h in captured.items()}
+            states = {l: self._apply_final_norm(h) for l, h in captured.items()} | {depth: hidden}  # (B, T, d) each
+            exit_embeddings = {l: self.pool(h, attention_mask) for l, h in states.items()}
             exit_embeddings[depth] = pooled
+            if output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states:
+                hidden_states = tuple(states[l] for l in sorted(states))  # wrappers that keep only these see exits
         embeddings = pooled[:, :dim]
         if self.config.normalize:
             embeddings = F.normalize(embeddings, p=2, dim=-1)
-        return MLEmbedOutput(embeddings=embeddings, exit_embeddings=exit_embeddings, last_hidden_state=hidden)
+        return MLEmbedOutput(
+            last_hidden_state=hidden,
+            embeddings=embeddings,
+            exit_embeddings=exit_embeddings,
+            hidden_states=hidden_states,
+        )
 
     def _exit_list(self, exits: bool | Sequence[int], layers: int) -> list[int]:
         if exits is False or exits is None:

@@ -13,7 +13,7 @@ from torch import nn
 
 from mlembed import convert, hub
 from mlembed.losses import mrl_weights, sample_mel_rank, three_d_loss
-from mlembed.losses.st_loss import MLEmbed3DLoss
+from mlembed.losses.st_loss import MLEmbed3DLoss, _elastic_model
 from mlembed.st import elastic_module
 
 ANCHORS = ["what is ml", "a query here", "third question?", "how do cats sleep"]
@@ -195,11 +195,75 @@ def test_needs_two_columns(folders):
         MLEmbed3DLoss(st)([st.preprocess(ANCHORS)], labels=None)
 
 
-def test_multi_gpu_wrappers_are_refused(folders):
+def test_the_loss_runs_through_the_wrapped_model(folders):
+    """The trainer swaps in its DDP / DataParallel wrapper: the forward must go through it (gradient sync)."""
     st = load(folders["mel"], trust_remote_code=True)
-    with pytest.raises(ValueError, match="does not support the DataParallel wrapper"):
-        MLEmbed3DLoss(nn.DataParallel(st))
-    loss_fn = MLEmbed3DLoss(st)
-    loss_fn.model = nn.DataParallel(st)  # what the trainer does after wrapping the model
-    with pytest.raises(ValueError, match="so the wrapper would not synchronise gradients"):
-        loss_fn([st.preprocess(ANCHORS), st.preprocess(POSITIVES)], labels=None)
+    batch = [st.preprocess(ANCHORS), st.preprocess(POSITIVES)]
+    plain = MLEmbed3DLoss(st, generator=torch.Generator().manual_seed(1))(batch, labels=None)
+    calls = []
+    wrapped = nn.DataParallel(st)
+    wrapped.register_forward_pre_hook(lambda *_: calls.append(1))
+    loss_fn = MLEmbed3DLoss(st, generator=torch.Generator().manual_seed(1))
+    loss_fn.model = wrapped  # what the trainer does after wrapping the model
+    value = loss_fn(batch, labels=None)
+    assert len(calls) == 2  # anchors, then positives and negatives merged
+    torch.testing.assert_close(value, plain)
+    value.backward()
+    assert _elastic_model(wrapped).mel.U.grad is not None
+
+
+DDP_SCRIPT = r"""
+import os, random, sys
+import torch
+from datasets import Dataset
+from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer, SentenceTransformerTrainingArguments
+from mlembed.losses import MLEmbed3DLoss
+
+torch.manual_seed(0)
+random.seed(0)
+st = SentenceTransformer(sys.argv[1], trust_remote_code=True, device="cpu")
+before = st[0].auto_model.mel.U.detach().clone()
+words = "cat dog tree car sun moon fish bird rock rain snow wind".split()
+rows = [random.sample(words, 3) for _ in range(64)]
+data = Dataset.from_dict({"anchor": [" ".join(r[:2]) for r in rows], "positive": [" ".join(r) for r in rows]})
+args = SentenceTransformerTrainingArguments(sys.argv[2], max_steps=4, per_device_train_batch_size=8,
+                                            learning_rate=1e-3, report_to="none", use_cpu=True, ddp_backend="gloo",
+                                            save_strategy="no")
+SentenceTransformerTrainer(model=st, args=args, train_dataset=data, loss=MLEmbed3DLoss(st)).train()
+state = st[0].auto_model.state_dict()
+assert not torch.equal(before, state["mel.U"])
+torch.save({k: v.detach().clone() for k, v in state.items()}, f"{sys.argv[2]}/rank{os.environ['RANK']}.pt")
+"""
+
+
+@pytest.mark.slow
+def test_ddp_training_keeps_processes_in_sync(folders, tmp_path):
+    """torchrun, 2 processes, different batches: equal weights after training prove the gradients are synced."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    script = tmp_path / "ddp_st.py"
+    script.write_text(DDP_SCRIPT)
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        str(port),
+        str(script),
+        str(folders["mel"]),
+        str(tmp_path),
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rank0, rank1 = torch.load(tmp_path / "rank0.pt"), torch.load(tmp_path / "rank1.pt")
+    for key in rank0:
+        torch.testing.assert_close(rank0[key], rank1[key], atol=0, rtol=0, msg=key)

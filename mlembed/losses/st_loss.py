@@ -4,12 +4,11 @@
 Design choices:
 
 * One MEL rank per step (`sample_mel_rank`, drawn on process 0 and shared), the same for every column.
-* The columns run through the `MLEmbedModel` inside the SentenceTransformer directly, with `exits` and the rank:
-  the `Transformer` module keeps only `last_hidden_state` of the model output (and calls `forward` itself, so a
-  forward hook would not fire), so the per-exit embeddings cannot come through `SentenceTransformer.forward`. The
-  model's own pooling (`config.pooling`, what the Hub folder's `Pooling` module mirrors) is used.
-* Because the wrapped model is bypassed, a multi-process wrapper (DDP, FSDP, DeepSpeed, DataParallel) would not
-  synchronise gradients: it is refused with a clear error. `torch.compile` is unwrapped (the loss runs eagerly).
+* The columns run through the SentenceTransformer as the trainer holds it (a DDP / FSDP wrapper included, so
+  gradients are synchronised), with `exits` and the rank as extra features: sentence-transformers' `Transformer`
+  module forwards them to the `MLEmbedModel`, and with `config.output_hidden_states` it keeps the exits' token
+  states (`hidden_states`) as `all_layer_embeddings`. They are pooled with the model's own pooling
+  (`config.pooling`, what the Hub folder's `Pooling` module mirrors).
 * The anchors run in one forward; the candidate columns (positive, negatives) in one more when sentence-transformers
   can merge them (the same rule as its own losses), else one forward each.
 * The loss math is `ThreeDMatryoshkaLoss` (in-batch + hard negatives, MRL weights, mean over exits); nothing is
@@ -29,20 +28,15 @@ from mlembed import CITATION
 from mlembed.losses.matryoshka import ThreeDMatryoshkaLoss, sample_mel_rank
 
 logger = logging.getLogger(__name__)
-_MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")  # the tokenizer outputs MLEmbedModel reads
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
-    """The SentenceTransformer inside a `torch.compile` wrapper; refuse the multi-process / multi-GPU wrappers."""
+    """The SentenceTransformer inside `torch.compile`, DDP, FSDP, DeepSpeed or DataParallel wrappers."""
     compiled = getattr(model, "_orig_mod", None)
     if isinstance(compiled, nn.Module):
         model = compiled
-    if isinstance(getattr(model, "module", None), nn.Module):  # DDP, FSDP, DeepSpeed engine, DataParallel
-        raise ValueError(
-            f"MLEmbed3DLoss does not support the {type(model).__name__} wrapper (multi-GPU training): it runs the "
-            "ML-Embed model directly, so the wrapper would not synchronise gradients. Train on one device here, or "
-            "use MLEmbedTrainer (`mlembed train`) for multi-GPU 3D-ML training"
-        )
+    while isinstance(getattr(model, "module", None), nn.Module):
+        model = model.module
     return model
 
 
@@ -112,16 +106,15 @@ class MLEmbed3DLoss(nn.Module):
                 with a factorised embedding.
             mll: average over all `config.exit_layers`; `False` uses only the last layer.
             mrl: sum over all `config.matryoshka_dims`; `False` uses only the full width.
-            gather_across_devices: in-batch candidates from all processes, gathered with gradient. Only for loops
-                that synchronise gradients themselves: the trainer's multi-GPU wrappers (DDP, FSDP, DeepSpeed) are
-                refused, since this loss runs the ML-Embed model directly.
+            gather_across_devices: in-batch candidates from all processes, gathered with gradient.
             in_batch: add the in-batch term (the paper: retrieval data only). With `False` the data needs at least
                 one negative column.
             generator: CPU generator for the rank draw on process 0 (reproducible runs); default: torch's global RNG.
 
         Requirements:
             1. An ML-Embed model loaded with remote code (the elastic `MLEmbedModel` inside the `Transformer`).
-            2. One device (CPU, one GPU); no DDP / FSDP / DeepSpeed / DataParallel wrapper.
+            2. Sets `config.output_hidden_states = True` on the elastic model (it only adds the exits' states
+               to outputs that ask for exits).
             3. (anchor, positive) pairs or (anchor, positive, negative_1, ..., negative_n) tuples, every row with
                the same number of negatives.
 
@@ -205,13 +198,16 @@ class MLEmbed3DLoss(nn.Module):
             sentence_features[c]["input_ids"]: (B, T_c) -> [{l: (B, d)} per column]
         """
         elastic = _elastic_model(self.model)
-        settings = {"layers": self.num_layers, "rank": rank, "exits": self.loss_fn.exits}
+        elastic.config.output_hidden_states = True  # sentence-transformers then keeps the exits' token states
+        exits = sorted(self.loss_fn.exits)
+        settings = {"layers": self.num_layers, "rank": rank, "exits": exits}
         candidates = sentence_features[1:]
         merged = _merge_columns(candidates)
         batches = [sentence_features[0], merged] if merged is not None else sentence_features
-        outputs = [
-            elastic(**{k: b[k] for k in _MODEL_INPUTS if k in b}, **settings).exit_embeddings for b in batches
-        ]  # per batch {l: (rows, d)}
+        outputs = []
+        for batch in batches:  # through the model as given: a DDP / FSDP wrapper synchronises the gradients
+            states = self.model({**batch, **settings})["all_layer_embeddings"]  # per exit (rows, T, d)
+            outputs.append({l: elastic.pool(h, batch["attention_mask"]) for l, h in zip(exits, states)})
         if merged is None:
             return outputs
         split = {l: e.unflatten(0, (len(candidates), -1)).unbind(0) for l, e in outputs[1].items()}  # C x (B, d)
