@@ -158,7 +158,7 @@ def test_stock_sentence_transformer_matches_the_elastic_model(report):
     assert report["st_vs_elastic"] < 1e-5
     # truncate_dim does not re-normalise: raw vectors are shorter than 1, cosine is unaffected
     assert all(n < 0.9999 for n in report["raw_norms"])
-    assert report["cosine_vs_elastic"] < 1e-5
+    assert report["cosine_vs_elastic"] < 1e-4  # cosines of float32 vectors, 256 terms
 
 
 def test_prompts_from_the_config(report):
