@@ -260,8 +260,8 @@ class MLEmbedModel(MLEmbedPreTrainedModel):
             layers: exit depth k (first k layers computed), `None` = all.
             dim: output dims kept (prefix, re-normalised), `None` = all.
             rank: MEL rank used for the token embedding, `None` = the maximum.
-            exits: `True` for every configured exit layer up to `layers`, or a list of depths: also return
-                `exit_embeddings` from the same pass (training).
+            exits: `True` for every configured exit layer up to `layers`, or a list of depths <= `layers`: also
+                return `exit_embeddings` from the same pass (training); `layers` itself is always among them.
 
         Shapes:
             input_ids, attention_mask: (B, T) -> embeddings: (B, dim); exit_embeddings[l]: (B, d).
@@ -273,7 +273,7 @@ class MLEmbedModel(MLEmbedPreTrainedModel):
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         exit_list = self._exit_list(exits, layers)
-        depth = max(exit_list) if exit_list else layers
+        depth = layers  # the embedding is always taken at `layers`; exits are extra outputs of the same pass
 
         inputs_embeds = self.embed_tokens(input_ids, rank)  # (B, T, d)
         backbone_kwargs: dict[str, Any] = {"attention_mask": attention_mask, "inputs_embeds": inputs_embeds}
@@ -302,8 +302,7 @@ class MLEmbedModel(MLEmbedPreTrainedModel):
         exit_embeddings, hidden_states = None, None
         if exit_list:
             states = {l: self._apply_final_norm(h) for l, h in captured.items()} | {depth: hidden}  # (B, T, d) each
-            exit_embeddings = {l: self.pool(h, attention_mask) for l, h in states.items()}
-            exit_embeddings[depth] = pooled
+            exit_embeddings = {l: pooled if l == depth else self.pool(h, attention_mask) for l, h in states.items()}
             if output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states:
                 hidden_states = tuple(states[l] for l in sorted(states))  # wrappers that keep only these see exits
         embeddings = pooled[:, :dim]
@@ -317,13 +316,13 @@ class MLEmbedModel(MLEmbedPreTrainedModel):
         )
 
     def _exit_list(self, exits: bool | Sequence[int], layers: int) -> list[int]:
+        """The exits to return, always ending at `layers` (the configured ones up to it for `exits=True`)."""
         if exits is False or exits is None:
             return []
         if exits is True:
-            return [l for l in self.config.exit_layers if l <= layers] or [layers]
-        return sorted(
-            {self._check_axis("exits", l, self.config.num_hidden_layers, self.config.exit_layers) for l in exits}
-        )
+            return sorted({l for l in self.config.exit_layers if l <= layers} | {layers})
+        chosen = {self._check_axis("exits", l, layers, self.config.exit_layers) for l in exits}
+        return sorted(chosen | {layers})
 
     def pool(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """(B, T, d) token states -> (B, d) by the configured pooling (padding-side agnostic)."""

@@ -284,3 +284,15 @@ def test_other_backbones_match_stock_at_full_setting_and_exits(model_type):
     torch.testing.assert_close(
         got.exit_embeddings[2], ours.pool(norm(states.hidden_states[2]), mask), atol=1e-5, rtol=0
     )
+
+
+def test_exits_always_end_at_the_requested_depth():
+    model = tiny_model()  # exit layers 1, 2, 4
+    ids, mask = batch()
+    with torch.no_grad():
+        out = model(ids, mask, layers=3, exits=True)
+        plain = model(ids, mask, layers=3)
+    assert sorted(out.exit_embeddings) == [1, 2, 3]
+    torch.testing.assert_close(out.embeddings, plain.embeddings, atol=1e-6, rtol=0)
+    with pytest.raises(ValueError, match=r"exits must be an integer in 1\.\.2"):
+        model(ids, mask, layers=2, exits=[4])
