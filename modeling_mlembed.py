@@ -410,22 +410,41 @@ class MLEmbedModel(MLEmbedPreTrainedModel):
         return self.tokenizer
 
     def tokenize(self, texts: Sequence[str], tokenizer: Any, max_length: int = 512) -> dict[str, torch.Tensor]:
-        """Tokenise with right padding; decoders get EOS appended after truncation unless already there."""
-        eos = tokenizer.eos_token_id if self.config.append_eos else None
-        if eos is None:
-            return dict(
-                tokenizer(list(texts), padding=True, truncation=True, max_length=max_length, return_tensors="pt")
-            )
-        encoded = tokenizer(list(texts), truncation=True, max_length=max_length - 1)["input_ids"]
-        ids = [row if row and row[-1] == eos else row + [eos] for row in encoded]
-        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
-        width = max(len(row) for row in ids)
-        input_ids = torch.full((len(ids), width), pad, dtype=torch.long)
-        attention_mask = torch.zeros((len(ids), width), dtype=torch.long)
-        for i, row in enumerate(ids):
-            input_ids[i, : len(row)] = torch.tensor(row)
-            attention_mask[i, : len(row)] = 1
-        return {"input_ids": input_ids, "attention_mask": attention_mask}
+        """`tokenize_with_eos` with this model's EOS rule (decoders append it, encoders do not)."""
+        return tokenize_with_eos(tokenizer, texts, max_length, append_eos=bool(self.config.append_eos))
+
+
+def tokenize_with_eos(
+    tokenizer: Any, texts: Sequence[str], max_length: int = 512, append_eos: bool = True
+) -> dict[str, torch.Tensor]:
+    """Right-padded tokenisation; with `append_eos`, EOS ends every row, added AFTER truncation.
+
+    Decoder embeddings pool the EOS token, so truncation must never cut it off: texts are truncated to
+    `max_length - 1` tokens and EOS is appended unless the tokenizer already put it there. Shared by `encode`
+    and the training collator.
+
+    Shapes:
+        -> input_ids, attention_mask: (len(texts), T) with T <= max_length.
+    """
+    eos = tokenizer.eos_token_id if append_eos else None
+    if append_eos and eos is None:
+        raise ValueError("append_eos=True needs a tokenizer with an eos_token; set append_eos=False for encoders")
+    if eos is None:
+        encoded = tokenizer(
+            list(texts),
+            padding=True,
+            truncation=True,
+            max_length=max_length,
+            padding_side="right",
+            return_tensors="pt",
+        )
+        return dict(encoded)
+    encoded = tokenizer(list(texts), truncation=True, max_length=max_length - 1)["input_ids"]
+    rows = [torch.tensor(ids if ids and ids[-1] == eos else ids + [eos], dtype=torch.long) for ids in encoded]
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
+    input_ids = nn.utils.rnn.pad_sequence(rows, batch_first=True, padding_value=pad)  # (B, T) right padded
+    attention_mask = nn.utils.rnn.pad_sequence([torch.ones_like(r) for r in rows], batch_first=True)  # (B, T)
+    return {"input_ids": input_ids, "attention_mask": attention_mask}
 
 
 def _resolve(path: str, filename: str, hub_kwargs: dict[str, Any]) -> str | None:

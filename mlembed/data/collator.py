@@ -7,45 +7,11 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-from torch.nn.utils.rnn import pad_sequence
 
 from mlembed.losses.contrastive import passage_ids_from_texts
+from modeling_mlembed import tokenize_with_eos
 
 logger = logging.getLogger(__name__)
-
-
-def tokenize_with_eos(
-    tokenizer: Any, texts: Sequence[str], max_length: int = 512, append_eos: bool = True
-) -> dict[str, torch.Tensor]:
-    """Right-padded tokenisation; with `append_eos`, the EOS id ends every row, added AFTER truncation.
-
-    Decoder embeddings pool the EOS token, so truncation must never cut it off: texts are truncated to
-    `max_length - 1` tokens and the EOS appended unless the tokenizer already put it there. Same rule as
-    `MLEmbedModel.tokenize` (the model file stays self-contained, so the logic lives in both places).
-
-    Shapes:
-        -> input_ids, attention_mask: (len(texts), T) with T <= max_length.
-    """
-    eos = tokenizer.eos_token_id if append_eos else None
-    if append_eos and eos is None:
-        raise ValueError("append_eos=True needs a tokenizer with an eos_token; set append_eos=False for encoders")
-    if eos is None:
-        return dict(
-            tokenizer(
-                list(texts),
-                padding=True,
-                truncation=True,
-                max_length=max_length,
-                padding_side="right",
-                return_tensors="pt",
-            )
-        )
-    encoded = tokenizer(list(texts), truncation=True, max_length=max_length - 1)["input_ids"]
-    rows = [torch.tensor(ids if ids and ids[-1] == eos else ids + [eos], dtype=torch.long) for ids in encoded]
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
-    input_ids = pad_sequence(rows, batch_first=True, padding_value=pad)  # (B, T) right padded
-    attention_mask = pad_sequence([torch.ones_like(r) for r in rows], batch_first=True, padding_value=0)  # (B, T)
-    return {"input_ids": input_ids, "attention_mask": attention_mask}
 
 
 class MLEmbedCollator:
