@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import string
 import sys
 from pathlib import Path
@@ -18,6 +19,13 @@ from modeling_mlembed import MLEmbedModel  # noqa: E402
 VOCAB = 99
 HIDDEN = 32
 LAYERS = 4
+
+
+def free_port() -> int:
+    """A free localhost TCP port for a test's process group (torchrun / gloo)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def tiny_tokenizer():

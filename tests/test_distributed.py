@@ -7,7 +7,6 @@ the W processes, so every local gradient divided by W must equal the single-proc
 from __future__ import annotations
 
 import multiprocessing
-import socket
 from datetime import timedelta
 
 import pytest
@@ -15,6 +14,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
+from conftest import free_port
 
 from mlembed.losses import in_batch_infonce, sample_mel_rank, three_d_loss
 from mlembed.train import distributed
@@ -118,17 +118,11 @@ def _worker(rank: int, port: int) -> None:
         dist.destroy_process_group()
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def test_two_processes_match_one_process():
     # Not fork: a parent that already ran torch ops (OpenMP pool) can deadlock its forked children. A fork server
     # starts clean, imports this module once and forks both workers from it (spawn would import it twice).
     multiprocessing.get_context("forkserver").set_forkserver_preload([__name__])
-    mp.start_processes(_worker, args=(_free_port(),), nprocs=WORLD, join=True, start_method="forkserver")
+    mp.start_processes(_worker, args=(free_port(),), nprocs=WORLD, join=True, start_method="forkserver")
 
 
 def test_single_process_fallbacks():

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import tiny_model
+from conftest import free_port, tiny_model
 from torch import nn
 
 from mlembed import convert, hub
@@ -240,13 +240,10 @@ torch.save({k: v.detach().clone() for k, v in state.items()}, f"{sys.argv[2]}/ra
 def test_ddp_training_keeps_processes_in_sync(folders, tmp_path):
     """torchrun, 2 processes, different batches: equal weights after training prove the gradients are synced."""
     import os
-    import socket
     import subprocess
     import sys
 
-    with socket.socket() as free:
-        free.bind(("127.0.0.1", 0))
-        port = free.getsockname()[1]
+    port = free_port()
     script = tmp_path / "ddp_st.py"
     script.write_text(DDP_SCRIPT)
     command = [

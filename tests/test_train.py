@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-from conftest import ROOT, backbone_config, tiny_tokenizer
+from conftest import ROOT, backbone_config, free_port, tiny_tokenizer
 from transformers import AutoModel, TrainerCallback, TrainingArguments
 
 from mlembed.cli import main as cli
@@ -128,7 +128,6 @@ def test_end_to_end_train_lowers_loss_and_writes_loadable_folders(workdir, capsy
 def test_two_processes_equal_one_process_on_the_combined_batch(workdir):
     """torchrun, gloo, CPU: 2 x batch 4 (in-batch negatives gathered across processes) == 1 x batch 8."""
     import os
-    import socket
     import subprocess
     import sys
 
@@ -158,9 +157,7 @@ def test_two_processes_equal_one_process_on_the_combined_batch(workdir):
         return load_file(workdir / name / "final" / "model.safetensors")
 
     one = train("one", [sys.executable], 8, [])
-    with socket.socket() as free:
-        free.bind(("127.0.0.1", 0))
-        port = free.getsockname()[1]
+    port = free_port()
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port)]
     two = train("two", torchrun, 4, ["training.ddp_backend=gloo"])
     assert one.keys() == two.keys()
