@@ -20,6 +20,7 @@ Design choices:
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import logging
@@ -148,7 +149,7 @@ class MLEmbedModel(MLEmbedPreTrainedModel):
             # stock names, with or without the prefix (a Hub folder stores the bare backbone's names)
             self._keys_to_ignore_on_load_unexpected = [rf"^({self.base_model_prefix}\.)?{re.escape(name)}\.weight$"]
             self._keys_to_ignore_on_load_missing = [r"^mel\.(U|V)$"]  # a Hub folder has them in mel.safetensors
-        self._depth_views: dict[int, nn.Module] = {}
+        self._depth_views: dict[int, tuple[nn.Module, tuple[int, ...]]] = {}
         self._warned: set[tuple[str, int]] = set()
         self.tokenizer = None
         self.post_init()
@@ -173,14 +174,14 @@ class MLEmbedModel(MLEmbedPreTrainedModel):
         factors_file = _resolve(path, MEL_WEIGHTS_NAME, hub_kwargs)
         if factors_file is not None:
             factors = load_file(factors_file)
-            for name in ("U", "V"):
-                param = getattr(self.mel, name)
-                if tuple(factors[name].shape) != tuple(param.shape):
-                    raise ValueError(
-                        f"{MEL_WEIGHTS_NAME}: {name} has shape {tuple(factors[name].shape)}, "
-                        f"the config needs {tuple(param.shape)}"
-                    )
-                with torch.no_grad():
+            with _whole([self.mel.U, self.mel.V]), torch.no_grad():
+                for name in ("U", "V"):
+                    param = getattr(self.mel, name)
+                    if tuple(factors[name].shape) != tuple(param.shape):
+                        raise ValueError(
+                            f"{MEL_WEIGHTS_NAME}: {name} has shape {tuple(factors[name].shape)}, "
+                            f"the config needs {tuple(param.shape)}"
+                        )
                     param.copy_(factors[name])
         elif not {"mel.U", "mel.V"} <= _checkpoint_keys(path, hub_kwargs):
             raise ValueError(
@@ -346,10 +347,13 @@ class MLEmbedModel(MLEmbedPreTrainedModel):
         """The backbone limited to its first `depth` layers, sharing every module (built once per depth)."""
         if depth == self._num_layers:
             return self.backbone
-        view = self._depth_views.get(depth)
-        if view is None:
+        layers = _get_path(self.backbone, self._layers_path)
+        # rebuilt when a wrapper swapped modules after the view was made (FSDP1 wraps layers in place)
+        key = tuple(map(id, self.backbone._modules.values())) + tuple(map(id, layers[:depth]))
+        view, built_for = self._depth_views.get(depth, (None, None))
+        if view is None or built_for != key:
             view = _truncated_view(self.backbone, self._layers_path, depth)
-            self._depth_views[depth] = view
+            self._depth_views[depth] = (view, key)
         return view
 
     # ----------------------------------------------------------------------------------------------- encode
@@ -478,6 +482,16 @@ def _build_backbone(config: Any) -> nn.Module:
         logger.warning("%s Using the backbone's default attention instead.", str(err).split(" Please")[0])
         config._attn_implementation = None
         return AutoModel.from_config(config)
+
+
+def _whole(params: list[nn.Parameter]) -> Any:
+    """A context in which `params` are whole tensors: under DeepSpeed ZeRO-3 (`zero.Init`, e.g. `TrainingArguments`
+    with a stage-3 config made before `from_pretrained`) they are partitioned; writes on rank 0 are re-partitioned."""
+    if any(hasattr(p, "ds_id") for p in params):
+        import deepspeed
+
+        return deepspeed.zero.GatheredParameters(params, modifier_rank=0)
+    return contextlib.nullcontext()
 
 
 def _capture(store: dict[int, torch.Tensor], depth: int):

@@ -101,6 +101,29 @@ def test_depth_view_does_not_mutate_the_model():
     torch.testing.assert_close(full, again, atol=0, rtol=0)
 
 
+def test_depth_view_follows_layers_swapped_after_it_was_built():
+    """Wrappers such as FSDP1 replace layers in place after the model exists: a cached depth view must run the new
+    modules, not the ones it was first built from."""
+    model = tiny_model("qwen3")
+    ids = torch.randint(2, 99, (2, 6))
+    before = model(input_ids=ids, layers=2).embeddings  # builds and caches the depth-2 view
+    calls = []
+
+    class Wrapper(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, *args, **kwargs):
+            calls.append(1)
+            return self.inner(*args, **kwargs)
+
+    model.backbone.layers[1] = Wrapper(model.backbone.layers[1])
+    after = model(input_ids=ids, layers=2).embeddings
+    assert calls == [1]
+    torch.testing.assert_close(after, before)
+
+
 def test_svd_error_falls_with_rank_and_full_rank_reproduces_embedding():
     torch.manual_seed(0)
     emb = torch.randn(99, HIDDEN)
