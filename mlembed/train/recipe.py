@@ -48,8 +48,10 @@ def build_trainer(config: TrainConfig, **training_overrides: Any) -> Any:
     from mlembed.train.trainer import MLEmbedTrainer
     from modeling_mlembed import MLEmbedModel
 
-    args = config.training_arguments(**training_overrides)
+    # the model first: with ZeRO-3, `TrainingArguments` switches on `deepspeed.zero.Init`, under which a stock
+    # backbone's embedding could not be factorised (it would be partitioned); DeepSpeed partitions it at start
     model, tokenizer = build_model(config)
+    args = config.training_arguments(**training_overrides)
     data = config.data
     corpus = load_parquet_corpus(
         config.data_files(),

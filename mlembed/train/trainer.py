@@ -55,6 +55,13 @@ class MLEmbedTrainer(Trainer):
             if args.ddp_find_unused_parameters is None:
                 args.ddp_find_unused_parameters = False  # every parameter takes part in every step
         super().__init__(model=model, **kwargs)
+        if self.args.fsdp and not self.is_fsdp_enabled:
+            logger.warning(
+                "fsdp=%s was asked for, but accelerate runs FSDP on GPUs only: this %s run is plain data parallel "
+                "(same results, no sharding). DeepSpeed ZeRO-2/3 (training.deepspeed) also shard on the CPU.",
+                self.args.fsdp,
+                self.args.device.type,
+            )
         self.loss_fn = loss if loss is not None else ThreeDMatryoshkaLoss.from_config(model.config)
         self.use_mel = mel and getattr(model.config, "mel_rank", None) is not None
         self.teacher = teacher.eval().requires_grad_(False) if teacher is not None else None
