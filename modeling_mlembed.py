@@ -109,6 +109,22 @@ class MLEmbedPreTrainedModel(PreTrainedModel):
     _supports_flex_attn = True
     _supports_attention_backend = True
 
+    def save_pretrained(self, save_directory: Any, *args: Any, **kwargs: Any) -> Any:
+        """`PreTrainedModel.save_pretrained`, as the ML-Embed class also when torch subclassed the model on the fly.
+
+        FSDP2's `fully_shard` turns the model into `FSDPMLEmbedModel`, a class of torch's own module; transformers
+        would then copy that module's source files as the remote code and point `auto_map` at it (a folder that
+        cannot load). The class is switched back for the save only.
+        """
+        wrapped = type(self)
+        if not wrapped.__module__.startswith("torch."):
+            return super().save_pretrained(save_directory, *args, **kwargs)
+        self.__class__ = next(c for c in wrapped.__mro__ if not c.__module__.startswith("torch."))
+        try:
+            return super().save_pretrained(save_directory, *args, **kwargs)
+        finally:
+            self.__class__ = wrapped
+
     def _init_weights(self, module: nn.Module) -> None:
         if isinstance(module, MLEmbedFactorizedEmbedding):
             std = getattr(self.config, "initializer_range", 0.02) or 0.02

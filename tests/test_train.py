@@ -341,3 +341,46 @@ def test_fsdp_on_the_cpu_says_it_runs_as_plain_data_parallel(one_process):
     assert_same_weights(one, train_cli(workdir, "fsdp", 2, ["training.fsdp=true"]))
     log = (workdir / "fsdp.log").read_text()
     assert "FSDP on GPUs only" in log and "plain data parallel" in log
+
+
+FSDP2_SAVE = """
+import json, os, sys
+sys.path[:0] = [sys.argv[2], os.path.join(sys.argv[2], "tests")]
+import torch.distributed as dist
+from torch.distributed.fsdp import fully_shard
+from conftest import tiny_model
+
+dist.init_process_group("gloo", rank=0, world_size=1)
+model = tiny_model(seed=5)
+expected = model.encode(["cat dog"], layers=2).tolist()
+for layer in model.backbone.layers:
+    fully_shard(layer)
+fully_shard(model)  # what accelerate does for `fsdp: true` (FSDP2): the model's class becomes FSDPMLEmbedModel
+assert type(model).__name__ == "FSDPMLEmbedModel", type(model)
+full = {k: v.full_tensor() if hasattr(v, "full_tensor") else v for k, v in model.state_dict().items()}
+model.save_pretrained(sys.argv[1], state_dict=full)  # the Trainer saves the gathered state dict like this
+model.tokenizer.save_pretrained(sys.argv[1])
+assert type(model).__name__ == "FSDPMLEmbedModel"
+print(json.dumps(expected))
+"""
+
+
+@pytest.mark.slow
+def test_fsdp2_model_saves_a_loadable_ml_embed_folder(tmp_path):
+    """FSDP2 subclasses the model on the fly in torch's module; the save must still write our remote code."""
+    import os
+    import subprocess
+    import sys
+
+    (tmp_path / "save.py").write_text(FSDP2_SAVE)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port())}
+    command = [sys.executable, str(tmp_path / "save.py"), str(tmp_path / "out"), str(ROOT)]
+    proc = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    files = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert "modeling_mlembed.py" in files and not any(name.startswith("_fsdp") for name in files), files
+    auto_map = json.loads((tmp_path / "out" / "config.json").read_text())["auto_map"]
+    assert auto_map["AutoModel"] == "modeling_mlembed.MLEmbedModel"
+    model = AutoModel.from_pretrained(tmp_path / "out", trust_remote_code=True)
+    expected = torch.tensor(json.loads(proc.stdout.strip().splitlines()[-1]))
+    torch.testing.assert_close(torch.as_tensor(model.encode(["cat dog"], layers=2)), expected, atol=1e-6, rtol=0)
