@@ -26,13 +26,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from _util import fmt_ms, median_times  # noqa: E402
 from elastic import lookup_materialise, lookup_mel, lookup_setup, make_batch, stock_embed  # noqa: E402
-from train_step import MaterialisingMLEmbedModel  # noqa: E402
-from transformers import Qwen3Config, Qwen3Model  # noqa: E402
+from train_step import VOCAB, MaterialisingMLEmbedModel, qwen3_06b  # noqa: E402
+from transformers import Qwen3Model  # noqa: E402
 
 from configuration_mlembed import MLEmbedConfig  # noqa: E402
 from modeling_mlembed import MLEmbedModel  # noqa: E402
 
-VOCAB, RANK, LAYERS = 151_936, 512, 28
+RANK, LAYERS = 512, 28  # the 0.6B shape (train_step.qwen3_06b); sdpa, the transformers default
 
 
 def synced(fn):
@@ -42,21 +42,6 @@ def synced(fn):
         return out
 
     return call
-
-
-def qwen3_06b() -> Qwen3Config:
-    return Qwen3Config(
-        hidden_size=1024,
-        num_hidden_layers=LAYERS,
-        num_attention_heads=16,
-        num_key_value_heads=8,
-        head_dim=128,
-        intermediate_size=3072,
-        vocab_size=VOCAB,
-        pad_token_id=0,
-        eos_token_id=1,
-        attn_implementation="sdpa",
-    )
 
 
 def inference(args: argparse.Namespace, ids: torch.Tensor, mask: torch.Tensor) -> None:
