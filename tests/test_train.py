@@ -82,6 +82,16 @@ def test_every_shipped_config_is_valid(path, tmp_path):
         assert args.lr_scheduler_type == "cosine_with_min_lr" and args.lr_scheduler_kwargs == {"min_lr": 1e-7}
 
 
+@pytest.mark.parametrize("path", sorted((ROOT / "configs" / "accelerate").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_accelerate_config_loads(path):
+    """accelerate's own loader (unknown keys are errors); the header's launch command names this very file."""
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    config = load_config_from_file(str(path))
+    assert config.num_processes % config.num_machines == 0
+    assert f"--config_file configs/accelerate/{path.name}" in path.read_text().split("compute_environment")[0]
+
+
 @pytest.mark.parametrize(
     "raw, message",
     [
@@ -129,18 +139,18 @@ def test_end_to_end_train_lowers_loss_and_writes_loadable_folders(workdir, capsy
     assert "wrote" in capsys.readouterr().out
 
 
-def train_cli(workdir: Path, name: str, nproc: int, extra: list[str]) -> dict[str, torch.Tensor]:
-    """`mlembed train` on tiny.json for 3 steps (batch 8 / nproc per process, torchrun + gloo when nproc > 1)."""
+def train_cli(workdir: Path, name: str, nproc: int, extra: list[str], nnodes: int = 1) -> dict[str, torch.Tensor]:
+    """`mlembed train` on tiny.json for 3 steps, batch 8 split over `nproc` processes (torchrun + gloo when > 1).
+
+    `nnodes` > 1 starts one torchrun per "node" on this machine, as on a cluster (node ranks, a master address),
+    each with nproc / nnodes processes.
+    """
     import os
     import subprocess
     import sys
 
     from safetensors.torch import load_file
 
-    launcher = [sys.executable]
-    if nproc > 1:
-        launcher += ["-m", "torch.distributed.run", "--nproc_per_node", str(nproc), "--master_port", str(free_port())]
-        extra = [*extra, "training.ddp_backend=gloo"]
     overrides = [
         f"training.output_dir={workdir / name}",
         "training.max_steps=3",
@@ -148,11 +158,26 @@ def train_cli(workdir: Path, name: str, nproc: int, extra: list[str]) -> dict[st
         f"training.per_device_train_batch_size={8 // nproc}",
         *extra,
     ]
-    command = [*launcher, "-m", "mlembed.cli", "train", "--config", str(workdir / "tiny.json"), "--set", *overrides]
+    launchers = [[sys.executable]]
+    if nproc > 1:
+        overrides.append("training.ddp_backend=gloo")
+        port = str(free_port())
+        per_node = ["--nnodes", str(nnodes), "--nproc_per_node", str(nproc // nnodes)]
+        per_node += ["--master_addr", "127.0.0.1", "--master_port", port]
+        launchers = [
+            [sys.executable, "-m", "torch.distributed.run", *per_node, "--node_rank", str(node)]
+            for node in range(nnodes)
+        ]
+    tail = ["-m", "mlembed.cli", "train", "--config", str(workdir / "tiny.json"), "--set", *overrides]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(command, cwd=workdir, env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    (workdir / f"{name}.log").write_text(proc.stderr)
+    procs = [
+        subprocess.Popen([*launcher, *tail], cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        for launcher in launchers
+    ]
+    logs = [proc.communicate(timeout=600)[1].decode() for proc in procs]
+    for proc, log in zip(procs, logs):
+        assert proc.returncode == 0, log[-3000:]
+    (workdir / f"{name}.log").write_text("\n".join(logs))
     return load_file(workdir / name / "final" / "model.safetensors")
 
 
@@ -174,6 +199,13 @@ def test_two_processes_equal_one_process_on_the_combined_batch(one_process):
     """torchrun, gloo, CPU: 2 x batch 4 (in-batch negatives gathered across processes) == 1 x batch 8."""
     workdir, one = one_process
     assert_same_weights(one, train_cli(workdir, "ddp", 2, []))
+
+
+@pytest.mark.slow
+def test_two_nodes_equal_one_process(one_process):
+    """The multi-node launch: two torchrun "nodes" (node ranks 0 and 1, one process each) == one process."""
+    workdir, one = one_process
+    assert_same_weights(one, train_cli(workdir, "nodes", 2, [], nnodes=2))
 
 
 @pytest.mark.slow
