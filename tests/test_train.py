@@ -139,7 +139,9 @@ def test_end_to_end_train_lowers_loss_and_writes_loadable_folders(workdir, capsy
     assert "wrote" in capsys.readouterr().out
 
 
-def train_cli(workdir: Path, name: str, nproc: int, extra: list[str], nnodes: int = 1) -> dict[str, torch.Tensor]:
+def train_cli(
+    workdir: Path, name: str, nproc: int, extra: list[str], nnodes: int = 1, resume: str | None = None
+) -> dict[str, torch.Tensor]:
     """`mlembed train` on tiny.json for 3 steps, batch 8 split over `nproc` processes (torchrun + gloo when > 1).
 
     `nnodes` > 1 starts one torchrun per "node" on this machine, as on a cluster (node ranks, a master address),
@@ -168,7 +170,8 @@ def train_cli(workdir: Path, name: str, nproc: int, extra: list[str], nnodes: in
             [sys.executable, "-m", "torch.distributed.run", *per_node, "--node_rank", str(node)]
             for node in range(nnodes)
         ]
-    tail = ["-m", "mlembed.cli", "train", "--config", str(workdir / "tiny.json"), "--set", *overrides]
+    tail = ["-m", "mlembed.cli", "train", "--config", str(workdir / "tiny.json")]
+    tail += (["--resume", resume] if resume else []) + ["--set", *overrides]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     procs = [
         subprocess.Popen([*launcher, *tail], cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -320,6 +323,25 @@ def test_bf16_autocast_training_runs(workdir):
     trainer.train()
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
     assert all(torch.isfinite(torch.tensor(losses))) and losses[-1] < losses[0]
+
+
+@pytest.mark.slow
+def test_zero2_resume_gives_the_same_weights_as_an_uninterrupted_run(one_process):
+    """The released recipe's setting (ZeRO-2, 2 processes): stopped after the step-3 checkpoint and resumed from
+    it (DeepSpeed's sharded optimizer state, the sampler position) == 6 steps straight. Constant LR, so the
+    3-step run's schedule equals the first half of the 6-step one."""
+    pytest.importorskip("deepspeed")
+    workdir, _ = one_process
+    common = [f"training.deepspeed={ROOT / 'configs' / 'deepspeed' / 'zero2.json'}"]
+    common += ["training.lr_scheduler_type=constant", "training.save_steps=3"]
+    straight = train_cli(workdir, "z2-straight", 2, [*common, "training.max_steps=6"])
+    three = train_cli(workdir, "z2-resumed", 2, [*common, "training.max_steps=3"])
+    resume = str(workdir / "z2-resumed" / "checkpoint-3")
+    resumed = train_cli(workdir, "z2-resumed", 2, [*common, "training.max_steps=6"], resume=resume)
+    assert straight.keys() == resumed.keys()
+    for key in straight:
+        torch.testing.assert_close(straight[key], resumed[key], atol=1e-6, rtol=0, msg=key)
+    assert (three["mel.V"] - resumed["mel.V"]).abs().max() > 1e-4  # the resumed run did train steps 4-6
 
 
 ZERO3_LOAD = """
