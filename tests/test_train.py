@@ -132,6 +132,8 @@ def test_end_to_end_train_lowers_loss_and_writes_loadable_folders(workdir, capsy
     ranks = {entry["mel_rank"] for entry in state["log_history"] if "mel_rank" in entry}
     assert ranks and ranks <= {32}  # rank 32 is the only nested rank of a rank-32 model
     assert any(key.startswith("loss/words_retrieval") for entry in state["log_history"] for key in entry)
+    speeds = [e["throughput/tokens_per_s"] for e in state["log_history"] if "throughput/tokens_per_s" in e]
+    assert len(speeds) == len(losses) and all(s > 0 for s in speeds)
     model = AutoModel.from_pretrained(workdir / "out" / "final", trust_remote_code=True)
     assert model.encode(["cat dog"], layers=2).shape == (1, 32)
     hub_files = {p.name for p in (workdir / "out" / "hub").iterdir()}

@@ -7,7 +7,7 @@ What it adds to the stock Trainer, and nothing else:
   returning every MLL exit; a MEL rank drawn per step in proportion to rank, the same on all processes; the 3D
   loss (in-batch on retrieval datasets through a differentiable gather, hard negatives, MRL weights);
   optional distillation from a frozen teacher run at its own settings;
-* logs: running loss per dataset and the rank drawn.
+* logs: running loss per dataset, the rank drawn, texts and tokens per second (per process).
 Everything else (optimiser, schedule, bf16, gradient checkpointing, DeepSpeed / FSDP, checkpoints and resume,
 `torchrun` / `accelerate launch`) is the stock Trainer's.
 """
@@ -15,6 +15,7 @@ Everything else (optimiser, schedule, bf16, gradient checkpointing, DeepSpeed / 
 from __future__ import annotations
 
 import logging
+import time
 from collections import defaultdict
 from typing import Any
 
@@ -69,6 +70,7 @@ class MLEmbedTrainer(Trainer):
             raise ValueError("a teacher needs loss.kd_weight > 0 (the weight of the distillation term)")
         self._running: dict[str, list[float]] = defaultdict(list)
         self._last_rank: int | None = None
+        self._texts, self._tokens, self._since = 0, 0, None  # throughput since the last log, this process
 
     def get_train_dataloader(self) -> DataLoader:
         """Batches of one dataset per step on every process; accelerate gives batch i to process i % world."""
@@ -95,6 +97,10 @@ class MLEmbedTrainer(Trainer):
         config = self.accelerator.unwrap_model(model).config
         rank = sample_mel_rank(config.mel_ranks) if self.use_mel else None
         batch = _stack(inputs)
+        if self._since is None:
+            self._since = time.perf_counter()
+        self._texts += batch["input_ids"].shape[0]
+        self._tokens = self._tokens + batch["attention_mask"].sum()  # stays on the device: no sync per step
         out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], rank=rank, exits=True)
         exit_q, exit_p, exit_n = _split(out.exit_embeddings, batch["sizes"])
         teacher = self._teacher_embeddings(batch) if self.teacher is not None else None
@@ -117,13 +123,19 @@ class MLEmbedTrainer(Trainer):
         return q, p, (n if n.shape[0] else None)
 
     def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
-        """Adds the running loss per dataset since the last log and the MEL rank drawn last."""
+        """Adds the running loss per dataset and this process's texts and tokens per second since the last log, and
+        the MEL rank drawn last."""
         if "loss" in logs:
             for key, values in self._running.items():
                 logs[key] = round(sum(values) / len(values), 4)
             self._running.clear()
             if self._last_rank is not None:
                 logs["mel_rank"] = self._last_rank
+            if self._since is not None:
+                seconds = max(time.perf_counter() - self._since, 1e-9)
+                logs["throughput/texts_per_s"] = round(self._texts / seconds, 2)
+                logs["throughput/tokens_per_s"] = round(float(self._tokens) / seconds, 1)
+                self._texts, self._tokens, self._since = 0, 0, time.perf_counter()
         super().log(logs, *args, **kwargs)
 
 
