@@ -364,8 +364,9 @@ class MLEmbedModel(MLEmbedPreTrainedModel):
         if depth == self._num_layers:
             return self.backbone
         layers = _get_path(self.backbone, self._layers_path)
-        # rebuilt when a wrapper swapped modules after the view was made (FSDP1 wraps layers in place)
-        key = tuple(map(id, self.backbone._modules.values())) + tuple(map(id, layers[:depth]))
+        # rebuilt when a wrapper swapped modules after the view was made (FSDP1 wraps layers in place); the key is
+        # a few microseconds per forward (a list, not a sliced ModuleList, which would construct a module)
+        key = tuple(map(id, self.backbone._modules.values())) + tuple(map(id, list(layers)[:depth]))
         view, built_for = self._depth_views.get(depth, (None, None))
         if view is None or built_for != key:
             view = _truncated_view(self.backbone, self._layers_path, depth)
