@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import random
 import subprocess
 import sys
 import time
@@ -27,8 +26,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-
-WORDS = "cat dog tree car sun moon fish bird rock rain snow wind lamp door road ship".split()
 
 STRATEGIES = {
     "ddp": [],
@@ -40,36 +37,27 @@ STRATEGIES = {
 
 def make_recipe(folder: Path, hidden: int, layers: int, steps: int, device: str) -> Path:
     """A tiny random Qwen3 backbone + character tokenizer + synthetic parquet data + recipe config."""
-    import pandas as pd
     import torch
-    from transformers import AutoModel, Qwen3Config
+    from transformers import AutoModel
 
     sys.path.insert(0, str(ROOT / "tests"))
-    from conftest import tiny_tokenizer
+    from conftest import backbone_config, synthetic_retrieval, tiny_tokenizer
 
     torch.manual_seed(0)
     heads = max(4, hidden // 64)
-    backbone = Qwen3Config(
+    backbone = backbone_config(
+        "qwen3",
         hidden_size=hidden,
         num_hidden_layers=layers,
-        vocab_size=99,
         num_attention_heads=heads,
         num_key_value_heads=heads // 2,
         head_dim=hidden // heads,
         intermediate_size=2 * hidden,
-        pad_token_id=0,
-        eos_token_id=1,
     )
     AutoModel.from_config(backbone).save_pretrained(folder / "base")
     tiny_tokenizer().save_pretrained(folder / "base")
-    rng = random.Random(0)
-    rows = []
-    for _ in range(96):
-        words = rng.sample(WORDS, 3)
-        negatives = {f"negative_{j}": " ".join(rng.sample(WORDS, 3)) for j in range(1, 9)}
-        rows.append({"query": " ".join(words[:2]), "passage": " ".join(words) + " here", **negatives})
     (folder / "data").mkdir(exist_ok=True)
-    pd.DataFrame(rows).to_parquet(folder / "data" / "words_retrieval.parquet")
+    synthetic_retrieval(96, 0).to_parquet(folder / "data" / "words_retrieval.parquet")
     exits = sorted({1, 2, layers} | {2**i for i in range(layers.bit_length()) if 2**i <= layers})
     config = {
         "model": {"base": str(folder / "base"), "mel_rank": min(64, hidden), "exit_layers": exits},
@@ -95,6 +83,7 @@ def worker(args: argparse.Namespace) -> None:
     import torch
     from transformers import TrainerCallback
 
+    from mlembed.train import distributed
     from mlembed.train.config import load_config
     from mlembed.train.recipe import build_trainer
 
@@ -126,6 +115,7 @@ def worker(args: argparse.Namespace) -> None:
     trainer.save_model(str(Path(trainer.args.output_dir) / "final"))
     if trainer.is_world_process_zero():
         Path(args.report).write_text(json.dumps(report))
+    distributed.close()
 
 
 def _optimizer_elements(optimizer) -> int:
@@ -151,6 +141,8 @@ def _local_param_elements(model) -> int:
 
 def run_strategy(name: str, config: Path, nproc: int, extra: list[str]) -> dict | None:
     """Launch one strategy (`reference`: one plain process) and return rank 0's report, `None` if it failed."""
+    from conftest import free_port
+
     folder = config.parent
     report = folder / f"{name}.json"
     overrides = [
@@ -163,7 +155,7 @@ def run_strategy(name: str, config: Path, nproc: int, extra: list[str]) -> dict 
         launcher = [sys.executable]
     else:
         launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc)]
-        launcher += ["--master_port", str(29500 + random.randrange(1000))]
+        launcher += ["--master_port", str(free_port())]
     command = [*launcher, __file__, "--worker", "--strategy", name, "--config", str(config), "--report", str(report)]
     command += ["--set", *overrides]
     path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))

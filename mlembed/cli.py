@@ -76,11 +76,15 @@ def cmd_push(args: argparse.Namespace) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
+    from mlembed.train import distributed
     from mlembed.train.config import load_config
     from mlembed.train.recipe import run
 
     resume = True if args.resume == "true" else args.resume
-    final = run(load_config(args.config, args.set), resume_from_checkpoint=resume)
+    try:
+        final = run(load_config(args.config, args.set), resume_from_checkpoint=resume)
+    finally:
+        distributed.close()
     print(f"wrote {final}")
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import socket
 import string
 import sys
@@ -19,6 +20,7 @@ from modeling_mlembed import MLEmbedModel  # noqa: E402
 VOCAB = 99
 HIDDEN = 32
 LAYERS = 4
+WORDS = "cat dog tree car sun moon fish bird rock rain snow wind lamp door road ship".split()
 
 
 def free_port() -> int:
@@ -59,12 +61,26 @@ def backbone_config(kind: str = "qwen3", **overrides):
     )
     common.update(overrides)
     if kind == "qwen3":
-        return Qwen3Config(num_key_value_heads=2, head_dim=8, **common)
+        return Qwen3Config(**{"num_key_value_heads": 2, "head_dim": 8, **common})
     if kind == "llama":
         return LlamaConfig(num_key_value_heads=2, **common)
     if kind == "bert":
         return BertConfig(max_position_embeddings=128, **common)
     raise ValueError(kind)
+
+
+def synthetic_retrieval(n: int, seed: int):
+    """Rows of the published parquet format: queries are two words, the positive contains them, negatives are
+    random word triples (8 of them)."""
+    import pandas as pd
+
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        words = rng.sample(WORDS, 3)
+        negatives = {f"negative_{j}": " ".join(rng.sample(WORDS, 3)) for j in range(1, 9)}
+        rows.append({"query": " ".join(words[:2]), "passage": " ".join(words) + " here", **negatives})
+    return pd.DataFrame(rows)
 
 
 def tiny_model(kind: str = "qwen3", mel_rank: int | None = HIDDEN, seed: int = 0, **axes) -> MLEmbedModel:

@@ -3,32 +3,18 @@
 from __future__ import annotations
 
 import json
-import random
 from pathlib import Path
 
-import pandas as pd
 import pytest
 import torch
-from conftest import ROOT, backbone_config, free_port, tiny_tokenizer
+from conftest import ROOT, backbone_config, free_port, synthetic_retrieval, tiny_tokenizer
 from transformers import AutoModel, TrainerCallback, TrainingArguments
 
 from mlembed.cli import main as cli
 from mlembed.train.config import apply_overrides, load_config, parse_config
 from mlembed.train.recipe import build_trainer
 
-WORDS = "cat dog tree car sun moon fish bird rock rain snow wind lamp door road ship".split()
 CONFIGS = sorted((ROOT / "configs").glob("*.json"))
-
-
-def synthetic_retrieval(n: int, seed: int) -> pd.DataFrame:
-    """Queries are two words, the positive contains them, negatives are random word triples."""
-    rng = random.Random(seed)
-    rows = []
-    for _ in range(n):
-        words = rng.sample(WORDS, 3)
-        negatives = {f"negative_{j}": " ".join(rng.sample(WORDS, 3)) for j in range(1, 9)}
-        rows.append({"query": " ".join(words[:2]), "passage": " ".join(words) + " here", **negatives})
-    return pd.DataFrame(rows)
 
 
 @pytest.fixture
@@ -175,14 +161,14 @@ def train_cli(
     tail = ["-m", "mlembed.cli", "train", "--config", str(workdir / "tiny.json")]
     tail += (["--resume", resume] if resume else []) + ["--set", *overrides]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    procs = [
-        subprocess.Popen([*launcher, *tail], cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        for launcher in launchers
-    ]
-    logs = [proc.communicate(timeout=600)[1].decode() for proc in procs]
+    logs = [workdir / f"{name}.{node}.log" for node in range(len(launchers))]  # files: no pipe fills up and blocks
+    procs = []
+    for launcher, log in zip(launchers, logs):
+        with log.open("w") as out:
+            procs.append(subprocess.Popen([*launcher, *tail], cwd=workdir, env=env, stdout=out, stderr=out))
     for proc, log in zip(procs, logs):
-        assert proc.returncode == 0, log[-3000:]
-    (workdir / f"{name}.log").write_text("\n".join(logs))
+        assert proc.wait(timeout=600) == 0, log.read_text()[-3000:]
+    (workdir / f"{name}.log").write_text("\n".join(log.read_text() for log in logs))
     return load_file(workdir / name / "final" / "model.safetensors")
 
 

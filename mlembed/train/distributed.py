@@ -43,6 +43,13 @@ def rank() -> int:
     return dist.get_rank() if is_distributed() else 0
 
 
+def close() -> None:
+    """Tear the process group down before the process exits: a collective backend's threads still alive at
+    interpreter exit can abort a finished run ("terminate called without an active exception", seen with ZeRO-3)."""
+    if is_distributed():
+        dist.destroy_process_group()
+
+
 def collective_device() -> torch.device:
     """Device for small control tensors: the current GPU under NCCL (which cannot send CPU tensors), else CPU."""
     if is_distributed() and "nccl" in str(dist.get_backend()) and torch.cuda.is_available():
