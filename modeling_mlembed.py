@@ -504,11 +504,18 @@ def _build_backbone(config: Any) -> nn.Module:
 def _whole(params: list[nn.Parameter]) -> Any:
     """A context in which `params` are whole tensors: under DeepSpeed ZeRO-3 (`zero.Init`, e.g. `TrainingArguments`
     with a stage-3 config made before `from_pretrained`) they are partitioned; writes on rank 0 are re-partitioned."""
-    if any(hasattr(p, "ds_id") for p in params):
+    if not any(hasattr(p, "ds_id") for p in params):
+        return contextlib.nullcontext()
+    # inside `try`: transformers' remote-code check (`get_imports`) skips try blocks, so users without DeepSpeed can
+    # still load this file; only a model that DeepSpeed already partitioned reaches this import
+    try:
         import deepspeed
-
-        return deepspeed.zero.GatheredParameters(params, modifier_rank=0)
-    return contextlib.nullcontext()
+    except ImportError as err:
+        raise ImportError(
+            "these parameters are partitioned by DeepSpeed ZeRO-3, but deepspeed cannot be imported: "
+            "pip install deepspeed"
+        ) from err
+    return deepspeed.zero.GatheredParameters(params, modifier_rank=0)
 
 
 def _capture(store: dict[int, torch.Tensor], depth: int):
