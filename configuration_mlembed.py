@@ -69,6 +69,17 @@ def default_prompts(instruction: str = DEFAULT_INSTRUCTION) -> dict[str, str]:
     return {"query": QUERY_TEMPLATE.format(instruction=instruction), "document": ""}
 
 
+def check_mel_rank(rank: Any, vocab_size: int, hidden_size: int) -> int:
+    """The MEL rank r, an integer in 1..min(vocab, hidden): the one place its range is checked."""
+    max_rank = min(int(vocab_size), int(hidden_size))
+    if isinstance(rank, bool) or not isinstance(rank, int) or not 1 <= rank <= max_rank:
+        raise ValueError(
+            f"mel_rank must be an integer in 1..{max_rank} (min(vocab {vocab_size}, hidden {hidden_size})), "
+            f"got {rank!r}"
+        )
+    return rank
+
+
 def _check_nested(name: str, values: list[int], maximum: int) -> list[int]:
     """Sorted, unique, within 1..maximum and containing the maximum; errors name the allowed range."""
     if not values or any(not isinstance(v, int) or isinstance(v, bool) for v in values):
@@ -175,11 +186,7 @@ class MLEmbedConfig(PreTrainedConfig):
         if self.append_eos is None:
             self.append_eos = self.is_decoder_backbone
         if self.mel_rank is not None:
-            max_rank = min(vocab, hidden)
-            if not isinstance(self.mel_rank, int) or not 1 <= self.mel_rank <= max_rank:
-                raise ValueError(
-                    f"mel_rank must be an integer in 1..{max_rank} (min(vocab, hidden)), got {self.mel_rank!r}"
-                )
+            check_mel_rank(self.mel_rank, vocab, hidden)
             self.mel_ranks = _check_nested(
                 "mel_ranks", self.mel_ranks or default_mel_ranks(self.mel_rank), self.mel_rank
             )

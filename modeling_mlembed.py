@@ -213,6 +213,54 @@ class MLEmbedModel(MLEmbedPreTrainedModel):
     def backbone(self) -> nn.Module:
         return getattr(self, self.base_model_prefix)
 
+    @property
+    def layer_stack(self) -> nn.ModuleList:
+        """The backbone's list of decoder / encoder layers (`layers=k` runs the first k of them)."""
+        return _get_path(self.backbone, self._layers_path)
+
+    def backbone_state_dict(self, layers: int | None = None) -> dict[str, torch.Tensor]:
+        """The backbone's weights under their stock names, only the first `layers` layers kept (for exports)."""
+        keep = (
+            self.config.num_hidden_layers
+            if layers is None
+            else self._check_axis("layers", layers, self.config.num_hidden_layers, self.config.exit_layers)
+        )
+        pattern = re.compile(rf"^{re.escape(self._layers_path)}\.(\d+)\.")
+        state = self.backbone.state_dict()
+        return {k: v for k, v in state.items() if not (m := pattern.match(k)) or int(m.group(1)) < keep}
+
+    def num_parameters(
+        self,
+        only_trainable: bool = False,
+        exclude_embeddings: bool = False,
+        layers: int | None = None,
+        rank: int | None = None,
+    ) -> int:
+        """Parameters, as `PreTrainedModel.num_parameters` counts them, that an encode at (`layers`, `rank`) uses.
+
+        Without `layers` / `rank` it is the whole model. With them, the layers after the exit and the MEL columns
+        beyond rank k (`(r - k) * (vocab + d)`: U[:, k:] and V[k:]) are left out. `exclude_embeddings` also leaves
+        out the MEL factors. Counted from the live modules, so it holds for any backbone and on the meta device.
+        """
+        cfg = self.config
+        total = super().num_parameters(only_trainable=only_trainable, exclude_embeddings=exclude_embeddings)
+        counted = [
+            p for p in (self.mel.parameters() if self.mel is not None else ()) if p.requires_grad or not only_trainable
+        ]
+        if exclude_embeddings:
+            total -= sum(p.numel() for p in counted)
+        if layers is not None:
+            layers = self._check_axis("layers", layers, cfg.num_hidden_layers, cfg.exit_layers)
+            later = [p for layer in self.layer_stack[layers:] for p in layer.parameters()]
+            total -= sum(p.numel() for p in later if p.requires_grad or not only_trainable)
+        if rank is not None:
+            if self.mel is None:
+                raise ValueError(f"rank={rank!r} needs a factorised embedding (mel_rank=None); allowed: None")
+            rank = self._check_axis("rank", rank, cfg.mel_rank, cfg.mel_ranks)
+            if not exclude_embeddings:  # U (vocab, r) and V (r, d) lose their (r - k) columns / rows
+                total -= sum(p.numel() // cfg.mel_rank * (cfg.mel_rank - rank) for p in counted)
+        return total
+
     def resolve_axes(self, layers: Any = None, dim: Any = None, rank: Any = None) -> tuple[int, int, int | None]:
         """Validate (layers, dim, rank); `None` takes the config's default (the full setting unless set).
 
@@ -322,9 +370,7 @@ class MLEmbedModel(MLEmbedPreTrainedModel):
             exit_embeddings = {l: pooled if l == depth else self.pool(h, attention_mask) for l, h in states.items()}
             if output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states:
                 hidden_states = tuple(states[l] for l in sorted(states))  # wrappers that keep only these see exits
-        embeddings = pooled[:, :dim]
-        if self.config.normalize:
-            embeddings = F.normalize(embeddings, p=2, dim=-1)
+        embeddings = truncate_embeddings(pooled, dim, normalize=self.config.normalize)
         return MLEmbedOutput(
             last_hidden_state=hidden,
             embeddings=embeddings,
@@ -426,13 +472,23 @@ class MLEmbedModel(MLEmbedPreTrainedModel):
         if self.tokenizer is None:
             if not self.name_or_path:
                 raise ValueError("this model was not loaded from a folder; pass tokenizer= or set model.tokenizer")
-            # the folder is this model's own (its code already runs), so its config may be read as remote code
-            self.tokenizer = AutoTokenizer.from_pretrained(self.name_or_path, trust_remote_code=True)
+            # this model's config is given, so transformers reads no config (and runs no code) of the folder's own
+            self.tokenizer = AutoTokenizer.from_pretrained(self.name_or_path, config=self.config)
         return self.tokenizer
 
     def tokenize(self, texts: Sequence[str], tokenizer: Any, max_length: int = 512) -> dict[str, torch.Tensor]:
         """`tokenize_with_eos` with this model's EOS rule (decoders append it, encoders do not)."""
         return tokenize_with_eos(tokenizer, texts, max_length, append_eos=bool(self.config.append_eos))
+
+
+def truncate_embeddings(embeddings: torch.Tensor, dim: int, normalize: bool = True) -> torch.Tensor:
+    """The MRL cut: the first `dim` values of each embedding, L2-normalised (the meaning of `dim=` everywhere).
+
+    Shapes:
+        embeddings: (..., d) -> (..., dim)
+    """
+    prefix = embeddings[..., :dim]
+    return F.normalize(prefix, p=2, dim=-1) if normalize else prefix
 
 
 def tokenize_with_eos(

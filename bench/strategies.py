@@ -83,7 +83,7 @@ def worker(args: argparse.Namespace) -> None:
     import torch
     from transformers import TrainerCallback
 
-    from mlembed.train import distributed
+    from mlembed import distributed
     from mlembed.train.config import load_config
     from mlembed.train.recipe import build_trainer
 

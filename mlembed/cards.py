@@ -22,7 +22,7 @@ from typing import Any
 from huggingface_hub import ModelCard, ModelCardData
 
 from configuration_mlembed import MLEmbedConfig
-from mlembed.sizes import get_size, parameter_counts, size_config
+from mlembed.sizes import get_size, human_count, parameter_counts, size_config
 
 logger = logging.getLogger(__name__)
 
@@ -53,13 +53,9 @@ _POOLING_TEXT = {
 _BACKBONE_NAMES = {"qwen3": "Qwen3", "llama": "Llama", "bert": "BERT", "modernbert": "ModernBERT"}
 
 
-def _human(n: int) -> str:
-    return f"{n / 1e9:.2f}B" if n >= 1e9 else f"{n / 1e6:.1f}M"
-
-
 def _count(n: int) -> str:
-    """Exact and short: `596,049,920 (596.0M)` (the exact figure comes first; the tests parse it)."""
-    return f"{n:,} ({_human(n)})"
+    """Exact and short: `596,049,920 (596.05M)` (the exact figure comes first; the tests parse it)."""
+    return f"{n:,} ({human_count(n)})"
 
 
 def _example(values: Sequence[int], preferred: int) -> int:

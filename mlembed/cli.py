@@ -76,7 +76,7 @@ def cmd_push(args: argparse.Namespace) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    from mlembed.train import distributed
+    from mlembed import distributed
     from mlembed.train.config import load_config
     from mlembed.train.recipe import run
 

@@ -12,15 +12,14 @@
 from __future__ import annotations
 
 import logging
-import re
 import shutil
 from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import AutoConfig, AutoModel, AutoTokenizer
+from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedConfig
 
-from configuration_mlembed import MLEmbedConfig
+from configuration_mlembed import MLEmbedConfig, check_mel_rank
 from modeling_mlembed import MLEmbedModel
 
 logger = logging.getLogger(__name__)
@@ -33,9 +32,7 @@ def svd_factors(embedding: torch.Tensor, rank: int) -> tuple[torch.Tensor, torch
     Shapes:
         embedding: (vocab, d) -> U: (vocab, rank), V: (rank, d).
     """
-    vocab, hidden = embedding.shape
-    if not 1 <= rank <= min(vocab, hidden):
-        raise ValueError(f"rank must be in 1..{min(vocab, hidden)} (min(vocab, hidden)), got {rank}")
+    check_mel_rank(rank, *embedding.shape)
     left, singular, right = torch.linalg.svd(embedding.float(), full_matrices=False)
     return (left[:, :rank] * singular[:rank]).contiguous(), right[:rank].contiguous()
 
@@ -83,19 +80,41 @@ def save_folder_files(out: str | Path, tokenizer: Any = None) -> Path:
     return out
 
 
+def read_config_dict(path: str | Path, **hub_kwargs: Any) -> dict[str, Any]:
+    """A folder's (or Hub id's) `config.json` as a dict, without building any class or running any code."""
+    return PreTrainedConfig.get_config_dict(str(path), **hub_kwargs)[0]
+
+
+def is_mlembed_folder(path: str | Path) -> bool:
+    """Whether a folder holds an ML-Embed model (plain save or Hub folder): its config has the ML-Embed axes."""
+    return "backbone_type" in read_config_dict(path)
+
+
+def load_tokenizer(path: str | Path, trust_remote_code: bool = False) -> Any:
+    """The tokenizer of a folder. ML-Embed folders are read with the installed config class (transformers would
+    otherwise ask to run the folder's copy of the code); other folders run their own code only when allowed."""
+    if is_mlembed_folder(path):
+        return AutoTokenizer.from_pretrained(path, config=MLEmbedConfig.from_pretrained(path))
+    return AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+
+
 def convert_base(
-    base: str | Path, out: str | Path, rank: int | None, dtype: str = "float32", **axes: Any
+    base: str | Path,
+    out: str | Path,
+    rank: int | None,
+    dtype: str = "float32",
+    trust_remote_code: bool = False,
+    **axes: Any,
 ) -> MLEmbedModel:
-    """Base backbone folder (or Hub id) -> ML-Embed folder with SVD-initialised MEL factors."""
-    backbone = AutoModel.from_pretrained(base, dtype=torch.float32)
-    if rank is not None:
-        vocab, hidden = backbone.get_input_embeddings().weight.shape
-        if not 1 <= rank <= min(vocab, hidden):
-            raise ValueError(
-                f"--rank must be in 1..{min(vocab, hidden)} (min(vocab {vocab}, hidden {hidden})), got {rank}"
-            )
+    """Base backbone folder (or Hub id) -> ML-Embed folder with SVD-initialised MEL factors.
+
+    `trust_remote_code` lets a backbone that needs its own code (not in transformers) run it; off by default.
+    """
+    config = AutoConfig.from_pretrained(base, trust_remote_code=trust_remote_code)
+    MLEmbedConfig.from_backbone(config, mel_rank=rank, **axes)  # every axis checked before the weights load
+    backbone = AutoModel.from_pretrained(base, dtype=torch.float32, trust_remote_code=trust_remote_code)
     model = from_backbone(backbone, mel_rank=rank, **axes).to(getattr(torch, dtype))
-    save_folder(model, out, AutoTokenizer.from_pretrained(base))
+    save_folder(model, out, load_tokenizer(base, trust_remote_code=trust_remote_code))
     logger.info("converted %s -> %s (rank %s)", base, out, rank)
     return model
 
@@ -133,7 +152,7 @@ def convert_released(folder: str | Path, out: str | Path, **axes: Any) -> MLEmbe
     if error > 1e-2:
         logger.warning("U V differs from the checkpoint's embedding (relative error %.3g)", error)
     model = from_backbone(backbone, mel_rank=u.shape[1], factors=(u, v), **axes)
-    save_folder(model, out, AutoTokenizer.from_pretrained(folder))
+    save_folder(model, out, load_tokenizer(folder))
     return model
 
 
@@ -142,7 +161,7 @@ def stock_backbone(model: MLEmbedModel, layers: int | None = None, rank: int | N
     layers, _, rank = model.resolve_axes(layers, None, rank)
     config = _backbone_config(model.config, layers)
     stock = AutoModel.from_config(config).to(model.dtype)
-    state = _kept_layers(model.backbone.state_dict(), model._layers_path, layers)
+    state = model.backbone_state_dict(layers)
     if model.mel is not None:
         state[_embedding_key(stock)] = model.mel.dense(rank).detach().to(model.dtype)
     missing, unexpected = stock.load_state_dict(state, strict=False)
@@ -160,11 +179,6 @@ def _backbone_config(config: MLEmbedConfig, layers: int) -> Any:
     return AutoConfig.for_model(model_type, **{k: v for k, v in fields.items() if k != "transformers_version"})
 
 
-def _kept_layers(state: dict[str, torch.Tensor], layers_path: str, keep: int) -> dict[str, torch.Tensor]:
-    pattern = re.compile(rf"^{re.escape(layers_path)}\.(\d+)\.")
-    return {k: v for k, v in state.items() if not (m := pattern.match(k)) or int(m.group(1)) < keep}
-
-
 def _embedding_key(stock: torch.nn.Module) -> str:
     emb = stock.get_input_embeddings()
     return next(f"{n}.weight" for n, m in stock.named_modules() if m is emb)
@@ -175,7 +189,7 @@ def export_compat(src: str | Path, out: str | Path, layers: int | None = None, r
     model = MLEmbedModel.from_pretrained(src)
     out = Path(out)
     stock_backbone(model, layers, rank).save_pretrained(out)
-    AutoTokenizer.from_pretrained(src, trust_remote_code=True).save_pretrained(out)
+    load_tokenizer(src).save_pretrained(out)
     return out
 
 
@@ -199,13 +213,12 @@ def export_slim(
         axes["mel_ranks"] = sorted({k for k in cfg.mel_ranks if k <= rank} | {rank})
     slim_config = MLEmbedConfig.from_backbone(_backbone_config(cfg, layers), mel_rank=rank, **axes)
     slim = MLEmbedModel(slim_config).to(model.dtype)
-    state = _kept_layers(model.backbone.state_dict(), model._layers_path, layers)
-    slim.backbone.load_state_dict(state, strict=False)
+    slim.backbone.load_state_dict(model.backbone_state_dict(layers), strict=False)
     if rank is not None:
         with torch.no_grad():
             slim.mel.U.copy_(model.mel.U[:, :rank])
             slim.mel.V.copy_(model.mel.V[:rank])
-    save_folder(slim, out, AutoTokenizer.from_pretrained(src, trust_remote_code=True))
+    save_folder(slim, out, load_tokenizer(src))
     before, after = _weights_bytes(src), _weights_bytes(out)
     return {
         "layers": layers,

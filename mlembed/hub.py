@@ -25,7 +25,8 @@ def install_into_cache(folder: str | Path, repo_id: str, cache_dir: str | Path |
     """Place a model folder into the HF cache as snapshot `main` of `repo_id` (loads by id offline).
 
     Writes `models--{org}--{name}/snapshots/<hash>/` and `refs/main`, the layout `hf_hub_download` leaves, so
-    `from_pretrained(repo_id)` with `HF_HUB_OFFLINE=1` finds it. Returns the snapshot folder.
+    `from_pretrained(repo_id)` with `HF_HUB_OFFLINE=1` finds it; the files are those `push_to_hub` would upload
+    (`auto_map` qualified with `repo_id`). Returns the snapshot folder.
     """
     if repo_id.count("/") != 1 or not all(repo_id.split("/")):
         raise ValueError(f"repo_id must look like 'org/name', got {repo_id!r}")
@@ -40,6 +41,7 @@ def install_into_cache(folder: str | Path, repo_id: str, cache_dir: str | Path |
         tmp = snapshot.with_name(revision + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.copytree(folder, tmp)
+        (tmp / "config.json").write_bytes(hub_config(folder, repo_id))  # as `push_to_hub` would upload it
         tmp.rename(snapshot)
     (repo / "refs").mkdir(parents=True, exist_ok=True)
     (repo / "refs" / "main").write_text(revision)
@@ -58,16 +60,17 @@ def export_hub(
     * `model.safetensors` is exactly the stock backbone's checkpoint (dense E = U V): stock `AutoModel` and
       sentence-transformers load it without remote code and without unexpected-key reports.
     * `mel.safetensors` holds the factors U, V; `MLEmbedModel` reads them and skips the dense E (never allocated).
-    * `config.json` is the backbone's (its `model_type`, stock `architectures`) plus the ML-Embed fields and
-      `auto_map`; with `repo_id` the `auto_map` names the repo (`org/name--modeling_mlembed.MLEmbedModel`), so a
-      copy re-saved by stock code still finds the remote code and gets a clear error instead of random factors.
+    * `config.json` is the backbone's (its `model_type`, stock `architectures`) plus the ML-Embed fields and a local
+      `auto_map` (`modeling_mlembed.MLEmbedModel`): the folder loads with `trust_remote_code=True` from its path,
+      offline, before it is pushed. `push_to_hub` qualifies the `auto_map` with the repo id in the uploaded copy
+      (`org/name--modeling_mlembed.MLEmbedModel`), so a copy re-saved by stock code from the Hub still finds the
+      remote code and gets a clear error instead of random factors. `repo_id` here only names the model card's repo.
     * sentence-transformers files with built-in modules only (Transformer -> Pooling -> Normalize, prompts), and a
       tokenizer that appends EOS after truncation (decoders).
     """
     from safetensors.torch import save_file
-    from transformers import AutoTokenizer
 
-    from mlembed.convert import save_folder_files, stock_backbone
+    from mlembed.convert import load_tokenizer, save_folder_files, stock_backbone
     from modeling_mlembed import MEL_WEIGHTS_NAME, MLEmbedModel
 
     src, out = Path(src), Path(out)
@@ -83,11 +86,13 @@ def export_hub(
         "AutoModel": "modeling_mlembed.MLEmbedModel",
     }
     model.config.save_pretrained(out)
-    tokenizer = AutoTokenizer.from_pretrained(src, trust_remote_code=True)
+    tokenizer = load_tokenizer(src)
     if model.config.append_eos:
         tokenizer.add_eos_token = True  # persisted in tokenizer_config.json; truncation keeps room for it
     save_folder_files(out, tokenizer)
-    _finalise_hub_config(out / "config.json", model.config.backbone_type, repo_id)
+    config = json.loads((out / "config.json").read_text())
+    config["model_type"] = model.config.backbone_type  # stock loaders read the dense checkpoint
+    (out / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
     write_sentence_transformers_files(out, model.config, max_seq_length)
     from mlembed.cards import render_card
 
@@ -96,25 +101,37 @@ def export_hub(
 
 
 def push_to_hub(folder: str | Path, repo_id: str, private: bool = False, token: str | None = None) -> str:
-    """Create the repo if needed and upload a Hub folder; returns the commit URL."""
-    from huggingface_hub import HfApi
+    """Create the repo if needed and upload a Hub folder in one commit; returns the commit URL.
+
+    The uploaded `config.json` has its `auto_map` qualified with `repo_id` (`hub_config`); the local folder is left
+    as it is (it keeps loading from its path, offline).
+    """
+    from huggingface_hub import CommitOperationAdd, HfApi
 
     folder = Path(folder)
-    config = json.loads((folder / "config.json").read_text())
-    if "auto_map" in config and not all(v.startswith(f"{repo_id}--") for v in config["auto_map"].values()):
-        _finalise_hub_config(folder / "config.json", config["model_type"], repo_id)  # code found after re-saves
+    if not (folder / "config.json").is_file():
+        raise FileNotFoundError(f"{folder} is not a model folder (no config.json); export it with export_hub first")
+    files = {path.relative_to(folder).as_posix(): path for path in sorted(folder.rglob("*")) if path.is_file()}
+    operations = [
+        CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(path))
+        for name, path in files.items()
+        if name != "config.json" and not name.startswith(".cache/")  # huggingface_hub's local upload metadata
+    ]
+    operations.append(CommitOperationAdd(path_in_repo="config.json", path_or_fileobj=hub_config(folder, repo_id)))
     api = HfApi(token=token)
     api.create_repo(repo_id, private=private, exist_ok=True)
-    return str(api.upload_folder(folder_path=folder, repo_id=repo_id, commit_message="Upload ML-Embed model"))
+    commit = api.create_commit(repo_id=repo_id, operations=operations, commit_message="Upload ML-Embed model")
+    return str(commit.commit_url)
 
 
-def _finalise_hub_config(config_path: Path, backbone_type: str, repo_id: str | None) -> None:
-    """The backbone's model_type (stock loaders read the dense checkpoint); with a repo id, a qualified auto_map."""
-    config = json.loads(config_path.read_text())
-    config["model_type"] = backbone_type
-    if repo_id is not None:
+def hub_config(folder: str | Path, repo_id: str) -> bytes:
+    """The folder's `config.json` as the Hub copy holds it: `auto_map` entries qualified with `repo_id`."""
+    if repo_id.count("/") != 1 or not all(repo_id.split("/")):
+        raise ValueError(f"repo_id must look like 'org/name', got {repo_id!r}")
+    config = json.loads((Path(folder) / "config.json").read_text())
+    if "auto_map" in config:
         config["auto_map"] = {k: f"{repo_id}--{v.split('--')[-1]}" for k, v in config["auto_map"].items()}
-    config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    return (json.dumps(config, indent=2, sort_keys=True) + "\n").encode()
 
 
 def write_sentence_transformers_files(out: Path, config: Any, max_seq_length: int | None = None) -> None:

@@ -27,7 +27,7 @@ from types import MappingProxyType
 from typing import Any
 
 import torch
-from transformers import AutoModel, Qwen3Config
+from transformers import Qwen3Config
 
 from configuration_mlembed import MLEmbedConfig
 from modeling_mlembed import MLEmbedModel
@@ -129,12 +129,12 @@ def build_on_meta(size_or_config: str | MLEmbedConfig) -> MLEmbedModel:
         return MLEmbedModel(_as_config(size_or_config))
 
 
-def _stock_counts(config: MLEmbedConfig) -> tuple[int, int]:
-    """(all parameters, token-embedding parameters) of the stock backbone with its dense embedding, on meta."""
-    with torch.device("meta"):
-        stock = AutoModel.from_config(config.backbone_config())
-    total = sum(p.numel() for p in stock.parameters())
-    return total, stock.get_input_embeddings().weight.numel()
+def human_count(count: int) -> str:
+    """A parameter (or other) count for people: `596.05M`, `1.72B`, `12.30K` (the exact figure goes elsewhere)."""
+    for scale, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "K")):
+        if count >= scale:
+            return f"{count / scale:.2f}{suffix}"
+    return str(count)
 
 
 def parameter_counts(size_or_config: str | MLEmbedConfig, tokenizer_rows: int | None = None) -> dict[str, Any]:
@@ -157,11 +157,16 @@ def parameter_counts(size_or_config: str | MLEmbedConfig, tokenizer_rows: int | 
     tokenizer_rows = rows if tokenizer_rows is None else int(tokenizer_rows)
     if not 1 <= tokenizer_rows <= rows:
         raise ValueError(f"tokenizer_rows must lie in 1..{rows} (the vocab rows), got {tokenizer_rows}")
-    total, dense = _stock_counts(config)
-    non_embedding = total - dense
+    dense_config = copy.deepcopy(config)
+    dense_config.mel_rank, dense_config.mel_ranks = None, None
+    dense_model = build_on_meta(dense_config)  # the stock backbone with its dense embedding
+    total = dense_model.num_parameters()
+    non_embedding = total - dense_model.get_input_embeddings().weight.numel()
+    dense = total - non_embedding
     ranks = sorted(config.mel_ranks or [], reverse=True)
-    mel_embedding = {k: rows * k + k * d for k in ranks}
-    mel_total = {k: non_embedding + mel_embedding[k] for k in ranks}
+    mel_model = build_on_meta(config) if ranks else None
+    mel_total = {k: mel_model.num_parameters(rank=k) for k in ranks}
+    mel_embedding = {k: mel_total[k] - non_embedding for k in ranks}
     return {
         "vocab_rows": rows,
         "tokenizer_rows": tokenizer_rows,

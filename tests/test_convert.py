@@ -53,7 +53,7 @@ def test_convert_writes_a_complete_folder(tmp_path, kind):
     stock = AutoModel.from_pretrained(base)
     u, v = convert.svd_factors(stock.get_input_embeddings().weight.detach(), 16)
     torch.testing.assert_close(model.mel.U.detach(), u)
-    with pytest.raises(ValueError, match=r"--rank must be in 1\.\.32 \(min\(vocab 99, hidden 32\)\)"):
+    with pytest.raises(ValueError, match=r"mel_rank must be an integer in 1\.\.32 \(min\(vocab 99, hidden 32\)\)"):
         convert.convert_base(base, tmp_path / "bad", rank=33)
 
 

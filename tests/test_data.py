@@ -14,11 +14,13 @@ from conftest import tiny_tokenizer
 from mlembed.data import (
     MLEmbedCollator,
     OneDatasetBatchSampler,
+    TrainingCorpus,
+    as_training_corpus,
     from_hf_dataset,
     infer_dataset_type,
     load_parquet_corpus,
-    tokenize_with_eos,
 )
+from modeling_mlembed import tokenize_with_eos
 
 RETRIEVAL_PROMPT = "Instruct: Given a question, retrieve passages that can help answer the question\nQuery: "
 
@@ -114,7 +116,7 @@ def test_negative_sampling_skips_nulls_is_seeded_and_uniform(tmp_path):
 def test_hf_dataset_columns(tmp_path):
     datasets = pytest.importorskip("datasets")
     triplets = datasets.Dataset.from_dict({"anchor": ["a1", "a2"], "positive": ["p1", "p2"], "negative": ["n1", "n2"]})
-    corpus = from_hf_dataset(triplets, name="ft")
+    corpus = TrainingCorpus([from_hf_dataset(triplets, name="ft")])
     assert corpus[1] == {
         "query": "a2",
         "passage": "p2",
@@ -124,12 +126,12 @@ def test_hf_dataset_columns(tmp_path):
         "prompt": RETRIEVAL_PROMPT,
     }
     pairs = datasets.Dataset.from_dict({"anchor": ["a1", "a2"], "positive": ["p1", "p2"]})
-    assert from_hf_dataset(pairs, instruction="")[0]["negatives"] == []
-    assert from_hf_dataset(pairs, instruction="")[0]["prompt"] == ""
+    assert TrainingCorpus([from_hf_dataset(pairs, instruction="")])[0]["negatives"] == []
+    assert TrainingCorpus([from_hf_dataset(pairs, instruction="")])[0]["prompt"] == ""
     many = datasets.Dataset.from_pandas(frame(3, 12).rename(columns={"query": "anchor", "passage": "positive"}))
-    assert from_hf_dataset(many)[2]["negatives"].__len__() == 7
-    assert len(from_hf_dataset(many, dataset_type="classification")[0]["negatives"]) == 1
-    with pytest.raises(ValueError, match=r"needs exactly one of the columns \['anchor', 'query'\]"):
+    assert len(as_training_corpus(many)[2]["negatives"]) == 7
+    assert len(TrainingCorpus([from_hf_dataset(many, dataset_type="classification")])[0]["negatives"]) == 1
+    with pytest.raises(ValueError, match=r"needs exactly one of the columns \['anchor', 'query'\], found \['text'"):
         from_hf_dataset(datasets.Dataset.from_dict({"text": ["x"], "positive": ["y"]}))
     with pytest.raises(ValueError, match="either a 'negative' column or negative_1..N"):
         from_hf_dataset(
@@ -299,9 +301,12 @@ def test_sampler_errors(caplog):
         OneDatasetBatchSampler([], 2)
     with pytest.raises(ValueError, match=r"no dataset has a full group of world_size \* batch_size = 8 rows"):
         OneDatasetBatchSampler([5, 7], 4, world_size=2)
+    with pytest.raises(ValueError, match=r"names must give one name per dataset \(2\), got 1"):
+        OneDatasetBatchSampler([5, 8], 4, names=["only"])
+    caplog.clear()
     with caplog.at_level(logging.WARNING, logger="mlembed.data.sampler"):
-        OneDatasetBatchSampler([5, 8], 4, world_size=2)
-    assert "datasets [0] have fewer than world_size * batch_size = 8 rows" in caplog.text
+        OneDatasetBatchSampler([5, 8], 4, world_size=2, names=["tiny_set", "big_set"])
+    assert "dataset(s) tiny_set (5 rows) have fewer than world_size * batch_size = 8 rows" in caplog.text
 
 
 def test_sampler_with_accelerate_sharding_keeps_one_dataset_per_step():
@@ -361,30 +366,24 @@ def item(query, passage, negatives, dataset="d", kind="retrieval", prompt="P: ")
 
 
 def test_collator_batch_layout():
+    """One flat batch: queries (prompted), positives, then negative 1 of every query, negative 2 of every query."""
     tokenizer = tiny_tokenizer()
     eos = tokenizer.eos_token_id
     collator = MLEmbedCollator(tokenizer, max_length=32)
-    items = [
-        item("q0", "pa", ["n00", "n01"]),
-        item("q1", "pb", ["n10", "n11"]),
-        item("q2", "pa", ["n20", "n21"]),
-        item("q3", "pc", ["n30", "n31"]),
-        item("q4", "pb", ["n40", "n41"]),
-    ]
+    items = [item(f"q{i}", f"p{i}", [f"n{i}0", f"n{i}1"]) for i in range(5)]
     batch = collator(items)
-    assert batch["num_negatives"] == 2 and batch["in_batch"] is True and batch["dataset"] == "d"
-    ids = batch["passage_ids"].tolist()
-    assert ids[0] == ids[2] and ids[1] == ids[4] and len({ids[0], ids[1], ids[3]}) == 3
-    assert batch["passage_ids"].dtype == torch.long
-    q = batch["query"]
-    assert q["input_ids"].shape == (5, len("P: q0") + 1)
-    assert q["input_ids"][2].tolist() == ids_of(tokenizer, "P: q2") + [eos]
-    assert batch["passage"]["input_ids"][3].tolist() == ids_of(tokenizer, "pc") + [eos]  # no prompt on passages
-    negatives = batch["negatives"]["input_ids"]
-    assert negatives.shape == (10, 4)
+    assert batch["num_columns"] == 4 and batch["in_batch"] is True and batch["dataset"] == "d"
+    ids, mask = batch["input_ids"], batch["attention_mask"]
+    assert ids.shape == mask.shape == (4 * 5, len("P: q0") + 1)
+
+    def row(r: int) -> list[int]:
+        return ids[r][mask[r].bool()].tolist()
+
     for i in range(5):
+        assert row(i) == ids_of(tokenizer, f"P: q{i}") + [eos]
+        assert row(5 + i) == ids_of(tokenizer, f"p{i}") + [eos]  # no prompt on passages
         for j in range(2):
-            assert negatives[i * 2 + j].tolist() == ids_of(tokenizer, f"n{i}{j}") + [eos]
+            assert row((2 + j) * 5 + i) == ids_of(tokenizer, f"n{i}{j}") + [eos]
 
 
 def test_collator_types_and_no_negatives():
@@ -395,9 +394,9 @@ def test_collator_types_and_no_negatives():
             item("r", "s", ["m"], prompt="", kind="classification"),
         ]
     )
-    assert batch["in_batch"] is False and batch["num_negatives"] == 1
+    assert batch["in_batch"] is False and batch["num_columns"] == 3
     batch = collator([item("q", "p", []), item("r", "s", [])])
-    assert batch["negatives"] is None and batch["num_negatives"] == 0 and batch["in_batch"] is True
+    assert batch["input_ids"].shape[0] == 4 and batch["num_columns"] == 2 and batch["in_batch"] is True
 
 
 def test_collator_errors():
@@ -421,5 +420,22 @@ def test_dataloader_end_to_end(tmp_path):
     assert Counter(b["dataset"] for b in batches) == {"alpha": 4, "beta_clustering": 3}
     for b in batches:
         n = 7 if b["dataset"] == "alpha" else 9
-        assert b["num_negatives"] == n and b["negatives"]["input_ids"].shape[0] == 3 * n
+        assert b["num_columns"] == 2 + n and b["input_ids"].shape[0] == 3 * (2 + n)
         assert b["in_batch"] is (b["dataset"] == "alpha")
+
+
+def test_mine_negatives_over_plain_strings_skips_conflicting_groups():
+    """Generic lexical mining: the closest query wins, but never a candidate sharing a group key or the passage."""
+    from mlembed.data.mining import Example, mine_negatives
+
+    pool = [Example(f"filler words number{i}", f"passage {i}") for i in range(30)]
+    pool += [
+        Example("rust compiler toolchain", "The Rust compiler.", frozenset({"src:rustc"})),
+        Example("rust compiler documentation", "Docs of the Rust compiler.", frozenset({"src:rustc"})),
+        Example("rust compiler plugin", "A plugin for the compiler.", frozenset({"src:other"})),
+    ]
+    row = pool[-3]
+    mined = mine_negatives([row], pool, negatives=3, seed=0, depth=1)[0]
+    assert mined[0] == "A plugin for the compiler."  # depth 1: only the best non-conflicting candidate is drawn
+    assert "Docs of the Rust compiler." not in mined and row.passage not in mined  # same group, own passage
+    assert len(set(mined)) == 3

@@ -13,8 +13,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from mlembed.data import debian
-from mlembed.data.debian import (
+from mlembed.mini import debian
+from mlembed.mini.debian import (
     DebianDescription,
     build_debian_pairs,
     clean_long_description,
@@ -217,7 +217,7 @@ def test_build_writes_published_format(lists_dir: Path, tmp_path: Path):
                 assert row.negative_1 != row.passage and row.negative_2 != row.passage
                 assert row.negative_1 != row.negative_2
     evaluation = {split: pd.read_parquet(out / "eval" / f"debian_{split}.parquet") for split in ["train", "test"]}
-    assert list(evaluation["test"].columns) == ["query", "document", "language", "package"]
+    assert list(evaluation["test"].columns) == ["query", "passage", "language", "package"]
     assert set(evaluation["train"].package).isdisjoint(evaluation["test"].package)
     for frame in evaluation.values():  # the same package is in the same split in every language
         assert set(frame[frame.language == "pl"].package) == set(frame[frame.language == "en"].package)

@@ -16,8 +16,8 @@ import torch.multiprocessing as mp
 import torch.nn.functional as F
 from conftest import free_port
 
+from mlembed import distributed
 from mlembed.losses import in_batch_infonce, sample_mel_rank, three_d_loss
-from mlembed.train import distributed
 
 WORLD, LOCAL, WIDTH, T = 2, 3, 8, 0.05
 IDS = torch.tensor([1, 2, 3, 4, 2, 6])  # passage 2 is the positive of query 1 (process 0) and query 4 (process 1)

@@ -9,7 +9,7 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import HIDDEN, LAYERS, VOCAB, tiny_model
+from conftest import HIDDEN, VOCAB, tiny_model
 
 from mlembed.eval import (
     build_grid,
@@ -18,7 +18,6 @@ from mlembed.eval import (
     markdown_table,
     metrics_by_language,
     pairs_to_data,
-    parameters_used,
     pareto_front,
     retrieval_metrics,
     sweep,
@@ -42,7 +41,7 @@ def write_jsonl(path, rows):
 
 @pytest.fixture
 def pairs_file(tmp_path):
-    rows = [{"query": q, "document": d, "language": lang} for q, d, lang in PAIRS]
+    rows = [{"query": q, "passage": d, "language": lang} for q, d, lang in PAIRS]
     return write_jsonl(tmp_path / "pairs.jsonl", rows)
 
 
@@ -116,18 +115,6 @@ def test_pareto_front_by_hand():
     assert pareto_front(points, lower_cost_is_better=False) == [4]
 
 
-def test_parameters_used_matches_formula():
-    model = tiny_model("qwen3", mel_rank=HIDDEN)
-    per_layer = sum(p.numel() for p in model.model.layers[0].parameters())
-    norm = HIDDEN  # RMSNorm weight
-    for layers, rank in [(LAYERS, HIDDEN), (2, 16), (1, 8)]:
-        expected = layers * per_layer + VOCAB * rank + rank * HIDDEN + norm
-        assert parameters_used(model, layers, rank) == expected
-    dense = tiny_model("qwen3", mel_rank=None)
-    assert parameters_used(dense) == sum(p.numel() for p in dense.parameters())
-    assert parameters_used(dense, 2) == 2 * per_layer + VOCAB * HIDDEN + norm
-
-
 # -------------------------------------------------------------------------------------------------- validation
 def test_load_groups_pairs(pairs_file):
     data = load_retrieval_data(pairs_file)
@@ -138,7 +125,7 @@ def test_load_groups_pairs(pairs_file):
 
 def test_parquet_matches_jsonl(tmp_path, pairs_file):
     path = tmp_path / "pairs.parquet"
-    pd.DataFrame([{"query": q, "document": d} for q, d, _ in PAIRS]).to_parquet(path)
+    pd.DataFrame([{"query": q, "document": d} for q, d, _ in PAIRS]).to_parquet(path)  # the older column name
     data = load_retrieval_data(path)
     assert data.corpus == load_retrieval_data(pairs_file).corpus and data.languages is None
 
@@ -146,13 +133,13 @@ def test_parquet_matches_jsonl(tmp_path, pairs_file):
 @pytest.mark.parametrize(
     ("rows", "match"),
     [
-        ([{"query": "a", "passage": "b"}], r"bad\.jsonl: missing column\(s\) \['document'\]"),
+        ([{"query": "a", "text": "b"}], r"bad\.jsonl: missing column\(s\) \['passage'\]"),
         (
-            [{"query": "a", "document": "b"}, {"query": " ", "document": "c"}],
+            [{"query": "a", "passage": "b"}, {"query": " ", "passage": "c"}],
             r"bad\.jsonl: row 2, column 'query': empty text",
         ),
-        ([{"query": "a", "document": 3}], r"bad\.jsonl: row 1, column 'document': expected a string, got int"),
-        ([{"query": "a", "document": "b", "language": None}], r"row 1, column 'language': expected a string"),
+        ([{"query": "a", "passage": 3}], r"bad\.jsonl: row 1, column 'passage': expected a string, got int"),
+        ([{"query": "a", "passage": "b", "language": None}], r"row 1, column 'language': expected a string"),
     ],
 )
 def test_bad_rows_are_rejected_before_encoding(tmp_path, spy_model, rows, match):
@@ -168,7 +155,7 @@ def test_empty_and_broken_files(tmp_path, spy_model):
     with pytest.raises(ValueError, match=r"empty\.jsonl: the file is empty"):
         sweep(spy_model, empty, progress=False)
     broken = tmp_path / "broken.jsonl"
-    broken.write_text('{"query": "a", "document": "b"}\n{"query": \n', encoding="utf-8")
+    broken.write_text('{"query": "a", "passage": "b"}\n{"query": \n', encoding="utf-8")
     with pytest.raises(ValueError, match=r"broken\.jsonl: row 2: invalid JSON"):
         load_retrieval_data(broken)
     with pytest.raises(ValueError, match="no such file"):
@@ -178,8 +165,8 @@ def test_empty_and_broken_files(tmp_path, spy_model):
 
 def test_parquet_null_text_names_row(tmp_path):
     path = tmp_path / "nulls.parquet"
-    pd.DataFrame({"query": ["a", "b"], "document": ["x", None]}).to_parquet(path)
-    with pytest.raises(ValueError, match=r"nulls\.parquet: row 2, column 'document': expected a string, got NoneType"):
+    pd.DataFrame({"query": ["a", "b"], "passage": ["x", None]}).to_parquet(path)
+    with pytest.raises(ValueError, match=r"nulls\.parquet: row 2, column 'passage': expected a string, got NoneType"):
         load_retrieval_data(path)
 
 
@@ -320,7 +307,7 @@ def test_mteb_sts_scores_and_meta(mteb_results):
     assert sts_calls and all(p == "Instruct: Retrieve semantically similar text\nQuery: " for p in sts_calls)
     meta = mteb_results["encoder"].mteb_model_meta
     assert meta.embed_dim == 16 and meta.experiment_kwargs == {"layers": 2, "dim": 16, "rank": 16}
-    assert meta.n_parameters == parameters_used(mteb_results["model"], 2, 16)
+    assert meta.n_parameters == mteb_results["model"].num_parameters(layers=2, rank=16)
     assert meta.n_embedding_parameters == 16 * (VOCAB + HIDDEN)
 
 

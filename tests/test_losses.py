@@ -10,17 +10,19 @@ import torch
 import torch.nn.functional as F
 from conftest import tiny_model
 
+from mlembed.distributed import shared_choice
 from mlembed.losses import (
-    ThreeDMatryoshkaLoss,
+    ThreeDObjective,
     distill_mse,
     hard_negative_infonce,
     in_batch_infonce,
     mrl_weights,
-    passage_ids_from_texts,
+    passage_ids_from_tokens,
     sample_mel_rank,
+    split_columns,
+    stack_columns,
     three_d_loss,
 )
-from mlembed.train.distributed import shared_choice
 
 T = 0.05
 
@@ -73,8 +75,7 @@ def test_in_batch_matches_loop():
 def test_duplicate_passages_are_masked():
     q, p = unit(5, 8, seed=6), unit(5, 8, seed=7)
     p[3] = p[1]  # the same passage is the positive of queries 1 and 3
-    ids = passage_ids_from_texts(["a", "b", "c", "b", "e"])
-    assert ids[1] == ids[3] and len(set(ids.tolist())) == 4
+    ids = torch.tensor([10, 11, 12, 11, 14])
     masked = in_batch_infonce(q, p, passage_ids=ids)
     assert masked.item() == pytest.approx(ref_in_batch(q.numpy(), p.numpy(), ids.tolist()), rel=1e-10)
     assert masked.item() != pytest.approx(in_batch_infonce(q, p).item(), rel=1e-6)  # default: no masking
@@ -86,9 +87,14 @@ def test_duplicate_passages_are_masked():
     assert changed.tolist() == [False, True, False, True, False]
 
 
-def test_passage_ids_are_stable():
-    assert passage_ids_from_texts(["x", "y"]).tolist() == passage_ids_from_texts(["x", "y"]).tolist()
-    assert passage_ids_from_texts(["x"]).dtype == torch.long
+def test_passage_ids_from_tokens_ignore_padding_and_are_stable():
+    ids = torch.tensor([[5, 6, 7, 0], [5, 6, 0, 0], [0, 5, 6, 7], [5, 6, 7, 8]])
+    mask = torch.tensor([[1, 1, 1, 0], [1, 1, 0, 0], [0, 1, 1, 1], [1, 1, 1, 1]])
+    got = passage_ids_from_tokens(ids, mask)
+    assert got.dtype == torch.long and got.shape == (4,)
+    assert got[0] == got[2]  # the same tokens, right or left padded
+    assert len(set(got.tolist())) == 3
+    assert got.tolist() == passage_ids_from_tokens(ids.clone(), mask.clone()).tolist()
 
 
 def test_contrastive_errors():
@@ -110,7 +116,7 @@ def test_mrl_weights_match_reference_numbers():
     dims = [8, 16, 32, 64, 128, 256, 512, 1024]
     weights = mrl_weights(dims, 1024)
     assert list(weights) == sorted(dims, reverse=True)
-    published = [1, 0.354, 0.167, 0.088, 0.050, 0.030, 0.018, 0.011]  # REFERENCE.md, rounded
+    published = [1, 0.354, 0.167, 0.088, 0.050, 0.030, 0.018, 0.011]  # the paper's weights for d=1024, rounded
     assert list(weights.values()) == pytest.approx(published, abs=6e-4)
     assert weights[256] == pytest.approx(1 / (3 * 2))  # n = 3, sqrt(1024 / 256) = 2
 
@@ -259,13 +265,17 @@ def test_distill_errors():
 def test_tiny_model_three_d_backward():
     model = tiny_model("qwen3", mel_rank=32, mel_ranks=[8, 16, 32]).train()
     tok = model.tokenizer
-    texts = ["what is ml", "a query", "third one"], ["machine learning", "a doc", "other doc"]
-    negatives = [f"neg {i}" for i in range(6)]  # 2 per query, query-major
-    rank = sample_mel_rank(model.config.mel_ranks, torch.Generator().manual_seed(0))
-    q, p, n = (model(**model.tokenize(t, tok), rank=rank, exits=True).exit_embeddings for t in (*texts, negatives))
-    assert sorted(q) == model.config.exit_layers == [1, 2, 4]
-    loss_fn = ThreeDMatryoshkaLoss.from_config(model.config)
-    total, parts = loss_fn(q, p, n, passage_ids=passage_ids_from_texts(texts[1]))
+    columns = ["what is ml", "a query", "third one"], ["machine learning", "a doc", "other doc"]
+    columns += (["neg 0", "neg 1", "neg 2"], ["neg 3", "neg 4", "neg 5"])
+    batch = stack_columns([model.tokenize(texts, tok) for texts in columns])
+    objective = ThreeDObjective.from_config(model.config, generator=torch.Generator().manual_seed(0))
+
+    def embed(inputs, rank):
+        return model(**inputs, rank=rank, exits=objective.exits).exit_embeddings
+
+    total, parts, rank = objective.step(embed, batch, num_columns=4)
+    assert rank in (8, 16, 32)
+    assert objective.exits == model.config.exit_layers == [1, 2, 4]
     assert len(parts) == 3 * len(model.config.matryoshka_dims) * 2
     total.backward()
     assert model.mel.U.grad[:, :rank].abs().sum() > 0 and model.mel.V.grad[:rank].abs().sum() > 0
@@ -274,9 +284,43 @@ def test_tiny_model_three_d_backward():
         assert all(g is not None for g in grads) and sum(g.abs().sum() for g in grads) > 0, f"layer {index}"
 
 
+def test_objective_equals_three_d_loss_on_split_columns():
+    """`ThreeDObjective` is `three_d_loss` on the flat column layout: columns split into q, p and (B, N, d)."""
+    flat = {2: torch.randn(4 * 3, 16, dtype=torch.float64), 4: torch.randn(4 * 3, 16, dtype=torch.float64)}
+    q, p, n = split_columns(flat, 4)
+    assert n[2].shape == (3, 2, 16)
+    assert torch.equal(n[4][1, 0], flat[4][2 * 3 + 1]) and torch.equal(n[4][1, 1], flat[4][3 * 3 + 1])
+    objective = ThreeDObjective(dims=[16, 8], exits=[2, 4], kd_weight=0.3)
+    teacher = torch.randn(4 * 3, 24, dtype=torch.float64)
+    ids = torch.tensor([1, 2, 1])
+    got, _ = objective(flat, 4, passage_ids=ids, teacher=teacher)
+    tq, tp, tn = split_columns({0: teacher}, 4)
+    expected, _ = three_d_loss(
+        q, p, [16, 8], exit_negs=n, passage_ids=ids, teacher=(tq[0], tp[0], tn[0]), kd_weight=0.3
+    )
+    assert got.item() == pytest.approx(expected.item(), rel=1e-12)
+    with pytest.raises(ValueError, match=r"must be \(num_columns \* B, d\) with num_columns=5"):
+        objective(flat, 5)
+    with pytest.raises(ValueError, match="num_columns must be an integer >= 2"):
+        objective(flat, 1)
+
+
+def test_stack_columns_pads_to_one_width():
+    columns = [
+        {"input_ids": torch.tensor([[1, 2], [3, 4]]), "attention_mask": torch.ones(2, 2, dtype=torch.long)},
+        {"input_ids": torch.tensor([[5, 6, 7], [8, 0, 0]]), "attention_mask": torch.tensor([[1, 1, 1], [1, 0, 0]])},
+    ]
+    batch = stack_columns(columns)
+    assert batch["input_ids"].tolist() == [[1, 2, 0], [3, 4, 0], [5, 6, 7], [8, 0, 0]]
+    assert batch["attention_mask"].tolist() == [[1, 1, 0], [1, 1, 0], [1, 1, 1], [1, 0, 0]]
+    with pytest.raises(ValueError, match=r"same number of rows, got \[1, 2\]"):
+        stack_columns([columns[0], {k: v[:1] for k, v in columns[1].items()}])
+
+
 def test_loss_from_config_ablations():
     config = tiny_model().config
-    full = ThreeDMatryoshkaLoss.from_config(config)
-    off = ThreeDMatryoshkaLoss.from_config(config, mrl=False, mll=False)
+    full = ThreeDObjective.from_config(config)
+    off = ThreeDObjective.from_config(config, mrl=False, mll=False, mel=False)
+    assert full.mel_ranks == config.mel_ranks and off.mel_ranks is None and off.sample_rank() is None
     assert (full.dims, full.exits) == (config.matryoshka_dims, config.exit_layers)
     assert (off.dims, off.exits) == ([32], [4])

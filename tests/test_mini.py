@@ -7,9 +7,8 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import ROOT
 
-from mlembed import mini
+from mlembed.mini import pipeline as mini
 from mlembed.train.config import load_config
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -24,7 +23,7 @@ QUICK = [  # a shortened mini recipe: two steps of four pairs, short texts
 
 @pytest.mark.parametrize("name", ["mini.json", "mini-plain.json"])
 def test_shipped_mini_configs_load_and_validate(name, tmp_path):
-    config = load_config(ROOT / "configs" / name)
+    config = load_config(mini.CONFIGS / name)
     assert name in config.launch and "model.base" in config.launch  # says how the install-dependent base is set
     args = config.training_arguments(output_dir=str(tmp_path))
     assert args.use_cpu and args.max_steps > 0 and args.per_device_train_batch_size >= 16
@@ -34,8 +33,8 @@ def test_shipped_mini_configs_load_and_validate(name, tmp_path):
 
 
 def test_plain_config_is_the_3d_recipe_with_the_axes_off():
-    full = json.loads((ROOT / "configs" / "mini.json").read_text())
-    plain = json.loads((ROOT / "configs" / "mini-plain.json").read_text())
+    full = json.loads((mini.CONFIGS / "mini.json").read_text())
+    plain = json.loads((mini.CONFIGS / "mini-plain.json").read_text())
     assert full["model"]["mel_rank"] == 128 and plain["model"]["mel_rank"] is None
     assert all(full["loss"][axis] for axis in ("mel", "mll", "mrl"))
     assert not any(plain["loss"][axis] for axis in ("mel", "mll", "mrl"))

@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import HIDDEN, LAYERS, backbone_config, tiny_model, tiny_tokenizer
+from conftest import HIDDEN, LAYERS, VOCAB, backbone_config, tiny_model, tiny_tokenizer
 from transformers import AutoModel
 
 from mlembed.convert import from_backbone, svd_factors
+from modeling_mlembed import MLEmbedModel
 
 KINDS = ["qwen3", "llama", "bert"]
 
@@ -134,7 +135,7 @@ def test_svd_error_falls_with_rank_and_full_rank_reproduces_embedding():
         errors.append(((u @ v) - emb).norm().item())
     assert all(a > b for a, b in zip(errors, errors[1:]))
     assert errors[-1] < 1e-4 * emb.norm().item()
-    with pytest.raises(ValueError, match=r"rank must be in 1\.\.32"):
+    with pytest.raises(ValueError, match=r"mel_rank must be an integer in 1\.\.32"):
         svd_factors(emb, 33)
 
 
@@ -319,3 +320,24 @@ def test_exits_always_end_at_the_requested_depth():
     torch.testing.assert_close(out.embeddings, plain.embeddings, atol=1e-6, rtol=0)
     with pytest.raises(ValueError, match=r"exits must be an integer in 1\.\.2"):
         model(ids, mask, layers=2, exits=[4])
+
+
+def test_num_parameters_matches_formula():
+    """What an encode at (layers, rank) uses: layers x per-layer + U[:, :k] + V[:k] + the final norm."""
+    model = tiny_model("qwen3", mel_rank=HIDDEN)
+    per_layer = sum(p.numel() for p in model.layer_stack[0].parameters())
+    norm = HIDDEN  # RMSNorm weight
+    assert model.num_parameters() == sum(p.numel() for p in model.parameters())
+    for layers, rank in [(LAYERS, HIDDEN), (2, 16), (1, 8)]:
+        expected = layers * per_layer + VOCAB * rank + rank * HIDDEN + norm
+        assert model.num_parameters(layers=layers, rank=rank) == expected
+    assert model.num_parameters(exclude_embeddings=True) == LAYERS * per_layer + norm
+    dense = tiny_model("qwen3", mel_rank=None)
+    assert dense.num_parameters(layers=2) == 2 * per_layer + VOCAB * HIDDEN + norm
+    with pytest.raises(ValueError, match="rank=8 needs a factorised embedding"):
+        dense.num_parameters(rank=8)
+    with pytest.raises(ValueError, match=r"layers must be an integer in 1\.\.4"):
+        model.num_parameters(layers=5)
+    with torch.device("meta"):  # counts need no memory: the same numbers on the meta device
+        meta = MLEmbedModel(model.config)
+    assert meta.num_parameters(layers=2, rank=16) == model.num_parameters(layers=2, rank=16)

@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+import types
 
 import pytest
 import torch
@@ -101,7 +102,7 @@ def report(tmp_path_factory):
     tiny_tokenizer().save_pretrained(tmp / "base")
     convert.convert_base(tmp / "base", tmp / "ml", rank=64)
     hub.export_hub(tmp / "ml", tmp / "hub", repo_id=REPO)
-    hub.install_into_cache(tmp / "hub", REPO, cache_dir=tmp / "cache")
+    snapshot = hub.install_into_cache(tmp / "hub", REPO, cache_dir=tmp / "cache")
     env = {
         **os.environ,
         "HF_HUB_OFFLINE": "1",
@@ -113,7 +114,7 @@ def report(tmp_path_factory):
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
     line = next(l for l in proc.stdout.splitlines() if l.startswith("RESULT "))
-    return json.loads(line[len("RESULT ") :]) | {"hub": tmp / "hub"}
+    return json.loads(line[len("RESULT ") :]) | {"hub": tmp / "hub", "snapshot": snapshot}
 
 
 def test_hub_folder_layout(report):
@@ -131,7 +132,9 @@ def test_hub_folder_layout(report):
     } <= files
     config = json.loads((report["hub"] / "config.json").read_text())
     assert config["model_type"] == "qwen3" and config["architectures"] == ["Qwen3Model"]
-    assert config["auto_map"]["AutoModel"] == f"{REPO}--modeling_mlembed.MLEmbedModel"
+    assert config["auto_map"]["AutoModel"] == "modeling_mlembed.MLEmbedModel"  # loads from its path before a push
+    installed = json.loads((report["snapshot"] / "config.json").read_text())  # what the Hub (and its cache) holds
+    assert installed["auto_map"]["AutoModel"] == f"{REPO}--modeling_mlembed.MLEmbedModel"
     modules = json.loads((report["hub"] / "modules.json").read_text())
     assert [m["type"].rsplit(".", 1)[1] for m in modules] == ["Transformer", "Pooling", "Normalize"]
     assert all(m["type"].startswith("sentence_transformers.") for m in modules)  # built-in modules: no remote code
@@ -196,15 +199,43 @@ def test_push_to_hub_uploads_the_folder_with_a_qualified_auto_map(report, tmp_pa
         def create_repo(self, repo_id, private=False, exist_ok=False):
             calls.append(("create_repo", repo_id, private, exist_ok))
 
-        def upload_folder(self, folder_path, repo_id, commit_message):
-            config = json.loads((folder_path / "config.json").read_text())
-            calls.append(("upload_folder", repo_id, config["auto_map"]["AutoModel"]))
-            return f"https://huggingface.co/{repo_id}/commit/abc"
+        def create_commit(self, repo_id, operations, commit_message):
+            files = {op.path_in_repo: op for op in operations}
+            config = json.loads(files["config.json"].path_or_fileobj)
+            calls.append(("commit", repo_id, config["auto_map"]["AutoModel"], sorted(files)))
+            return types.SimpleNamespace(commit_url=f"https://huggingface.co/{repo_id}/commit/abc")
 
     monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
     folder = tmp_path / "hub"
     shutil.copytree(report["hub"], folder)
+    before = (folder / "config.json").read_bytes()
     url = hub.push_to_hub(folder, "me/other-name", private=True)
     assert url.endswith("/commit/abc")
     assert ("create_repo", "me/other-name", True, True) in calls
-    assert ("upload_folder", "me/other-name", "me/other-name--modeling_mlembed.MLEmbedModel") in calls
+    commit = next(c for c in calls if c[0] == "commit")
+    assert commit[1:3] == ("me/other-name", "me/other-name--modeling_mlembed.MLEmbedModel")
+    expected = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+    assert commit[3] == expected  # every file, uploaded once
+    assert (folder / "config.json").read_bytes() == before  # the local folder keeps loading from its path
+    with pytest.raises(ValueError, match="repo_id must look like 'org/name'"):
+        hub.push_to_hub(folder, "no-org")
+
+
+def test_exported_folder_loads_from_its_path_before_it_is_pushed(report, tmp_path):
+    """Offline, with an empty HF cache: the folder's own code runs, nothing is fetched from a repo."""
+    code = (
+        "import sys\nfrom transformers import AutoModel\n"
+        "m = AutoModel.from_pretrained(sys.argv[1], trust_remote_code=True)\n"
+        "print(type(m).__name__, m.encode(['abc'], layers=1).shape)"
+    )
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "HF_HUB_CACHE": str(tmp_path / "empty-cache"),
+        "HF_MODULES_CACHE": str(tmp_path / "modules"),
+    }
+    proc = subprocess.run(
+        [sys.executable, "-c", code, str(report["hub"])], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "MLEmbedModel (1, 384)" in proc.stdout

@@ -7,14 +7,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import ROOT, backbone_config, free_port, synthetic_retrieval, tiny_tokenizer
+from conftest import ROOT, backbone_config, free_port, synthetic_retrieval, tiny_model, tiny_tokenizer
 from transformers import AutoModel, TrainerCallback, TrainingArguments
 
 from mlembed.cli import main as cli
 from mlembed.train.config import apply_overrides, load_config, parse_config
 from mlembed.train.recipe import build_trainer
 
-CONFIGS = sorted((ROOT / "configs").glob("*.json"))
+CONFIGS = sorted((ROOT / "configs").glob("*.json")) + sorted((ROOT / "mlembed" / "mini" / "configs").glob("*.json"))
 
 
 @pytest.fixture
@@ -251,41 +251,95 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run(workdir):
     assert ranks_a[-1] == ranks_b[-1]
 
 
-def test_finetune_with_the_trainer_api_on_a_datasets_dataset(tmp_path):
+def trainer_api_args(tmp_path: Path, steps: int = 4) -> TrainingArguments:
+    return TrainingArguments(
+        str(tmp_path),
+        max_steps=steps,
+        per_device_train_batch_size=8,
+        report_to="none",
+        use_cpu=True,
+        learning_rate=1e-3,
+    )
+
+
+@pytest.mark.parametrize("columns", ["sentence-transformers", "parquet-format"])
+def test_finetune_with_the_trainer_api_on_a_datasets_dataset(tmp_path, columns):
+    """The call transformers users write: a plain Dataset and the tokenizer; the collator is built from them."""
     from datasets import Dataset
 
-    from mlembed.data.collator import MLEmbedCollator
-    from mlembed.data.format import from_hf_dataset
-    from mlembed.train.trainer import MLEmbedTrainer
-    from tests.conftest import tiny_model
+    from mlembed.train import MLEmbedCollator, MLEmbedTrainer
 
     frame = synthetic_retrieval(32, 3)
-    dataset = Dataset.from_dict(
-        {"anchor": frame["query"], "positive": frame["passage"], "negative": frame["negative_1"]}
-    )
+    if columns == "sentence-transformers":
+        data = {"anchor": frame["query"], "positive": frame["passage"], "negative": frame["negative_1"]}
+    else:
+        data = {"query": frame["query"], "passage": frame["passage"], "negative_1": frame["negative_1"]}
+    dataset = Dataset.from_dict({k: list(v) for k, v in data.items()})
     model = tiny_model(mel_rank=16).train()
     before = model.mel.V.detach().clone()
-    trainer = MLEmbedTrainer(
-        model,
-        args=TrainingArguments(
-            str(tmp_path),
-            max_steps=4,
-            per_device_train_batch_size=8,
-            report_to="none",
-            use_cpu=True,
-            learning_rate=1e-3,
-        ),
-        train_dataset=from_hf_dataset(dataset, name="pairs"),
-        data_collator=MLEmbedCollator(model.tokenizer, max_length=32),
-    )
+    args = trainer_api_args(tmp_path)
+    args_before = args.to_dict()
+    trainer = MLEmbedTrainer(model=model, args=args, train_dataset=dataset, processing_class=model.tokenizer)
+    assert args.to_dict() == args_before  # the caller's arguments are used as given
+    assert isinstance(trainer.data_collator, MLEmbedCollator)
+    assert trainer.data_collator.append_eos is model.config.append_eos is True
+    batch = next(iter(trainer.get_train_dataloader()))
+    assert batch["num_columns"] == 3 and (batch["input_ids"][:, 0] != 0).all()
     result = trainer.train()
     assert result.global_step == 4 and torch.isfinite(torch.tensor(result.training_loss))
     assert not torch.equal(before, model.mel.V.detach())
     optimised = [p for group in trainer.optimizer.param_groups for p in group["params"]]
-    assert any(
-        p is model.mel.U for p in optimised
-    )  # the factors train; no dense vocab x d matrix exists to be optimised
+    assert any(p is model.mel.U for p in optimised)  # the factors train; no dense vocab x d matrix exists
     assert not any(p.shape == (model.config.vocab_size, model.config.hidden_size) for p in optimised)
+
+
+def test_trainer_api_dataset_dict_is_one_dataset_per_step(tmp_path):
+    from datasets import Dataset, DatasetDict
+
+    from mlembed.train import MLEmbedTrainer
+
+    def pairs(seed: int) -> Dataset:
+        frame = synthetic_retrieval(16, seed)
+        return Dataset.from_dict({"anchor": list(frame["query"]), "positive": list(frame["passage"])})
+
+    model = tiny_model(mel_rank=16).train()
+    data = DatasetDict({"words": pairs(1), "more_clustering": pairs(2)})
+    with pytest.raises(ValueError, match="a clustering dataset needs at least 1 negative"):
+        MLEmbedTrainer(
+            model=model, args=trainer_api_args(tmp_path), train_dataset=data, processing_class=model.tokenizer
+        )
+    data = DatasetDict({"words": pairs(1), "more": pairs(2)})
+    trainer = MLEmbedTrainer(
+        model=model, args=trainer_api_args(tmp_path, 4), train_dataset=data, processing_class=model.tokenizer
+    )
+    names = [d.name for d in trainer.train_dataset.datasets]
+    assert names == ["words", "more"]
+    seen = [batch["dataset"] for batch in trainer.get_train_dataloader()]
+    assert sorted(seen) == ["more", "more", "words", "words"]
+    trainer.train()
+    assert {k for e in trainer.state.log_history for k in e if k.startswith("loss/")} <= {"loss/words", "loss/more"}
+
+
+def test_trainer_api_errors_name_what_is_expected(tmp_path):
+    from datasets import Dataset
+
+    from mlembed.train import MLEmbedTrainer
+
+    model = tiny_model(mel_rank=16)
+    wrong = Dataset.from_dict({"question": ["a"], "answer": ["b"]})
+    with pytest.raises(
+        ValueError, match=r"needs exactly one of the columns \['anchor', 'query'\], found \['question', 'answer'\]"
+    ):
+        MLEmbedTrainer(
+            model=model, args=trainer_api_args(tmp_path), train_dataset=wrong, processing_class=model.tokenizer
+        )
+    with pytest.raises(TypeError, match="train_dataset must be a datasets.Dataset, a DatasetDict of them, or a Train"):
+        MLEmbedTrainer(
+            model=model, args=trainer_api_args(tmp_path), train_dataset=[("a", "b")], processing_class=model.tokenizer
+        )
+    right = Dataset.from_dict({"anchor": ["a"], "positive": ["b"]})
+    with pytest.raises(ValueError, match=r"needs processing_class= \(the tokenizer\) or data_collator="):
+        MLEmbedTrainer(model=model, args=trainer_api_args(tmp_path), train_dataset=right)
 
 
 def test_distillation_from_a_frozen_teacher(workdir):

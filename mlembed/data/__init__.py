@@ -11,7 +11,7 @@ from typing import Any
 
 _EXPORTS = {
     "MLEmbedCollator": "collator",
-    "tokenize_with_eos": "collator",
+    "as_training_corpus": "format",
     "DATASET_TYPES": "format",
     "DEFAULT_MAX_ROWS": "format",
     "DEFAULT_NUM_NEGATIVES": "format",
@@ -22,6 +22,8 @@ _EXPORTS = {
     "infer_dataset_type": "format",
     "load_parquet_corpus": "format",
     "OneDatasetBatchSampler": "sampler",
+    "Example": "mining",
+    "mine_negatives": "mining",
 }
 __all__ = sorted(_EXPORTS)
 

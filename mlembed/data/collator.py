@@ -1,4 +1,4 @@
-"""Batch collation: prompts, tokenisation with EOS, and what the contrastive losses need to know about a batch."""
+"""Batch collation: prompts, tokenisation with EOS, and the flat column layout the 3D objective reads."""
 
 from __future__ import annotations
 
@@ -8,14 +8,16 @@ from typing import Any
 
 import torch
 
-from mlembed.losses.contrastive import passage_ids_from_texts
 from modeling_mlembed import tokenize_with_eos
 
 logger = logging.getLogger(__name__)
 
 
 class MLEmbedCollator:
-    """Turn items of one dataset (`TrainingCorpus` items) into tokenised query / passage / negative batches.
+    """Turn items of one dataset (`TrainingCorpus` items) into one tokenised flat batch of columns.
+
+    The columns are the queries (with the dataset's prompt), their positives, then negative 1 of every query,
+    negative 2 of every query, ...: one forward pass embeds them all, and `ThreeDObjective` splits them back.
 
     Args:
         tokenizer: a `transformers` tokenizer (its EOS id is appended when `append_eos`).
@@ -26,13 +28,10 @@ class MLEmbedCollator:
 
     | key | value |
     |---|---|
-    | `query` | {input_ids, attention_mask} (B, T); the dataset's prompt prefixed |
-    | `passage` | {input_ids, attention_mask} (B, T) |
-    | `negatives` | {input_ids, attention_mask} (B * N, T), the N negatives of query 0 first; `None` when N = 0 |
-    | `num_negatives` | N |
+    | `input_ids`, `attention_mask` | (C * B, T) right padded; rows [c * B, (c + 1) * B) are column c |
+    | `num_columns` | C = 2 + N (N negatives per query) |
     | `in_batch` | True on retrieval datasets (the in-batch loss applies to them only) |
     | `dataset` | the dataset's name |
-    | `passage_ids` | LongTensor (B,): equal ids for identical passage texts, on every process (to mask duplicates) |
     """
 
     def __init__(self, tokenizer: Any, max_length: int = 512, append_eos: bool = True) -> None:
@@ -54,16 +53,12 @@ class MLEmbedCollator:
         counts = sorted({len(item["negatives"]) for item in items})
         if len(counts) > 1:
             raise ValueError(f"every item of a batch needs the same number of negatives, got counts {counts}")
-        num_negatives = counts[0]
-        passages = [item["passage"] for item in items]
-        passage_ids = passage_ids_from_texts(passages)  # (B,) content hashes: comparable across processes
-        negatives = [text for item in items for text in item["negatives"]]  # (B * N,) in query order
+        texts = [item.get("prompt", "") + item["query"] for item in items]
+        texts += [item["passage"] for item in items]
+        texts += [item["negatives"][j] for j in range(counts[0]) for item in items]  # column-major
         return {
-            "query": self.tokenize([item.get("prompt", "") + item["query"] for item in items]),
-            "passage": self.tokenize(passages),
-            "negatives": self.tokenize(negatives) if num_negatives else None,
-            "num_negatives": num_negatives,
+            **self.tokenize(texts),
+            "num_columns": 2 + counts[0],
             "in_batch": items[0].get("type", "retrieval") == "retrieval",
             "dataset": names[0],
-            "passage_ids": passage_ids,
         }

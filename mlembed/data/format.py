@@ -178,24 +178,26 @@ def load_parquet_corpus(
 def from_hf_dataset(
     dataset: Any,
     name: str = "train",
-    dataset_type: str = "retrieval",
+    dataset_type: str | None = None,
     instruction: str | None = None,
     num_negatives: int | None = None,
     max_rows: int | None = None,
     seed: int = 0,
     on_invalid: str = "error",
-) -> TrainingCorpus:
-    """A one-dataset corpus from a `datasets.Dataset` with (anchor, positive, negative | negative_1..N) columns.
+) -> EmbeddingDataset:
+    """One validated dataset from a `datasets.Dataset` with (anchor, positive, negative | negative_1..N) columns.
 
-    `query` / `passage` are accepted in place of `anchor` / `positive`. `num_negatives=None` uses as many
-    negative columns as there are, up to the type's default (so an (anchor, positive) dataset trains with the
-    in-batch loss only). `instruction=None` gives the type's default (see `build_dataset`); "" gives no prompt.
+    `query` / `passage` are accepted in place of `anchor` / `positive`. `dataset_type=None` infers the type from
+    `name` as for parquet files (`infer_dataset_type`). `num_negatives=None` uses as many negative columns as there
+    are, up to the type's default (so an (anchor, positive) dataset trains with the in-batch loss only).
+    `instruction=None` gives the type's default (see `build_dataset`); "" gives no prompt.
     """
+    dataset_type = dataset_type or infer_dataset_type(name)
     table = _standard_columns(dataset.with_format("arrow")[:], name)
     available = len(_negative_columns(table.column_names))
     if num_negatives is None:
         num_negatives = min(DEFAULT_NUM_NEGATIVES.get(dataset_type, 0), available)
-    built = build_dataset(
+    return build_dataset(
         table,
         name=name,
         source=f"<datasets.Dataset {name}>",
@@ -206,7 +208,26 @@ def from_hf_dataset(
         seed=seed,
         on_invalid=on_invalid,
     )
-    return TrainingCorpus([built])
+
+
+def as_training_corpus(data: Any, seed: int = 0) -> TrainingCorpus:
+    """What the Trainer accepts as `train_dataset`, as a `TrainingCorpus`.
+
+    A `TrainingCorpus` is returned as is; a `datasets.Dataset` becomes one dataset named "train"; a `DatasetDict`
+    (or any mapping of names to `datasets.Dataset`) becomes one dataset per key, each step drawing from one of them.
+    """
+    if isinstance(data, TrainingCorpus):
+        return data
+    import datasets
+
+    if isinstance(data, datasets.Dataset):
+        return TrainingCorpus([from_hf_dataset(data, seed=seed)])
+    if isinstance(data, Mapping) and data and all(isinstance(v, datasets.Dataset) for v in data.values()):
+        return TrainingCorpus([from_hf_dataset(ds, name=str(name), seed=seed) for name, ds in data.items()])
+    raise TypeError(
+        "train_dataset must be a datasets.Dataset, a DatasetDict of them, or a TrainingCorpus "
+        f"(mlembed.data.load_parquet_corpus), got {type(data).__name__}"
+    )
 
 
 def build_dataset(

@@ -33,6 +33,7 @@ class OneDatasetBatchSampler(torch.utils.data.Sampler[list[int]]):
         drop_last: drop each dataset's last incomplete group (every index used at most once per epoch). With
             `False` the incomplete group is filled up with rows from the start of the dataset's shuffled order,
             so every row is seen and every batch stays full (needed by accelerate's sharding).
+        names: the datasets' names, for messages (default: their positions).
 
     Call `set_epoch(epoch)` before each epoch (the transformers Trainer does) for a fresh shuffle.
     """
@@ -44,6 +45,7 @@ class OneDatasetBatchSampler(torch.utils.data.Sampler[list[int]]):
         world_size: int = 1,
         seed: int = 0,
         drop_last: bool = True,
+        names: Sequence[str] | None = None,
     ) -> None:
         for name, value in (("batch_size", batch_size), ("world_size", world_size)):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -59,11 +61,18 @@ class OneDatasetBatchSampler(torch.utils.data.Sampler[list[int]]):
         self.offsets = np.cumsum([0] + self.dataset_lengths)[:-1].tolist()
         self.group_size = batch_size * world_size
         self.num_groups = [self._groups(n) for n in self.dataset_lengths]
-        unused = [i for i, (n, g) in enumerate(zip(self.dataset_lengths, self.num_groups)) if n and not g]
+        names = list(names) if names is not None else [f"#{i}" for i in range(len(self.dataset_lengths))]
+        if len(names) != len(self.dataset_lengths):
+            raise ValueError(f"names must give one name per dataset ({len(self.dataset_lengths)}), got {len(names)}")
+        unused = [
+            f"{names[i]} ({n} rows)"
+            for i, (n, g) in enumerate(zip(self.dataset_lengths, self.num_groups))
+            if n and not g
+        ]
         if unused:
             logger.warning(
-                "datasets %s have fewer than world_size * batch_size = %d rows and are never used",
-                unused,
+                "dataset(s) %s have fewer than world_size * batch_size = %d rows and are never used",
+                ", ".join(unused),
                 self.group_size,
             )
         if not sum(self.num_groups):

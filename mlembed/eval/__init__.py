@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from .data import RetrievalData, load_retrieval_data, pairs_to_data
-from .metrics import METRICS, metrics_by_language, parameters_used, per_query_metrics, retrieval_metrics
+from .metrics import METRICS, metrics_by_language, per_query_metrics, retrieval_metrics
 from .plot import pareto_front, plot_tradeoff
 from .sweep import build_grid, main, markdown_table, run_eval_cli, sweep, write_results
 
@@ -29,7 +29,6 @@ __all__ = [
     "markdown_table",
     "metrics_by_language",
     "pairs_to_data",
-    "parameters_used",
     "pareto_front",
     "per_query_metrics",
     "plot_tradeoff",

@@ -1,10 +1,10 @@
-"""Local retrieval data for the elastic-profile sweep: one relevant (query, document) pair per row.
+"""Local retrieval data for the elastic-profile sweep: one relevant (query, passage) pair per row.
 
-File format: `.jsonl` (one JSON object per line) or `.parquet`, with string columns `query` and `document` and an
-optional `language`. The corpus is every distinct document; the relevant documents of a query are the documents
-paired with it. Everything is validated before any encoding, so a bad row fails in seconds, not after an hour of
-embedding; errors name the file, the row (1-based: the line of a jsonl file, the record of a parquet file) and the
-column.
+File format: `.jsonl` (one JSON object per line) or `.parquet`, with string columns `query` and `passage` (the
+names of the training format; `document`, the name of older files, is read too) and an optional `language`. The
+corpus is every distinct passage; the relevant passages of a query are the passages paired with it. Everything is
+validated before any encoding, so a bad row fails in seconds, not after an hour of embedding; errors name the file,
+the row (1-based: the line of a jsonl file, the record of a parquet file) and the column.
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ from typing import Any
 
 logger = logging.getLogger(__name__)
 
-REQUIRED_COLUMNS = ("query", "document")
+REQUIRED_COLUMNS = ("query", "passage")
+_OLD_NAMES = {"document": "passage"}  # eval files written before the training and eval vocabularies were one
 OPTIONAL_COLUMNS = ("language",)
 
 
@@ -28,7 +29,7 @@ class RetrievalData:
 
     Attributes:
         queries: distinct query texts, in order of first appearance.
-        corpus: distinct document texts, in order of first appearance.
+        corpus: distinct passage texts, in order of first appearance.
         relevant: per query, the set of indices into `corpus` paired with it.
         languages: per query, its language (the `language` of its first row), or `None` without that column.
         source: the file the data came from (for messages).
@@ -42,7 +43,7 @@ class RetrievalData:
 
 
 def load_retrieval_data(path: str | Path) -> RetrievalData:
-    """Read and validate a `.jsonl` or `.parquet` file of relevant (query, document) pairs."""
+    """Read and validate a `.jsonl` or `.parquet` file of relevant (query, passage) pairs."""
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"{path}: no such file")
@@ -51,6 +52,12 @@ def load_retrieval_data(path: str | Path) -> RetrievalData:
         raise ValueError(f"{path}: the file is empty (expected rows with columns {list(REQUIRED_COLUMNS)})")
     rows = [row for _, row in numbered]
     columns = set().union(*(row.keys() for row in rows))
+    for old, new in _OLD_NAMES.items():
+        if old in columns and new not in columns:
+            logger.warning("%s: reading column %r as %r (the name the training data uses too)", path, old, new)
+            for row in rows:
+                row[new] = row.pop(old, None)
+            columns = (columns - {old}) | {new}
     missing = [c for c in REQUIRED_COLUMNS if c not in columns]
     if missing:
         raise ValueError(f"{path}: missing column(s) {missing}; found {sorted(columns)}")
@@ -60,28 +67,28 @@ def load_retrieval_data(path: str | Path) -> RetrievalData:
             _check_text(path, number, column, row.get(column))
     return pairs_to_data(
         [row["query"] for row in rows],
-        [row["document"] for row in rows],
+        [row["passage"] for row in rows],
         [row["language"] for row in rows] if has_language else None,
         source=str(path),
     )
 
 
 def pairs_to_data(
-    queries: Sequence[str], documents: Sequence[str], languages: Sequence[str] | None = None, source: str = "<memory>"
+    queries: Sequence[str], passages: Sequence[str], languages: Sequence[str] | None = None, source: str = "<memory>"
 ) -> RetrievalData:
-    """Group relevant pairs into distinct queries, a distinct-document corpus and relevance sets."""
+    """Group relevant pairs into distinct queries, a distinct-passage corpus and relevance sets."""
     query_index: dict[str, int] = {}
     doc_index: dict[str, int] = {}
     relevant: list[set[int]] = []
     query_languages: list[str] = []
-    for i, (query, document) in enumerate(zip(queries, documents, strict=True)):
-        doc_id = doc_index.setdefault(document, len(doc_index))
+    for i, (query, passage) in enumerate(zip(queries, passages, strict=True)):
+        doc_id = doc_index.setdefault(passage, len(doc_index))
         if query not in query_index:
             query_index[query] = len(query_index)
             relevant.append(set())
             query_languages.append(languages[i] if languages is not None else "")
         relevant[query_index[query]].add(doc_id)
-    logger.info("%s: %d queries, %d documents, %d pairs", source, len(query_index), len(doc_index), len(queries))
+    logger.info("%s: %d queries, %d passages, %d pairs", source, len(query_index), len(doc_index), len(queries))
     return RetrievalData(
         queries=list(query_index),
         corpus=list(doc_index),

@@ -1,4 +1,4 @@
-"""Retrieval quality (nDCG@10, MRR@10, recall@1, recall@10) and the parameter cost of an elastic setting.
+"""Retrieval quality: nDCG@10, MRR@10, recall@1, recall@10, overall and per language.
 
 Quality metrics use binary relevance and follow the usual (trec_eval / mteb) definitions, so numbers are comparable
 with mteb's: for a query with relevant set R and ranking r_1, r_2, ...
@@ -18,7 +18,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from torch import nn
 
 METRICS = ("ndcg_at_10", "mrr_at_10", "recall_at_1", "recall_at_10")
 
@@ -78,27 +77,3 @@ def metrics_by_language(
         str(lang): {name: float(values[languages == lang].mean()) for name, values in per_query.items()}
         for lang in sorted(set(languages.tolist()))
     }
-
-
-def parameters_used(model: nn.Module, layers: int | None = None, rank: int | None = None) -> int:
-    """Parameters an encode at (`layers`, `rank`) touches: every parameter except the layers after the exit and
-    the MEL columns beyond rank k. Counted from the live modules, so it holds for any backbone (BERT's position
-    embeddings, a pooler that is present, ...); for Qwen3 it equals layers x per-layer + vocab*k + k*d + the norm.
-    """
-    config = model.config
-    layers = config.num_hidden_layers if layers is None else layers
-    total = sum(p.numel() for p in model.parameters())
-    stack = _layer_stack(model, config.num_hidden_layers)
-    dropped = sum(p.numel() for layer in stack[layers:] for p in layer.parameters())
-    mel = getattr(model, "mel", None)
-    if mel is not None and rank is not None:
-        dropped += (mel.U.shape[1] - rank) * (mel.U.shape[0] + mel.V.shape[1])  # unused columns of U, rows of V
-    return total - dropped
-
-
-def _layer_stack(model: nn.Module, num_layers: int) -> nn.ModuleList:
-    """The backbone's decoder / encoder layer list (the first ModuleList with one entry per layer)."""
-    for module in model.modules():
-        if isinstance(module, nn.ModuleList) and len(module) == num_layers:
-            return module
-    raise ValueError(f"cannot find a stack of {num_layers} layers in {type(model).__name__}")

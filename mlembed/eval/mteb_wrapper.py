@@ -36,7 +36,6 @@ from configuration_mlembed import DEFAULT_INSTRUCTION, QUERY_TEMPLATE
 from mlembed import CITATION
 
 from .data import RetrievalData
-from .metrics import parameters_used
 
 logger = logging.getLogger(__name__)
 
@@ -118,11 +117,8 @@ class MLEmbedMTEBEncoder(AbsEncoder):
         path = str(getattr(model, "name_or_path", "") or "ml-embed")
         hub_id = "/" in path and not path.startswith(("/", ".")) and not Path(path).exists()
         name = name or (path if hub_id else f"local/{Path(path).name or 'ml-embed'}")  # mteb wants org/name
-        params = parameters_used(model, self.layers, self.rank)
-        if getattr(model, "mel", None) is not None:
-            embedding = self.rank * (config.vocab_size + config.hidden_size)
-        else:
-            embedding = sum(p.numel() for p in model.get_input_embeddings().parameters())
+        params = model.num_parameters(layers=self.layers, rank=self.rank)
+        embedding = model.num_parameters(rank=self.rank) - model.num_parameters(exclude_embeddings=True)
         setting = {"layers": self.layers, "dim": self.dim, "rank": self.rank}
         return ModelMeta(
             loader=load_mteb_encoder,

@@ -37,8 +37,11 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from mlembed.sizes import human_count
+from modeling_mlembed import truncate_embeddings
+
 from .data import RetrievalData, load_retrieval_data
-from .metrics import METRICS, metrics_by_language, parameters_used, retrieval_metrics
+from .metrics import METRICS, metrics_by_language, retrieval_metrics
 
 logger = logging.getLogger(__name__)
 
@@ -100,7 +103,7 @@ def sweep(
 
     Args:
         model: an `MLEmbedModel` (anything with `encode`, `resolve_axes`, `config`, `parameters`).
-        data: a `.jsonl` / `.parquet` file of relevant (query, document) pairs, or loaded `RetrievalData`.
+        data: a `.jsonl` / `.parquet` file of relevant (query, passage) pairs, or loaded `RetrievalData`.
         layers, dims, ranks: values to try per axis (`None` = the full value only). See `build_grid`.
         grid: `axes` (one axis at a time) or `full` (cartesian product).
         batch_size, max_length: passed to `model.encode`.
@@ -135,7 +138,7 @@ def _evaluate_point(model: Any, data: RetrievalData, setting: dict[str, Any], en
     result = dict(setting, **retrieval_metrics(scores, data.relevant))
     result["by_language"] = metrics_by_language(scores, data.relevant, data.languages) if data.languages else {}
     result.update(
-        params=parameters_used(model, setting["layers"], setting["rank"]),
+        params=model.num_parameters(layers=setting["layers"], rank=setting["rank"]),
         index_bytes_per_doc=dim * np.dtype(np.float32).itemsize,
         throughput=(len(data.queries) + len(data.corpus)) / encoded["seconds"],
         encode_seconds=encoded["seconds"],
@@ -162,9 +165,8 @@ def _timed_encode(model: Any, data: RetrievalData, prompts: dict[str, str], kwar
 
 
 def _truncate(embeddings: np.ndarray, dim: int) -> np.ndarray:
-    """First `dim` values, L2-normalised: the model's own `dim=` semantics. (N, d) -> (N, dim)."""
-    prefix = embeddings[:, :dim]
-    return prefix / np.clip(np.linalg.norm(prefix, axis=1, keepdims=True), 1e-12, None)
+    """The model's own `dim=` cut (`truncate_embeddings`) of cached full-width embeddings. (N, d) -> (N, dim)."""
+    return truncate_embeddings(torch.from_numpy(embeddings), dim).numpy()
 
 
 class _PeakMemory:
@@ -246,7 +248,7 @@ def markdown_table(results: Sequence[dict[str, Any]], languages: bool = True) ->
         memory = "-" if r.get("peak_mem_mb") is None else f"{r['peak_mem_mb']:.1f}"
         cells = [str(r["layers"]), str(r["dim"]), "dense" if r["rank"] is None else str(r["rank"])]
         cells += [f"{r[m]:.4f}" for m in METRICS]
-        cells += [_human(r["params"]), str(r["index_bytes_per_doc"]), f"{r['throughput']:.1f}", memory]
+        cells += [human_count(r["params"]), str(r["index_bytes_per_doc"]), f"{r['throughput']:.1f}", memory]
         cells += [f"{r['by_language'][lang]['ndcg_at_10']:.4f}" if lang in r["by_language"] else "-" for lang in langs]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
@@ -267,18 +269,11 @@ def write_results(results: Sequence[dict[str, Any]], out_dir: str | Path, plot: 
     return paths
 
 
-def _human(count: int) -> str:
-    for scale, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "K")):
-        if count >= scale:
-            return f"{count / scale:.2f}{suffix}"
-    return str(count)
-
-
 # --------------------------------------------------------------------------------------------------------- CLI
 def add_eval_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Arguments of `mlembed eval` (the lead's CLI adds a subparser and calls this, then `run_eval_cli`)."""
     parser.add_argument("model", help="folder (or Hub id in the local cache) of an ML-Embed model")
-    parser.add_argument("--data", required=True, help=".jsonl or .parquet with columns query, document[, language]")
+    parser.add_argument("--data", required=True, help=".jsonl or .parquet with columns query, passage[, language]")
     parser.add_argument("--layers", type=int, nargs="+", help="exit depths to try (default: full depth only)")
     parser.add_argument("--dims", type=int, nargs="+", help="output dims to try (default: full dim only)")
     parser.add_argument("--ranks", type=int, nargs="+", help="MEL ranks to try (default: full rank only)")

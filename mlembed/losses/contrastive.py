@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 
-from mlembed.train import distributed
+from mlembed import distributed
 
 logger = logging.getLogger(__name__)
 
@@ -98,9 +97,9 @@ def in_batch_infonce(
     own queries; with DDP averaging gradients over processes, training equals one process on the combined batch.
 
     Duplicate passages: when two rows of the (global) batch share a positive passage, each is a false negative for
-    the other (REFERENCE.md, defect 5). Pass `passage_ids` (e.g. `passage_ids_from_texts(passages)`): a candidate
-    with the same id as the query's own positive is masked out of its softmax; the positive itself stays. Default
-    (`None`): no masking, as in the paper.
+    the other (a defect of the public reference code). Pass `passage_ids` (e.g. `passage_ids_from_tokens`): a
+    candidate with the same id as the query's own positive is masked out of its softmax; the positive itself stays.
+    Default (`None`): no masking, as in the paper.
 
     Formula:
         loss = mean_i -log( exp(s(q_i, p_i) / t) / sum_{j not masked for i} exp(s(q_i, p_j) / t) ),
@@ -112,7 +111,7 @@ def in_batch_infonce(
         temperature: divides the similarities (a temperature, not a scale; scale = 1 / temperature).
         gather: score against the positives of all processes (no-op in a single process).
         passage_ids: integer id per positive; equal ids mark the same passage. Must be stable across processes
-            (Python's `hash` of a string is not; `passage_ids_from_texts` is).
+            (Python's `hash` of a string is not; `passage_ids_from_tokens` is).
 
     Inputs:
         +-------------+--------+-------------------------------------+
@@ -136,7 +135,7 @@ def in_batch_infonce(
     Example:
         >>> import torch, torch.nn.functional as F
         >>> q, p = F.normalize(torch.randn(4, 8), dim=-1), F.normalize(torch.randn(4, 8), dim=-1)
-        >>> ids = passage_ids_from_texts(["a", "b", "a", "c"])  # rows 0 and 2 share their positive
+        >>> ids = torch.tensor([7, 8, 7, 9])  # rows 0 and 2 share their positive
         >>> in_batch_infonce(q, p, passage_ids=ids).shape
         torch.Size([])
     """
@@ -185,14 +184,18 @@ def masked_infonce(logits: torch.Tensor, labels: torch.Tensor, exclude: torch.Te
     return F.cross_entropy(logits, labels)
 
 
-def passage_ids_from_texts(texts: Sequence[str]) -> torch.Tensor:
-    """Stable int64 ids of texts (equal texts, equal ids, on every process and run), for `passage_ids`.
+def passage_ids_from_tokens(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """Stable int64 ids of tokenised texts (equal tokens, equal ids, on every process and run), for `passage_ids`.
+
+    Hashing the tokens the model sees (padding excluded, so either padding side gives the same id) serves every
+    front end alike, and the ids are comparable across processes (Python's `hash` would not be).
 
     Shapes:
-        len(texts) = B -> (B,) int64
+        input_ids, attention_mask: (B, T) -> (B,) int64 on the device of `input_ids`
     """
+    rows, mask = input_ids.detach().cpu().long(), attention_mask.detach().cpu().bool()
     ids = [
-        int.from_bytes(hashlib.blake2b(t.encode("utf-8"), digest_size=8).digest(), "little", signed=True)
-        for t in texts
+        int.from_bytes(hashlib.blake2b(row[keep].numpy().tobytes(), digest_size=8).digest(), "little", signed=True)
+        for row, keep in zip(rows, mask)
     ]
-    return torch.tensor(ids, dtype=torch.long)
+    return torch.tensor(ids, dtype=torch.long, device=input_ids.device)

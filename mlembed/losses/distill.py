@@ -3,7 +3,7 @@
 The teacher is wider (D >= d) and, being trained with MRL, its prefixes are themselves embeddings, so the student
 can regress directly onto `teacher[..., :d]`. The teacher is never updated: its embedding is detached here even
 if the caller forgot `torch.no_grad()`. Build the teacher with its *own* settings (its full depth, rank and width),
-not the student's (REFERENCE.md, defect 5).
+not the student's (the public reference code builds it with the student's options).
 """
 
 from __future__ import annotations

@@ -1,31 +1,30 @@
 """`MLEmbed3DLoss`: 3D Matryoshka Learning (MEL ranks, MLL exits, MRL dims) as a sentence-transformers loss.
 
 `SentenceTransformerTrainer` users train the elastic model with it exactly as with `MultipleNegativesRankingLoss`.
-Design choices:
+It is a thin adapter over `ThreeDObjective`, the objective `MLEmbedTrainer` optimises too (same defaults, same
+numbers; a test compares loss and gradients of both on one batch, in one process and in two):
 
-* One MEL rank per step (`sample_mel_rank`, drawn on process 0 and shared), the same for every column.
-* The columns run through the SentenceTransformer as the trainer holds it (a DDP / FSDP wrapper included, so
-  gradients are synchronised), with `exits` and the rank as extra features: sentence-transformers' `Transformer`
-  module forwards them to the `MLEmbedModel`, and with `config.output_hidden_states` it keeps the exits' token
-  states (`hidden_states`) as `all_layer_embeddings`. They are pooled with the model's own pooling
-  (`config.pooling`, what the Hub folder's `Pooling` module mirrors).
-* The anchors run in one forward; the candidate columns (positive, negatives) in one more when sentence-transformers
-  can merge them (the same rule as its own losses), else one forward each.
-* The loss math is `ThreeDMatryoshkaLoss` (in-batch + hard negatives, MRL weights, mean over exits); nothing is
-  recomputed here.
+* the columns (anchor, positive, negatives) are stacked into one flat batch and run through the
+  SentenceTransformer as the trainer holds it (a DDP / FSDP wrapper included, so gradients are synchronised), with
+  the exits and the step's MEL rank as extra features that sentence-transformers' `Transformer` module forwards
+  to the `MLEmbedModel`;
+* the exits' token states come back as `all_layer_embeddings` (sentence-transformers keeps the model's
+  `hidden_states` while `config.output_hidden_states` is set, which is done for the call only) and are pooled
+  with the model's own pooling.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from mlembed import CITATION
-from mlembed.losses.matryoshka import ThreeDMatryoshkaLoss, sample_mel_rank
+from mlembed.losses.objective import ThreeDObjective, stack_columns
 
 logger = logging.getLogger(__name__)
 
@@ -55,15 +54,16 @@ def _elastic_model(model: nn.Module) -> nn.Module:
         ) from err
 
 
-def _merge_columns(features: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """The candidate columns as one padded batch (sentence-transformers' own rule), or None to embed them apart."""
-    if len(features) < 2:
-        return None
+@contextlib.contextmanager
+def _hidden_states_kept(elastic: nn.Module) -> Iterator[None]:
+    """sentence-transformers keeps `hidden_states` as `all_layer_embeddings` only while the config asks for them;
+    set for this call only, so a later save does not write it into the model's config."""
+    before = elastic.config.output_hidden_states
+    elastic.config.output_hidden_states = True
     try:
-        from sentence_transformers.base.losses.merged_forward import merge_feature_batches
-    except ImportError:  # an older 6.x without column merging: one forward per column, same result
-        return None
-    return merge_feature_batches(features)
+        yield
+    finally:
+        elastic.config.output_hidden_states = before
 
 
 class MLEmbed3DLoss(nn.Module):
@@ -74,8 +74,11 @@ class MLEmbed3DLoss(nn.Module):
         mel: bool = True,
         mll: bool = True,
         mrl: bool = True,
-        gather_across_devices: bool = False,
+        gather_across_devices: bool = True,
+        mask_duplicates: bool = True,
         in_batch: bool = True,
+        teacher: nn.Module | None = None,
+        kd_weight: float = 0.0,
         generator: torch.Generator | None = None,
     ) -> None:
         """The ML-Embed training loss (3D Matryoshka Learning) for an elastic ML-Embed SentenceTransformer.
@@ -106,16 +109,19 @@ class MLEmbed3DLoss(nn.Module):
                 with a factorised embedding.
             mll: average over all `config.exit_layers`; `False` uses only the last layer.
             mrl: sum over all `config.matryoshka_dims`; `False` uses only the full width.
-            gather_across_devices: in-batch candidates from all processes, gathered with gradient.
+            gather_across_devices: in-batch candidates from all processes, gathered with gradient (the paper's
+                setting; a no-op in one process).
+            mask_duplicates: identical positives in the (global) batch are not negatives of each other.
             in_batch: add the in-batch term (the paper: retrieval data only). With `False` the data needs at least
                 one negative column.
+            teacher: a frozen ML-Embed model (or a SentenceTransformer wrapping one) sharing the student's
+                tokenizer, distilled from at its own full setting when `kd_weight` > 0.
+            kd_weight: weight of the MSE to the teacher's embeddings.
             generator: CPU generator for the rank draw on process 0 (reproducible runs); default: torch's global RNG.
 
         Requirements:
             1. An ML-Embed model loaded with remote code (the elastic `MLEmbedModel` inside the `Transformer`).
-            2. Sets `config.output_hidden_states = True` on the elastic model (it only adds the exits' states
-               to outputs that ask for exits).
-            3. (anchor, positive) pairs or (anchor, positive, negative_1, ..., negative_n) tuples, every row with
+            2. (anchor, positive) pairs or (anchor, positive, negative_1, ..., negative_n) tuples, every row with
                the same number of negatives.
 
         Inputs:
@@ -130,14 +136,13 @@ class MLEmbed3DLoss(nn.Module):
             +-------------------------------------------------+--------+
 
         Recommendations:
-            - Use ``BatchSamplers.NO_DUPLICATES``: a duplicate positive in the batch would count as a negative.
-            - Train with ``dataloader_drop_last=True`` when ``gather_across_devices`` (equal batches per process).
+            - Train with ``dataloader_drop_last=True`` on several processes (the gather needs equal batches).
 
         Relations:
             - With ``mel=False, mll=False`` and pairs only it equals ``MatryoshkaLoss(MultipleNegativesRankingLoss)``
               with the ML-Embed MRL weights.
-            - ``mlembed.losses.ThreeDMatryoshkaLoss`` / ``three_d_loss`` compute the same loss from embeddings (the
-              ML-Embed trainer uses them directly).
+            - ``mlembed.losses.ThreeDObjective`` computes the same loss from embeddings; ``MLEmbedTrainer`` optimises
+              it too, with the same defaults.
 
         References:
             - Zhang et al., "ML-Embed: Inclusive and Efficient Embeddings for a Multilingual World", ICML 2026.
@@ -149,7 +154,7 @@ class MLEmbed3DLoss(nn.Module):
                 from datasets import Dataset
                 from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer
 
-                from mlembed.losses.st_loss import MLEmbed3DLoss
+                from mlembed.losses import MLEmbed3DLoss
 
                 model = SentenceTransformer("ml-embed/0.6b", trust_remote_code=True)
                 train_dataset = Dataset.from_dict({
@@ -163,8 +168,6 @@ class MLEmbed3DLoss(nn.Module):
                 trainer.train()
         """
         super().__init__()
-        if not temperature > 0:
-            raise ValueError(f"temperature must be > 0 (scale = 1 / temperature), got {temperature}")
         config = _elastic_model(model).config
         if mel and config.mel_rank is None:
             raise ValueError(
@@ -172,46 +175,47 @@ class MLEmbed3DLoss(nn.Module):
                 "pass mel=False"
             )
         self.model = model
-        self.temperature, self.mel, self.mll, self.mrl = temperature, mel, mll, mrl
-        self.gather_across_devices, self.in_batch, self.generator = gather_across_devices, in_batch, generator
-        self.mel_ranks = list(config.mel_ranks) if config.mel_rank is not None else []
+        self.mel, self.mll, self.mrl, self.in_batch = mel, mll, mrl, in_batch
+        self.teacher = _teacher_module(teacher) if teacher is not None else None
+        self.objective = ThreeDObjective.from_config(
+            config,
+            mel=mel,
+            mll=mll,
+            mrl=mrl,
+            temperature=temperature,
+            gather=gather_across_devices,
+            mask_duplicates=mask_duplicates,
+            kd_weight=kd_weight,
+            generator=generator,
+        )
+        if kd_weight > 0 and self.teacher is None:
+            raise ValueError("kd_weight > 0 needs a teacher (a frozen ML-Embed model or a SentenceTransformer of one)")
         self.full_rank: int | None = config.mel_rank
         self.num_layers = int(config.num_hidden_layers)
-        self.loss_fn = ThreeDMatryoshkaLoss.from_config(
-            config, mrl=mrl, mll=mll, temperature=temperature, gather=gather_across_devices
-        )
         self.last_rank: int | None = None  # the MEL rank of the latest step, for inspection
+
+    @property
+    def temperature(self) -> float:
+        return self.objective.temperature
 
     @property
     def scale(self) -> float:
         """sentence-transformers' name for 1 / temperature."""
-        return 1.0 / self.temperature
+        return 1.0 / self.objective.temperature
 
-    def sample_rank(self) -> int | None:
-        """This step's MEL rank: drawn (same on all processes) with `mel`, else the full rank (None without MEL)."""
-        return sample_mel_rank(self.mel_ranks, self.generator) if self.mel else self.full_rank
-
-    def embed_exits(self, sentence_features: list[dict[str, Any]], rank: int | None) -> list[dict[int, Tensor]]:
-        """Per column, {exit layer: pooled un-normalised full-width embeddings}, all at MEL rank `rank`.
+    def embed(self, batch: dict[str, Tensor], rank: int | None) -> dict[int, Tensor]:
+        """{exit layer: pooled un-normalised full-width embeddings} of a flat batch at MEL rank `rank` (None = full),
+        through the SentenceTransformer as the trainer holds it.
 
         Shapes:
-            sentence_features[c]["input_ids"]: (B, T_c) -> [{l: (B, d)} per column]
+            batch["input_ids"]: (R, T) -> {l: (R, d)}
         """
         elastic = _elastic_model(self.model)
-        elastic.config.output_hidden_states = True  # sentence-transformers then keeps the exits' token states
-        exits = sorted(self.loss_fn.exits)
-        settings = {"layers": self.num_layers, "rank": rank, "exits": exits}
-        candidates = sentence_features[1:]
-        merged = _merge_columns(candidates)
-        batches = [sentence_features[0], merged] if merged is not None else sentence_features
-        outputs = []
-        for batch in batches:  # through the model as given: a DDP / FSDP wrapper synchronises the gradients
-            states = self.model({**batch, **settings})["all_layer_embeddings"]  # per exit (rows, T, d)
-            outputs.append({l: elastic.pool(h, batch["attention_mask"]) for l, h in zip(exits, states)})
-        if merged is None:
-            return outputs
-        split = {l: e.unflatten(0, (len(candidates), -1)).unbind(0) for l, e in outputs[1].items()}  # C x (B, d)
-        return [outputs[0], *({l: parts[c] for l, parts in split.items()} for c in range(len(candidates)))]
+        exits = self.objective.exits or [self.num_layers]
+        settings = {"layers": self.num_layers, "rank": rank if rank is not None else self.full_rank, "exits": exits}
+        with _hidden_states_kept(elastic):
+            states = self.model({**batch, **settings})["all_layer_embeddings"]  # per exit, increasing: (R, T, d)
+        return {l: elastic.pool(h, batch["attention_mask"]) for l, h in zip(exits, states)}
 
     def forward(self, sentence_features: Iterable[dict[str, Tensor]], labels: Tensor | None = None) -> Tensor:
         """The 3D-ML loss of one batch; `labels` are unused (contrastive columns carry no labels)."""
@@ -220,28 +224,35 @@ class MLEmbed3DLoss(nn.Module):
             raise ValueError(
                 f"MLEmbed3DLoss needs (anchor, positive[, negative_1, ...]) columns, got {len(features)} column(s)"
             )
-        self.last_rank = rank = self.sample_rank()
-        columns = self.embed_exits(features, rank)
-        exit_q, exit_p = columns[0], columns[1]
-        exit_negs = None
-        if len(columns) > 2:
-            exit_negs = {l: torch.stack([c[l] for c in columns[2:]], dim=1) for l in exit_q}  # (B, N, d)
-        total, _ = self.loss_fn(exit_q, exit_p, exit_negs, use_in_batch=self.in_batch)
+        batch = stack_columns(features)
+        total, _, rank = self.objective.step(
+            self.embed, batch, len(features), use_in_batch=self.in_batch, teacher=self.teacher
+        )
+        self.last_rank = rank if rank is not None else self.full_rank
         return total
 
     def get_config_dict(self) -> dict[str, Any]:
         return {
-            "temperature": self.temperature,
+            "temperature": self.objective.temperature,
             "mel": self.mel,
             "mll": self.mll,
             "mrl": self.mrl,
-            "gather_across_devices": self.gather_across_devices,
+            "gather_across_devices": self.objective.gather,
+            "mask_duplicates": self.objective.mask_duplicates,
             "in_batch": self.in_batch,
-            "mel_ranks": self.mel_ranks if self.mel else [self.full_rank],
-            "exit_layers": self.loss_fn.exits,
-            "matryoshka_dims": self.loss_fn.dims,
+            "kd_weight": self.objective.kd_weight,
+            "mel_ranks": self.objective.mel_ranks or [self.full_rank],
+            "exit_layers": self.objective.exits,
+            "matryoshka_dims": self.objective.dims,
         }
 
     @property
     def citation(self) -> str:
         return CITATION
+
+
+def _teacher_module(teacher: nn.Module) -> nn.Module:
+    """The frozen ML-Embed model to distil from: as given, or the one inside a SentenceTransformer."""
+    if not hasattr(teacher, "resolve_axes"):
+        teacher = _elastic_model(teacher)
+    return teacher.eval().requires_grad_(False)

@@ -15,9 +15,14 @@ from typing import Any
 
 @dataclass
 class ModelSection:
-    """base: an ML-Embed folder to continue from, or a stock backbone (folder or Hub id) converted on the fly."""
+    """base: an ML-Embed folder to continue from, or a stock backbone (folder or Hub id) converted on the fly.
+
+    trust_remote_code: allow a stock backbone's own remote code (never needed for ML-Embed folders, which load
+    through the installed classes).
+    """
 
     base: str = ""
+    trust_remote_code: bool = False
     mel_rank: int | None = None
     exit_layers: list[int] | None = None
     matryoshka_dims: list[int] | None = None

@@ -22,29 +22,32 @@ logger = logging.getLogger(__name__)
 
 
 def build_model(config: TrainConfig) -> tuple[Any, Any]:
-    """The student and its tokenizer: an ML-Embed folder as is, or a stock backbone converted (SVD init)."""
-    from transformers import AutoConfig, AutoModel, AutoTokenizer
+    """The student and its tokenizer: an ML-Embed folder as is (the installed classes, never the folder's copy of
+    the code), or a stock backbone converted (SVD init; its own remote code only with `model.trust_remote_code`)."""
+    from transformers import AutoModel
 
-    from mlembed.convert import from_backbone
+    from mlembed.convert import from_backbone, is_mlembed_folder, load_tokenizer
     from modeling_mlembed import MLEmbedModel
 
-    base, spec = config.model.base, config.model
-    tokenizer = AutoTokenizer.from_pretrained(base, trust_remote_code=True)
-    if getattr(AutoConfig.from_pretrained(base, trust_remote_code=True), "backbone_type", None):
-        model = MLEmbedModel.from_pretrained(base, dtype=torch.float32)
+    spec = config.model
+    trust = spec.trust_remote_code
+    tokenizer = load_tokenizer(spec.base, trust_remote_code=trust)
+    if is_mlembed_folder(spec.base):
+        model = MLEmbedModel.from_pretrained(spec.base, dtype=torch.float32)
     else:
         axes = {
             k: v for k, v in {"exit_layers": spec.exit_layers, "matryoshka_dims": spec.matryoshka_dims}.items() if v
         }
-        model = from_backbone(AutoModel.from_pretrained(base, dtype=torch.float32), mel_rank=spec.mel_rank, **axes)
+        backbone = AutoModel.from_pretrained(spec.base, dtype=torch.float32, trust_remote_code=trust)
+        model = from_backbone(backbone, mel_rank=spec.mel_rank, **axes)
     return model.to(getattr(torch, spec.dtype)), tokenizer
 
 
 def build_trainer(config: TrainConfig, **training_overrides: Any) -> Any:
-    """Model, data, loss and `MLEmbedTrainer` from a recipe config (nothing trained yet)."""
+    """Model, data, objective and `MLEmbedTrainer` from a recipe config (nothing trained yet)."""
     from mlembed.data.collator import MLEmbedCollator
     from mlembed.data.format import load_parquet_corpus
-    from mlembed.losses.matryoshka import ThreeDMatryoshkaLoss
+    from mlembed.losses.objective import ThreeDObjective
     from mlembed.train.trainer import MLEmbedTrainer
     from modeling_mlembed import MLEmbedModel
 
@@ -62,19 +65,19 @@ def build_trainer(config: TrainConfig, **training_overrides: Any) -> Any:
         seed=args.seed,
         on_invalid=data.on_invalid,
     )
-    loss_spec = config.loss
-    loss = ThreeDMatryoshkaLoss.from_config(
+    spec = config.loss
+    objective = ThreeDObjective.from_config(
         model.config,
-        mrl=loss_spec.mrl,
-        mll=loss_spec.mll,
-        temperature=loss_spec.temperature,
-        kd_weight=loss_spec.kd_weight,
+        mel=spec.mel,
+        mll=spec.mll,
+        mrl=spec.mrl,
+        temperature=spec.temperature,
+        kd_weight=spec.kd_weight,
     )
-    teacher = MLEmbedModel.from_pretrained(loss_spec.teacher) if loss_spec.teacher else None
+    teacher = MLEmbedModel.from_pretrained(spec.teacher) if spec.teacher else None
     return MLEmbedTrainer(
         model,
-        loss=loss,
-        mel=loss_spec.mel,
+        objective=objective,
         teacher=teacher,
         args=args,
         train_dataset=corpus,

@@ -1,12 +1,11 @@
 """`MLEmbedTrainer`: 3D Matryoshka Learning as a `transformers.Trainer` (one loop for fine-tuning and the recipe).
 
 What it adds to the stock Trainer, and nothing else:
-* the data loader: `OneDatasetBatchSampler` (one dataset per step on every process; accelerate shards it) and
-  `MLEmbedCollator`;
-* `compute_loss`: one forward pass over queries, positives and negatives together (one DDP forward per step),
-  returning every MLL exit; a MEL rank drawn per step in proportion to rank, the same on all processes; the 3D
-  loss (in-batch on retrieval datasets through a differentiable gather, hard negatives, MRL weights);
-  optional distillation from a frozen teacher run at its own settings;
+* the data: a `datasets.Dataset` / `DatasetDict` becomes a `TrainingCorpus`; `OneDatasetBatchSampler` (one dataset
+  per step on every process; accelerate shards it) and `MLEmbedCollator` (built from the tokenizer when not given);
+* `compute_loss`: `ThreeDObjective.step` with one forward pass over queries, positives and negatives together (one
+  DDP forward per step) returning the MLL exits, the MEL rank drawn per step, in-batch negatives on retrieval
+  datasets; the sentence-transformers loss `MLEmbed3DLoss` is the same objective behind another front end;
 * logs: running loss per dataset, the rank drawn, texts and tokens per second (per process).
 Everything else (optimiser, schedule, bf16, gradient checkpointing, DeepSpeed / FSDP, checkpoints and resume,
 `torchrun` / `accelerate launch`) is the stock Trainer's.
@@ -23,38 +22,40 @@ import torch
 from torch.utils.data import DataLoader
 from transformers import Trainer
 
+from mlembed.data.collator import MLEmbedCollator
+from mlembed.data.format import as_training_corpus
 from mlembed.data.sampler import OneDatasetBatchSampler
-from mlembed.losses.matryoshka import ThreeDMatryoshkaLoss, sample_mel_rank
+from mlembed.losses.objective import ThreeDObjective
 
 logger = logging.getLogger(__name__)
 
 
 class MLEmbedTrainer(Trainer):
-    """A `transformers.Trainer` training an `MLEmbedModel` with the 3D-ML loss.
+    """A `transformers.Trainer` training an `MLEmbedModel` with the 3D-ML objective.
+
+    Used as any Trainer:
+
+        MLEmbedTrainer(model=model, args=args, train_dataset=ds, processing_class=tokenizer).train()
 
     Args:
         model: the `MLEmbedModel` to train (its config gives the exits, dims and MEL ranks).
-        loss: a `ThreeDMatryoshkaLoss` (default: from the model config, temperature 0.05).
-        mel: sample a MEL rank per step (`False`: always the full rank; the MEL ablation).
-        teacher: an optional frozen embedding model with `forward(input_ids, attention_mask)` returning
-            `.embeddings` (used with `loss.kd_weight` > 0); it runs at its own full settings.
-        **kwargs: everything `transformers.Trainer` takes (`args`, `train_dataset` = a `TrainingCorpus`,
-            `data_collator` = an `MLEmbedCollator`, `processing_class` = the tokenizer, callbacks, ...).
+        objective: a `ThreeDObjective` (default: `ThreeDObjective.from_config(model.config)`, the paper's setting).
+        teacher: an optional frozen ML-Embed model distilled from at its own full setting (needs the objective's
+            `kd_weight` > 0).
+        **kwargs: everything `transformers.Trainer` takes. `train_dataset` is a `datasets.Dataset` with
+            (anchor, positive[, negative | negative_1..N]) or (query, passage[, negative_1..N]) columns, a
+            `DatasetDict` of such datasets (one dataset per step, named by key; the name decides the type as in
+            the parquet format), or a `TrainingCorpus`. Without `data_collator`, an `MLEmbedCollator` is built from
+            `processing_class` (the tokenizer) and the model config. `args` are used as given.
     """
 
     def __init__(
-        self,
-        model: Any,
-        loss: ThreeDMatryoshkaLoss | None = None,
-        mel: bool = True,
-        teacher: Any = None,
-        **kwargs: Any,
+        self, model: Any, objective: ThreeDObjective | None = None, teacher: Any = None, **kwargs: Any
     ) -> None:
-        args = kwargs.get("args")
-        if args is not None:
-            args.remove_unused_columns = False  # the collator needs the raw texts, not model-signature columns
-            if args.ddp_find_unused_parameters is None:
-                args.ddp_find_unused_parameters = False  # every parameter takes part in every step
+        if kwargs.get("train_dataset") is not None:
+            kwargs["train_dataset"] = as_training_corpus(kwargs["train_dataset"])
+        if kwargs.get("data_collator") is None:
+            kwargs["data_collator"] = _default_collator(model, kwargs.get("processing_class"))
         super().__init__(model=model, **kwargs)
         if self.args.fsdp and not self.is_fsdp_enabled:
             logger.warning(
@@ -63,17 +64,18 @@ class MLEmbedTrainer(Trainer):
                 self.args.fsdp,
                 self.args.device.type,
             )
-        self.loss_fn = loss if loss is not None else ThreeDMatryoshkaLoss.from_config(model.config)
-        self.use_mel = mel and getattr(model.config, "mel_rank", None) is not None
+        self.objective = objective if objective is not None else ThreeDObjective.from_config(model.config)
         self.teacher = teacher.eval().requires_grad_(False) if teacher is not None else None
-        if self.teacher is not None and self.loss_fn.kd_weight <= 0:
-            raise ValueError("a teacher needs loss.kd_weight > 0 (the weight of the distillation term)")
+        if self.teacher is not None and self.objective.kd_weight <= 0:
+            raise ValueError("a teacher needs the objective's kd_weight > 0 (the weight of the distillation term)")
         self._running: dict[str, list[float]] = defaultdict(list)
         self._last_rank: int | None = None
         self._texts, self._tokens, self._since = 0, 0, None  # throughput since the last log, this process
 
     def get_train_dataloader(self) -> DataLoader:
         """Batches of one dataset per step on every process; accelerate gives batch i to process i % world."""
+        if self.train_dataset is None:
+            raise ValueError("MLEmbedTrainer needs a train_dataset to train")
         dataset = self.train_dataset
         sampler = OneDatasetBatchSampler(
             dataset.dataset_lengths,
@@ -81,6 +83,7 @@ class MLEmbedTrainer(Trainer):
             world_size=self.args.world_size,
             seed=self.args.seed,
             drop_last=True,
+            names=[d.name for d in dataset.datasets],
         )
         loader = DataLoader(
             dataset,
@@ -94,33 +97,23 @@ class MLEmbedTrainer(Trainer):
     def compute_loss(
         self, model: Any, inputs: dict[str, Any], return_outputs: bool = False, num_items_in_batch: Any = None
     ) -> Any:
-        config = self.accelerator.unwrap_model(model).config
-        rank = sample_mel_rank(config.mel_ranks) if self.use_mel else None
-        batch = _stack(inputs)
+        exits = self.objective.exits or True
+
+        def embed(batch: dict[str, torch.Tensor], rank: int | None) -> dict[int, torch.Tensor]:
+            out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], rank=rank, exits=exits)
+            return out.exit_embeddings
+
         if self._since is None:
             self._since = time.perf_counter()
-        self._texts += batch["input_ids"].shape[0]
-        self._tokens = self._tokens + batch["attention_mask"].sum()  # stays on the device: no sync per step
-        out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], rank=rank, exits=True)
-        exit_q, exit_p, exit_n = _split(out.exit_embeddings, batch["sizes"])
-        teacher = self._teacher_embeddings(batch) if self.teacher is not None else None
-        total, parts = self.loss_fn(
-            exit_q,
-            exit_p,
-            exit_n,
-            use_in_batch=bool(inputs["in_batch"]),
-            passage_ids=inputs.get("passage_ids"),
-            teacher=teacher,
+        self._texts += inputs["input_ids"].shape[0]
+        self._tokens = self._tokens + inputs["attention_mask"].sum()  # stays on the device: no sync per step
+        batch = {"input_ids": inputs["input_ids"], "attention_mask": inputs["attention_mask"]}
+        total, parts, rank = self.objective.step(
+            embed, batch, inputs["num_columns"], use_in_batch=bool(inputs["in_batch"]), teacher=self.teacher
         )
         self._running[f"loss/{inputs['dataset']}"].append(float(total.detach()))
         self._last_rank = rank
         return (total, {"parts": parts}) if return_outputs else total
-
-    @torch.no_grad()
-    def _teacher_embeddings(self, batch: dict[str, Any]) -> tuple[torch.Tensor, ...]:
-        out = self.teacher(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
-        q, p, n = torch.split(out.embeddings, batch["sizes"])
-        return q, p, (n if n.shape[0] else None)
 
     def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
         """Adds the running loss per dataset and this process's texts and tokens per second since the last log, and
@@ -139,25 +132,18 @@ class MLEmbedTrainer(Trainer):
         super().log(logs, *args, **kwargs)
 
 
-def _stack(inputs: dict[str, Any]) -> dict[str, Any]:
-    """Queries, positives and negatives as one right-padded batch.
-
-    Shapes:
-        query (B, Tq), passage (B, Tp), negatives (B*N, Tn) -> input_ids, attention_mask (B*(2+N), max T).
-    """
-    parts = [inputs["query"], inputs["passage"]] + ([inputs["negatives"]] if inputs.get("negatives") else [])
-    width = max(p["input_ids"].shape[1] for p in parts)
-    ids, mask = [], []
-    for part in parts:
-        pad = width - part["input_ids"].shape[1]
-        ids.append(torch.nn.functional.pad(part["input_ids"], (0, pad), value=0))
-        mask.append(torch.nn.functional.pad(part["attention_mask"], (0, pad), value=0))
-    sizes = [p["input_ids"].shape[0] for p in parts] + ([] if inputs.get("negatives") else [0])
-    return {"input_ids": torch.cat(ids), "attention_mask": torch.cat(mask), "sizes": sizes}
+def _default_collator(model: Any, tokenizer: Any) -> MLEmbedCollator:
+    """The collator a Trainer user would write: the tokenizer, the model's EOS rule and its sequence length."""
+    if tokenizer is None:
+        raise ValueError("MLEmbedTrainer needs processing_class= (the tokenizer) or data_collator= to tokenise texts")
+    config = model.config
+    return MLEmbedCollator(tokenizer, max_length=default_max_length(config, tokenizer), append_eos=config.append_eos)
 
 
-def _split(exits: dict[int, torch.Tensor], sizes: list[int]) -> tuple[dict, dict, dict | None]:
-    q, p, n = {}, {}, {}
-    for layer, emb in exits.items():
-        q[layer], p[layer], n[layer] = torch.split(emb, sizes)
-    return q, p, (n if sizes[2] else None)
+def default_max_length(config: Any, tokenizer: Any = None) -> int:
+    """Tokens per text for training: the model's `max_seq_length`, else the tokenizer's and the backbone's limits,
+    capped at 512 (tokenizers often report a huge `model_max_length`)."""
+    if getattr(config, "max_seq_length", None):
+        return int(config.max_seq_length)
+    limits = [512, getattr(tokenizer, "model_max_length", None), getattr(config, "max_position_embeddings", None)]
+    return int(min(v for v in limits if isinstance(v, int) and v > 1))

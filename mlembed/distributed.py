@@ -1,7 +1,7 @@
 """Cross-process helpers for the 3D-ML losses, each with a single-process fallback.
 
 Why this module exists: the in-batch loss scores every query against the positives of *all* processes, and the
-reference code gathered them without gradient (REFERENCE.md defect 3), so passages got no gradient from other
+public reference code gathered them without gradient, so passages got no gradient from other
 processes' queries. `gather_with_grad` keeps the gradient: its backward sums, over processes, the gradient each
 process computed for this process's slice.
 

@@ -2,7 +2,7 @@
 
 Why: the released models need GPUs; this shows every part (SVD-initialised MEL, MLL exits, MRL dims, the
 Trainer recipe, the Hub folder, the elastic sweep) end to end in minutes on 2 CPU cores, on real multilingual data
-that needs no model or data-set download: Debian's translated package descriptions (`mlembed.data.debian`).
+that needs no model or data-set download: Debian's translated package descriptions (`mlembed.mini.debian`).
 
 Steps, each skipped when its output is already in the cache (default `~/.cache/mlembed/mini`, or `--cache-dir`,
 or env `MLEMBED_CACHE`):
@@ -35,7 +35,7 @@ from typing import Any
 logger = logging.getLogger(__name__)
 
 REPO_ID = "ml-embed/mini"
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+CONFIGS = Path(__file__).resolve().parent / "configs"  # shipped inside the package (wheel installs too)
 LANGUAGES = ("en", "pl", "vi", "de", "fr", "es", "it", "pt", "ru", "ja")
 TRAIN_PER_LANGUAGE, TEST_PER_LANGUAGE = 2000, 100
 EVAL_MAX_LENGTH = 128
@@ -107,7 +107,7 @@ def build_data(
     paths: MiniPaths, languages: Sequence[str] = LANGUAGES, lists_dir: Path | None = None, **kwargs: Any
 ) -> dict:
     """Debian pairs (train parquets + held-out eval file); Translation indexes fetched into the cache."""
-    from mlembed.data.debian import build_debian_pairs
+    from mlembed.mini.debian import build_debian_pairs
 
     options = {"max_train_per_lang": TRAIN_PER_LANGUAGE, "max_test_per_lang": TEST_PER_LANGUAGE, **kwargs}
     return build_debian_pairs(paths.data, languages, lists_dir=lists_dir or paths.lists, **options)
@@ -426,7 +426,3 @@ def print_demo() -> None:
     model = AutoModel.from_pretrained(REPO_ID, trust_remote_code=True).eval()
     print(f"\nMultilingual semantic search with {REPO_ID} ({len(DEMO_CORPUS)} texts, cosine scores):\n")
     print(demo(model))
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

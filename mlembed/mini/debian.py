@@ -15,13 +15,13 @@ Output (the published ML-Embed parquet format):
     ``<out>/train/debian_<lang>_retrieval.parquet`` and ``<out>/test/debian_<lang>_retrieval.parquet``
     with columns ``query``, ``passage``, ``negative_1..negative_N`` (the word ``retrieval`` in the
     name makes the trainer treat it as a retrieval set), ``<out>/eval/debian_<split>.parquet`` with
-    ``query``, ``document``, ``language``, ``package`` for the evaluation sweep, and ``summary.json``.
+    ``query``, ``passage``, ``language``, ``package`` for the evaluation sweep, and ``summary.json``.
 
 The split is held out by package: a package's split depends only on a hash of its English first
 paragraph (or of its name when there is no English text), so a package, and its sibling packages
 that share that paragraph (``libfoo1`` / ``libfoo-dev``), land in the same split in every language.
 
-Run: ``python -m mlembed.data.debian data/debian --languages en pl vi de fr``.
+Run: ``python -m mlembed.mini.debian data/debian --languages en pl vi de fr``.
 """
 
 from __future__ import annotations
@@ -33,21 +33,22 @@ import hashlib
 import json
 import logging
 import lzma
-import math
 import random
 import re
 import shlex
 import shutil
 import subprocess
 import time
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
-from itertools import chain, islice
 from pathlib import Path
 
 from tqdm.auto import tqdm
+
+from mlembed.data.mining import Example
+from mlembed.data.mining import mine_negatives as mine_lexical
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +62,6 @@ MINE_DEPTH = 24  # hard negatives are sampled from the top 24 lexical matches, a
 _MARKER = ".mlembed-debian"  # fetch only writes into folders it created: apt-get update deletes foreign lists
 _OPENERS = {"": open, ".gz": gzip.open, ".xz": lzma.open, ".lzma": lzma.open, ".bz2": bz2.open}
 _BULLET = re.compile(r"^([-*+•o]|\d+[.)])\s")
-_CJK = re.compile(r"[\u3040-\u30ff\u3400-\u9fff\uf900-\ufaff]")
 _NO_SPACE = re.compile(r"[\u3000-\u30ff\u3400-\u9fff\uf900-\ufaff\uff00-\uffef]")  # scripts written without spaces
 _DENSE = re.compile(r"[\u3040-\u30ff\u3400-\u9fff\uf900-\ufaff\uac00-\ud7af]")  # a char carries about a word
 _TRANSITIONAL = re.compile(r"\b(transitional|dummy)\b", re.IGNORECASE)
@@ -317,85 +317,18 @@ def select_pairs(
     return kept, skipped
 
 
-def _tokens(text: str) -> set[str]:
-    """Lower-cased words; words in CJK scripts (no spaces) become character bigrams."""
-    tokens: set[str] = set()
-    for word in re.findall(r"\w+", text.lower()):
-        if _CJK.search(word):
-            tokens.update(word[i : i + 2] for i in range(max(1, len(word) - 1)))
-        elif len(word) > 1:
-            tokens.add(word)
-    return tokens
-
-
-def _conflicts(candidate: DebianDescription, row: DebianDescription) -> bool:
-    """A candidate too close to the positive to be a safe negative (same package, text or first paragraph)."""
-    return (
-        candidate.package == row.package
-        or candidate.long == row.long
-        or first_paragraph(candidate.long) == first_paragraph(row.long)
-    )
+def as_example(record: DebianDescription) -> Example:
+    """The (summary, description) pair for mining; its package and first paragraph mark sibling packages."""
+    groups = frozenset({f"pkg:{record.package}", f"para:{first_paragraph(record.long)}"})
+    return Example(record.short, record.long, groups)
 
 
 def mine_negatives(
     rows: Sequence[DebianDescription], pool: Sequence[DebianDescription], negatives: int = 7, seed: int | str = 0
 ) -> list[list[str]]:
-    """Hard negatives per row: passages of pool packages whose summary shares rare words with the query.
-
-    Candidates are ranked by the summed IDF of shared summary tokens; ``negatives`` are drawn (seeded) from
-    the top ``MINE_DEPTH`` and topped up with random pool passages. Candidates of the same package, with the
-    same passage or the same first paragraph (sibling packages) are excluded as likely false negatives.
-
-    Raises:
-        ValueError: the pool cannot supply ``negatives`` distinct non-conflicting passages for a row.
-    """
-    rng = random.Random(seed)
-    documents = [_tokens(record.short) for record in pool]
-    df = Counter(token for document in documents for token in document)
-    max_df = max(50, len(pool) // 20)  # very common words carry no signal and cost the most
-    index: dict[str, list[int]] = defaultdict(list)
-    for i, document in enumerate(documents):
-        for token in document:
-            if df[token] <= max_df:
-                index[token].append(i)
-    mined = []
-    for row in tqdm(rows, desc="hard negatives", leave=False, disable=len(rows) < 500):
-        scores: Counter = Counter()
-        for token in _tokens(row.short):
-            for i in index.get(token, ()):
-                scores[i] += math.log(len(pool) / df[token])
-        ordered = (i for i, _ in sorted(scores.items(), key=lambda item: (-item[1], item[0])))
-        ranked = list(islice((i for i in ordered if not _conflicts(pool[i], row)), MINE_DEPTH))
-        chosen = sorted(rng.sample(ranked, min(negatives, len(ranked))))
-        picked = list(dict.fromkeys(pool[i].long for i in chosen))
-        if len(picked) < negatives:
-            picked = _fill_random(row, pool, picked, negatives, rng)
-        mined.append(picked)
-    return mined
-
-
-def _shuffled(size: int, rng: random.Random):
-    order = list(range(size))
-    rng.shuffle(order)
-    yield from order
-
-
-def _fill_random(
-    row: DebianDescription, pool: Sequence[DebianDescription], picked: list[str], negatives: int, rng: random.Random
-) -> list[str]:
-    """Top up with random pool passages: a few cheap draws first, a full shuffled scan only if they fall short."""
-    draws = (rng.randrange(len(pool)) for _ in range(20 * negatives))
-    for i in chain(draws, _shuffled(len(pool), rng)):
-        if len(picked) == negatives:
-            return picked
-        if not _conflicts(pool[i], row) and pool[i].long not in picked:
-            picked.append(pool[i].long)
-    if len(picked) < negatives:
-        raise ValueError(
-            f"only {len(picked)} usable negatives for package {row.package!r}; "
-            f"need {negatives}: the pool of {len(pool)} passages is too small"
-        )
-    return picked
+    """Hard negatives per row (`mlembed.data.mining.mine_negatives`): passages of pool packages whose summary
+    shares rare words with the query; same package, same passage or same first paragraph (siblings) excluded."""
+    return mine_lexical([as_example(r) for r in rows], [as_example(r) for r in pool], negatives, seed, MINE_DEPTH)
 
 
 # ----------------------------------------------------------------------------------------------- build
@@ -553,7 +486,7 @@ def build_debian_pairs(
             )
             summary["files"].append(str(path))
             eval_rows[split] += [
-                {"query": row.short, "document": row.long, "language": language, "package": row.package}
+                {"query": row.short, "passage": row.long, "language": language, "package": row.package}
                 for row in rows[split]
             ]
     summary["files"] += _write_eval(out_dir, eval_rows)
@@ -569,14 +502,14 @@ def _write_eval(out_dir: Path, eval_rows: dict[str, list[dict]]) -> list[str]:
     for split, rows in eval_rows.items():
         path = out_dir / "eval" / f"debian_{split}.parquet"
         path.parent.mkdir(parents=True, exist_ok=True)
-        pd.DataFrame(rows, columns=["query", "document", "language", "package"]).to_parquet(path, index=False)
+        pd.DataFrame(rows, columns=["query", "passage", "language", "package"]).to_parquet(path, index=False)
         written.append(str(path))
     return written
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m mlembed.data.debian OUT_DIR [--languages pl vi ...] [--no-fetch]``."""
-    parser = argparse.ArgumentParser(prog="python -m mlembed.data.debian", description=__doc__.split("\n")[0])
+    """``python -m mlembed.mini.debian OUT_DIR [--languages pl vi ...] [--no-fetch]``."""
+    parser = argparse.ArgumentParser(prog="python -m mlembed.mini.debian", description=__doc__.split("\n")[0])
     parser.add_argument("out_dir", type=Path)
     parser.add_argument(
         "--languages",

@@ -1,26 +1,35 @@
-"""3D Matryoshka Learning loss: contrastive losses over every MLL exit and MRL dim, plus the per-step MEL rank.
+"""The 3D Matryoshka Learning objective: contrastive losses over every MLL exit and MRL dim at one MEL rank per step.
 
 The model returns, from ONE forward pass, the pooled un-normalised full-width embedding of every exit layer
-(`model(..., exits=True).exit_embeddings`). This module slices each to every MRL prefix, re-normalises it, and
-combines the contrastive losses of `mlembed.losses.contrastive` with the MRL weights; the MEL axis is a rank drawn
-once per step (`sample_mel_rank`) and passed to the model as `rank=`. Ablations are data, not code paths:
-MRL off = `dims=[hidden_size]`; MLL off = only the last exit (`exits=[num_hidden_layers]`); MEL off = `rank=None`.
+(`model(..., exits=...).exit_embeddings`). `three_d_loss` cuts each to every MRL prefix, re-normalises it
+(`truncate_embeddings`), and combines the contrastive losses of `mlembed.losses.contrastive` with the MRL weights;
+the MEL axis is a rank drawn once per step (`sample_mel_rank`) and passed to the model as `rank=`. Ablations are
+data, not code paths: MRL off = `dims=[hidden_size]`; MLL off = only the last exit; MEL off = the full rank.
+
+`ThreeDObjective` holds those settings for a model and runs a whole step (`step`); the Trainer and the
+sentence-transformers loss are thin adapters over it, so both optimise exactly the same objective.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mlembed.losses.contrastive import hard_negative_infonce, in_batch_targets, masked_infonce
+from mlembed import distributed
+from mlembed.losses.contrastive import (
+    hard_negative_infonce,
+    in_batch_targets,
+    masked_infonce,
+    passage_ids_from_tokens,
+)
 from mlembed.losses.distill import distill_mse
-from mlembed.train import distributed
+from modeling_mlembed import truncate_embeddings
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +61,7 @@ def mrl_weights(dims: Sequence[int], full_dim: int | None = None) -> dict[int, f
 def sample_mel_rank(ranks: Sequence[int], generator: torch.Generator | None = None) -> int:
     """The MEL rank for this step: k with probability k / sum(ranks), the same on every process.
 
-    Drawn on rank 0 and broadcast (`mlembed.train.distributed.shared_choice`), so all processes embed with the
+    Drawn on rank 0 and broadcast (`mlembed.distributed.shared_choice`), so all processes embed with the
     same rank even when their generators differ. r=512 gives 512 .533, 256 .267, 128 .133, 64 .067.
     """
     if not ranks or any(isinstance(k, bool) or not isinstance(k, int) or k < 1 for k in ranks):
@@ -131,12 +140,12 @@ def _dim_losses(
         q, p: (B, d); negs: (B, N, d) or None; candidates: (W * B, d) or None -> {kind: ()}
     """
     losses = {}
-    q_d = F.normalize(q[:, :dim], dim=-1)  # (B, d')
+    q_d = truncate_embeddings(q, dim)  # (B, d')
     if candidates is not None:
-        c_d = F.normalize(candidates[:, :dim], dim=-1)  # (W * B, d')
+        c_d = truncate_embeddings(candidates, dim)  # (W * B, d')
         losses["in_batch"] = masked_infonce(q_d @ c_d.T / temperature, *targets)
     if negs is not None:
-        p_d, n_d = F.normalize(p[:, :dim], dim=-1), F.normalize(negs[..., :dim], dim=-1)  # (B, d'), (B, N, d')
+        p_d, n_d = truncate_embeddings(p, dim), truncate_embeddings(negs, dim)  # (B, d'), (B, N, d')
         losses["hard_negative"] = hard_negative_infonce(q_d, p_d, n_d, temperature)
     return losses
 
@@ -252,16 +261,39 @@ def three_d_loss(
     return total / len(chosen), parts
 
 
-class ThreeDMatryoshkaLoss(nn.Module):
-    """`three_d_loss` with its settings held, built from a model config (for the Trainer).
+class ThreeDObjective(nn.Module):
+    """The ML-Embed training objective on per-exit embeddings: the one implementation behind both trainers.
+
+    It holds the three axes of a model (MEL ranks to draw from, MLL exits, MRL dims and weights) and the contrastive
+    settings, and computes `three_d_loss` from the exits of ONE forward pass over a flat batch of columns
+    `[queries; positives; negative_1; ...; negative_N]` (each column B rows). It is not a sentence-transformers
+    loss (those take a model): the front ends are `mlembed.train.MLEmbedTrainer` and `mlembed.losses.MLEmbed3DLoss`,
+    which only differ in how they run the model (`step(embed, batch, ...)`).
+
+    Defaults are the paper's: temperature 0.05, in-batch negatives gathered from all processes with gradient, hard
+    negatives on every batch, MRL weights 1 / (n sqrt(d / d')), exits averaged, one MEL rank per step with P(k) ~ k.
+    On top of the paper: identical positives in a batch are not used as negatives of each other (`mask_duplicates`,
+    the fix of a defect of the reference code), and optional distillation from a frozen teacher.
+
+    Args:
+        dims: MRL dims (`[d]` alone = MRL off).
+        exits: MLL exit layers (`[L]` alone = MLL off); `None` = every exit given to `forward`.
+        mel_ranks: nested MEL ranks drawn per step; `None` = no MEL axis (the model's full rank, or a dense model).
+        weights: {dim: weight}; default `mrl_weights(dims)`.
+        temperature: divides cosine similarities (a temperature; sentence-transformers' `scale` = 1 / temperature).
+        gather: in-batch candidates from all processes (differentiable all-gather; a no-op in one process).
+        mask_duplicates: identical positive passages (same tokens) are not negatives of each other.
+        kd_weight: weight of the MSE to a teacher's embeddings (0 = no distillation).
+        generator: CPU generator of the rank draw on process 0 (reproducible runs).
 
     Example:
         >>> import torch
         >>> from types import SimpleNamespace
-        >>> config = SimpleNamespace(matryoshka_dims=[8, 16], exit_layers=[2, 4], hidden_size=16, num_hidden_layers=4)
-        >>> loss_fn = ThreeDMatryoshkaLoss.from_config(config, mll=False)  # only the last exit
-        >>> q, p, n = ({layer: torch.randn(rows, 16) for layer in (2, 4)} for rows in (4, 4, 8))
-        >>> total, parts = loss_fn(q, p, n)  # with a model: model(**batch, rank=k, exits=True).exit_embeddings
+        >>> config = SimpleNamespace(matryoshka_dims=[8, 16], exit_layers=[2, 4], hidden_size=16,
+        ...                          num_hidden_layers=4, mel_rank=None, mel_ranks=None)
+        >>> objective = ThreeDObjective.from_config(config, mll=False)  # only the last exit
+        >>> exits = {4: torch.randn(3 * 4, 16)}  # columns: 4 queries, 4 positives, 4 negatives
+        >>> total, parts = objective(exits, num_columns=3)
         >>> sorted(parts)
         ['exit4/dim16/hard_negative', 'exit4/dim16/in_batch', 'exit4/dim8/hard_negative', 'exit4/dim8/in_batch']
     """
@@ -270,32 +302,94 @@ class ThreeDMatryoshkaLoss(nn.Module):
         self,
         dims: Sequence[int],
         exits: Sequence[int] | None = None,
+        mel_ranks: Sequence[int] | None = None,
         weights: Mapping[int, float] | None = None,
         temperature: float = 0.05,
         gather: bool = True,
+        mask_duplicates: bool = True,
         kd_weight: float = 0.0,
+        generator: torch.Generator | None = None,
     ) -> None:
         super().__init__()
-        self.dims, self.exits, self.weights = list(dims), None if exits is None else list(exits), weights
-        self.temperature, self.gather, self.kd_weight = temperature, gather, kd_weight
+        if not temperature > 0:
+            raise ValueError(f"temperature must be > 0 (the paper: 0.05; scale = 1 / temperature), got {temperature}")
+        if kd_weight < 0:
+            raise ValueError(f"kd_weight must be >= 0, got {kd_weight}")
+        self.dims, self.exits, self.weights = list(dims), None if exits is None else sorted(set(exits)), weights
+        self.mel_ranks = sorted(set(mel_ranks)) if mel_ranks else None
+        self.temperature, self.gather, self.mask_duplicates = temperature, gather, mask_duplicates
+        self.kd_weight, self.generator = kd_weight, generator
 
     @classmethod
-    def from_config(cls, config: Any, mrl: bool = True, mll: bool = True, **kwargs: Any) -> ThreeDMatryoshkaLoss:
-        """Dims and exits from `config.matryoshka_dims` / `config.exit_layers`; `mrl=False` / `mll=False` ablate."""
+    def from_config(
+        cls, config: Any, mel: bool = True, mll: bool = True, mrl: bool = True, **kwargs: Any
+    ) -> ThreeDObjective:
+        """The axes of a model config; `mel=False` / `mll=False` / `mrl=False` are the ablations (full rank, last
+        layer, full width)."""
         dims = list(config.matryoshka_dims) if mrl else [int(config.hidden_size)]
         exits = list(config.exit_layers) if mll else [int(config.num_hidden_layers)]
-        return cls(dims=dims, exits=exits, **kwargs)
+        mel_ranks = list(config.mel_ranks) if mel and getattr(config, "mel_rank", None) is not None else None
+        return cls(dims=dims, exits=exits, mel_ranks=mel_ranks, **kwargs)
+
+    def sample_rank(self) -> int | None:
+        """This step's MEL rank (`sample_mel_rank`, the same on every process); `None` (full rank) without MEL."""
+        return sample_mel_rank(self.mel_ranks, self.generator) if self.mel_ranks else None
+
+    def step(
+        self,
+        embed: Callable[[dict[str, torch.Tensor], int | None], Mapping[int, torch.Tensor]],
+        batch: Mapping[str, torch.Tensor],
+        num_columns: int,
+        use_in_batch: bool = True,
+        teacher: Any = None,
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor], int | None]:
+        """One training step's loss: draw the rank, embed the flat batch once, mask duplicates, distil, combine.
+
+        Args:
+            embed: `embed(batch, rank)` runs the (possibly wrapped) model on the whole flat batch at MEL rank `rank`
+                with the exits `self.exits` and returns {exit layer: (C * B, d) pooled un-normalised embeddings}.
+            batch: `input_ids` and `attention_mask` (C * B, T) of the columns, stacked (`stack_columns`).
+            num_columns: C = 2 + the number of negatives per query.
+            use_in_batch: add the in-batch loss (the paper: retrieval datasets only).
+            teacher: a frozen model whose `forward(input_ids=, attention_mask=)` returns `.embeddings` (an ML-Embed
+                model at its own full setting); used when `kd_weight` > 0.
+
+        Returns:
+            (total loss, detached components, the rank drawn).
+        """
+        rank = self.sample_rank()
+        exits = embed(dict(batch), rank)
+        size = batch["input_ids"].shape[0] // num_columns
+        passage_ids = None
+        if self.mask_duplicates and use_in_batch:
+            passage_ids = passage_ids_from_tokens(
+                batch["input_ids"][size : 2 * size], batch["attention_mask"][size : 2 * size]
+            )
+        targets = None
+        if teacher is not None and self.kd_weight > 0:
+            with torch.no_grad():
+                targets = teacher(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).embeddings
+        total, parts = self(exits, num_columns, passage_ids=passage_ids, use_in_batch=use_in_batch, teacher=targets)
+        return total, parts, rank
 
     def forward(
         self,
-        exit_q: Mapping[int, torch.Tensor],
-        exit_p: Mapping[int, torch.Tensor],
-        exit_negs: Mapping[int, torch.Tensor] | None = None,
-        use_in_batch: bool = True,
+        exit_embeddings: Mapping[int, torch.Tensor],
+        num_columns: int,
         passage_ids: torch.Tensor | None = None,
-        teacher: Sequence[torch.Tensor | None] | None = None,
+        use_in_batch: bool = True,
+        teacher: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """See `three_d_loss`; hard negatives are used whenever `exit_negs` is given."""
+        """`three_d_loss` of a flat batch of columns (queries, positives, then every negative column).
+
+        Shapes:
+            exit_embeddings[l]: (C * B, d); passage_ids: (B,); teacher: (C * B, D) -> total: ()
+        """
+        exit_q, exit_p, exit_negs = split_columns(exit_embeddings, num_columns)
+        teacher_columns = None
+        if teacher is not None and self.kd_weight > 0:
+            (q, p, n) = split_columns({0: teacher}, num_columns)
+            teacher_columns = (q[0], p[0], None if n is None else n[0])
         return three_d_loss(
             exit_q,
             exit_p,
@@ -308,6 +402,46 @@ class ThreeDMatryoshkaLoss(nn.Module):
             passage_ids=passage_ids,
             gather=self.gather,
             exits=self.exits,
-            teacher=teacher,
+            teacher=teacher_columns,
             kd_weight=self.kd_weight,
         )
+
+
+def split_columns(
+    exit_embeddings: Mapping[int, torch.Tensor], num_columns: int
+) -> tuple[dict[int, torch.Tensor], dict[int, torch.Tensor], dict[int, torch.Tensor] | None]:
+    """Queries, positives and negatives (B, N, d) of a flat column batch, per exit.
+
+    Shapes:
+        exit_embeddings[l]: (C * B, d) -> q[l], p[l]: (B, d); negs[l]: (B, C - 2, d), or None when C = 2.
+    """
+    if not isinstance(num_columns, int) or num_columns < 2:
+        raise ValueError(f"num_columns must be an integer >= 2 (queries, positives[, negatives]), got {num_columns!r}")
+    q, p, n = {}, {}, {}
+    for layer, emb in exit_embeddings.items():
+        if emb.ndim != 2 or emb.shape[0] % num_columns:
+            raise ValueError(
+                f"exit {layer}: embeddings must be (num_columns * B, d) with num_columns={num_columns}, "
+                f"got {tuple(emb.shape)}"
+            )
+        columns = emb.unflatten(0, (num_columns, -1))  # (C, B, d)
+        q[layer], p[layer] = columns[0], columns[1]
+        if num_columns > 2:
+            n[layer] = columns[2:].transpose(0, 1)  # (B, N, d)
+    return q, p, (n if num_columns > 2 else None)
+
+
+def stack_columns(columns: Sequence[Mapping[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """Tokenised columns (each B rows, own width) as one right-padded flat batch, the layout `ThreeDObjective` reads.
+
+    Shapes:
+        columns[c]["input_ids"]: (B, T_c) -> input_ids, attention_mask[, token_type_ids]: (C * B, max T_c)
+    """
+    if not columns:
+        raise ValueError("columns must not be empty")
+    rows = {c["input_ids"].shape[0] for c in columns}
+    if len(rows) != 1:
+        raise ValueError(f"every column needs the same number of rows, got {sorted(rows)}")
+    width = max(c["input_ids"].shape[1] for c in columns)
+    keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if all(k in c for c in columns)]
+    return {key: torch.cat([F.pad(c[key], (0, width - c[key].shape[1]), value=0) for c in columns]) for key in keys}

@@ -1,0 +1,11 @@
+"""ml-embed-mini: the example pipeline that builds a small elastic multilingual model on a CPU.
+
+It is a *user* of the library (data source, recipe, export, evaluation, demo), kept apart from it:
+
+* `debian`: Debian's translated package descriptions as (summary, description) retrieval pairs (the training
+  data and the in-domain held-out split);
+* `pipeline`: the steps (data, convert, train, train-plain, export, eval), each cached, and the demo;
+* `configs/`: the recipes (`mini.json`, `mini-plain.json`), shipped inside the package.
+
+Run: `mlembed mini` or `python -m mlembed.mini`.
+"""

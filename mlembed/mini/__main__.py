@@ -1,0 +1,5 @@
+"""`python -m mlembed.mini`: the ml-embed-mini pipeline."""
+
+from mlembed.mini.pipeline import main
+
+raise SystemExit(main())
