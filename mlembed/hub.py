@@ -53,7 +53,11 @@ _ST_POOLING = {"last_token": "lasttoken", "mean": "mean", "cls": "cls"}
 
 
 def export_hub(
-    src: str | Path, out: str | Path, repo_id: str | None = None, max_seq_length: int | None = None
+    src: str | Path,
+    out: str | Path,
+    repo_id: str | None = None,
+    max_seq_length: int | None = None,
+    dtype: str = "auto",
 ) -> Path:
     """One folder for both worlds: stock loaders (compatibility mode) and the elastic remote-code model.
 
@@ -74,7 +78,7 @@ def export_hub(
     from modeling_mlembed import MEL_WEIGHTS_NAME, MLEmbedModel
 
     src, out = Path(src), Path(out)
-    model = MLEmbedModel.from_pretrained(src)
+    model = MLEmbedModel.from_pretrained(src, dtype=dtype)  # `auto`: the source's dtype
     stock = stock_backbone(model)
     stock.save_pretrained(out)
     if model.mel is not None:

@@ -14,6 +14,7 @@ from huggingface_hub import ModelCard
 
 from configuration_mlembed import MLEmbedConfig
 from mlembed import cards, sizes
+from mlembed.cli import main as cli
 
 CARDS_DIR = ROOT / "model_cards"
 TOKENIZER_ROWS = 151_669
@@ -134,7 +135,7 @@ def test_size_config_overrides_axes():
 
 # ------------------------------------------------------------------------------------------------------ cards
 def test_committed_cards_are_current(tmp_path):
-    assert cards.main(["--out-dir", str(tmp_path)]) == 0
+    assert cli(["cards", "-o", str(tmp_path)]) == 0
     fresh = {p.name: p.read_text(encoding="utf-8") for p in tmp_path.iterdir()}
     committed = {p.name: p.read_text(encoding="utf-8") for p in CARDS_DIR.glob("*.md")}
     assert sorted(fresh) == sorted([f"{s.lower()}.md" for s in sizes.SIZES] + ["template.md"])

@@ -13,6 +13,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from mlembed.cli import main as cli
 from mlembed.mini import debian
 from mlembed.mini.debian import (
     DebianDescription,
@@ -236,7 +237,7 @@ def test_build_caps_rows_with_fixed_seed(lists_dir: Path, tmp_path: Path):
 
 
 def test_build_without_files_and_no_fetch(tmp_path: Path):
-    with pytest.raises(FileNotFoundError, match="drop --no-fetch"):
+    with pytest.raises(FileNotFoundError, match="pass fetch=True"):
         build_debian_pairs(tmp_path / "out", ["pl"], lists_dir=tmp_path, fetch=False)
 
 
@@ -286,7 +287,7 @@ def test_main_runs_offline(lists_dir: Path, tmp_path: Path):
         str(lists_dir),
         "--no-fetch",
     ]
-    assert debian.main(argv) == 0
+    assert cli(["data", "debian", *argv]) == 0
     assert (tmp_path / "out" / "train" / "debian_pl_retrieval.parquet").exists()
 
 

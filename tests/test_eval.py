@@ -11,10 +11,10 @@ import pandas as pd
 import pytest
 from conftest import HIDDEN, VOCAB, tiny_model
 
+from mlembed.cli import main as cli
 from mlembed.eval import (
     build_grid,
     load_retrieval_data,
-    main,
     markdown_table,
     metrics_by_language,
     pairs_to_data,
@@ -254,8 +254,19 @@ def test_cli_main(tmp_path, pairs_file, capsys):
     model.save_pretrained(tmp_path / "model")
     model.tokenizer.save_pretrained(tmp_path / "model")
     out = tmp_path / "eval"
-    argv = [str(tmp_path / "model"), "--data", str(pairs_file), "--layers", "2", "--dims", "16", "--out", str(out)]
-    assert main(argv) == 0
+    argv = [
+        "eval",
+        str(tmp_path / "model"),
+        "--data",
+        str(pairs_file),
+        "--depths",
+        "2",
+        "--dims",
+        "16",
+        "-o",
+        str(out),
+    ]
+    assert cli(argv) == 0
     assert {p.name for p in out.iterdir()} == {"table.md", "results.json", "plot.png"}
     assert capsys.readouterr().out == (out / "table.md").read_text()
     assert len(json.loads((out / "results.json").read_text())) == 4  # full, layers, dim, combined

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from mlembed.cli import main as cli
 from mlembed.mini import pipeline as mini
 from mlembed.train.config import load_config
 
@@ -84,7 +85,7 @@ def test_retrained_model_makes_eval_stale(tmp_path):
 
 def test_unknown_step_is_refused(capsys):
     with pytest.raises(SystemExit):
-        mini.main(["--redo", "nothing", "--cache-dir", "/nonexistent"])
+        cli(["mini", "--redo", "nothing", "--cache-dir", "/nonexistent"])
     assert "unknown step(s) ['nothing']" in capsys.readouterr().err
 
 

@@ -264,3 +264,85 @@ def test_ddp_training_keeps_processes_in_sync(folders, tmp_path):
     rank0, rank1 = torch.load(tmp_path / "rank0.pt"), torch.load(tmp_path / "rank1.pt")
     for key in rank0:
         torch.testing.assert_close(rank0[key], rank1[key], atol=0, rtol=0, msg=key)
+
+
+PARITY_SCRIPT = r"""
+import json, os, sys
+import torch
+import torch.distributed as dist
+from sentence_transformers import SentenceTransformer
+from transformers import TrainingArguments
+from mlembed.losses import MLEmbed3DLoss, ThreeDObjective, stack_columns
+from mlembed.st import elastic_module
+from mlembed.train import MLEmbedTrainer
+
+world, rank = int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("RANK", "0"))
+if world > 1:
+    dist.init_process_group("gloo")
+folder, out, columns = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+per = len(columns[0]) // world
+local = [column[rank * per : (rank + 1) * per] for column in columns]  # this process's rows of every column
+
+
+def gradients(model):
+    return {n: p.grad.detach().clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+# front end 1: sentence-transformers' loss on the columns as SentenceTransformerTrainer hands them over
+st = SentenceTransformer(folder, trust_remote_code=True, device="cpu")
+features = [st.preprocess(column) for column in local]
+st_loss = MLEmbed3DLoss(st, generator=torch.Generator().manual_seed(5))
+loss_st = st_loss(features, labels=None)
+loss_st.backward()
+grads_st = gradients(elastic_module(st))
+
+# front end 2: MLEmbedTrainer.compute_loss on the same tokens (a fresh copy of the same weights)
+model = elastic_module(SentenceTransformer(folder, trust_remote_code=True, device="cpu"))
+args = TrainingArguments(out, use_cpu=True, report_to="none", per_device_train_batch_size=per)
+objective = ThreeDObjective.from_config(model.config, generator=torch.Generator().manual_seed(5))
+trainer = MLEmbedTrainer(model=model, args=args, processing_class=st.tokenizer, objective=objective)
+inputs = {**stack_columns(features), "num_columns": len(local), "in_batch": True, "dataset": "d"}
+loss_trainer = trainer.compute_loss(model, inputs)
+loss_trainer.backward()
+grads_trainer = gradients(model)
+
+assert grads_st.keys() == grads_trainer.keys()
+report = {
+    "rank_drawn": [st_loss.last_rank, trainer._last_rank],
+    "loss": [float(loss_st), float(loss_trainer)],
+    "max_grad_diff": max(float((grads_st[k] - grads_trainer[k]).abs().max()) for k in grads_st),
+    "max_grad": max(float(g.abs().max()) for g in grads_st.values()),
+    "params_with_grad": len(grads_st),
+}
+with open(f"{out}/parity{rank}.json", "w") as handle:
+    json.dump(report, handle)
+if world > 1:
+    dist.destroy_process_group()
+"""
+
+
+@pytest.mark.parametrize("nproc", [1, pytest.param(2, marks=pytest.mark.slow)])
+def test_trainer_and_sentence_transformers_optimise_the_same_objective(folders, tmp_path, nproc):
+    """The same rows and tokens through MLEmbedTrainer and MLEmbed3DLoss, defaults only: the same rank, loss and
+    gradients, in one process and in two (gloo; in-batch negatives gathered across processes in both)."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    script = tmp_path / "parity.py"
+    script.write_text(PARITY_SCRIPT)
+    columns = [ANCHORS, [POSITIVES[0], POSITIVES[1], POSITIVES[0], POSITIVES[3]], *NEGATIVES]  # a duplicate positive
+    launch = [sys.executable]
+    if nproc > 1:
+        launch += ["-m", "torch.distributed.run", "--nproc_per_node", str(nproc), "--master_port", str(free_port())]
+    command = [*launch, str(script), str(folders["mel"]), str(tmp_path), json.dumps(columns)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for rank in range(nproc):
+        report = json.loads((tmp_path / f"parity{rank}.json").read_text())
+        assert report["rank_drawn"][0] == report["rank_drawn"][1]
+        assert report["loss"][0] == pytest.approx(report["loss"][1], rel=1e-6), report
+        assert report["params_with_grad"] > 10 and report["max_grad"] > 0
+        assert report["max_grad_diff"] <= 1e-6 * max(1.0, report["max_grad"]), report

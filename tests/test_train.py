@@ -159,7 +159,7 @@ def train_cli(
             for node in range(nnodes)
         ]
     tail = ["-m", "mlembed.cli", "train", "--config", str(workdir / "tiny.json")]
-    tail += (["--resume", resume] if resume else []) + ["--set", *overrides]
+    tail += (["--resume-from", resume] if resume else []) + ["--set", *overrides]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     logs = [workdir / f"{name}.{node}.log" for node in range(len(launchers))]  # files: no pipe fills up and blocks
     procs = []

@@ -10,7 +10,7 @@ from typing import Any
 from .data import RetrievalData, load_retrieval_data, pairs_to_data
 from .metrics import METRICS, metrics_by_language, per_query_metrics, retrieval_metrics
 from .plot import pareto_front, plot_tradeoff
-from .sweep import build_grid, main, markdown_table, run_eval_cli, sweep, write_results
+from .sweep import build_grid, markdown_table, sweep, write_results
 
 _MTEB_NAMES = (
     "MLEmbedMTEBEncoder",
@@ -25,7 +25,6 @@ __all__ = [
     "RetrievalData",
     "build_grid",
     "load_retrieval_data",
-    "main",
     "markdown_table",
     "metrics_by_language",
     "pairs_to_data",
@@ -33,7 +32,6 @@ __all__ = [
     "per_query_metrics",
     "plot_tradeoff",
     "retrieval_metrics",
-    "run_eval_cli",
     "sweep",
     "write_results",
     *_MTEB_NAMES,

@@ -16,13 +16,11 @@ Design choices:
   every 2 ms (`/proc/self/statm`, Linux only, `None` elsewhere). The CPU number is approximate: it can miss spikes
   shorter than the interval and reads low when malloc reuses memory freed by an earlier setting.
 
-CLI (wired as `mlembed eval`):
-    mlembed eval path/to/model --data pairs.jsonl --layers 4 8 --dims 256 64 --ranks 256 64 --out eval_out
+CLI: `mlembed eval path/to/model --data pairs.jsonl --depths 4,8 --dims 256,64 --ranks 256,64 -o eval_out`.
 """
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import json
 import logging
@@ -267,39 +265,3 @@ def write_results(results: Sequence[dict[str, Any]], out_dir: str | Path, plot: 
         paths["plot"] = plot_tradeoff(results, out / "plot.png")
     logger.info("wrote %s", ", ".join(str(p) for p in paths.values()))
     return paths
-
-
-# --------------------------------------------------------------------------------------------------------- CLI
-def add_eval_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """Arguments of `mlembed eval` (the lead's CLI adds a subparser and calls this, then `run_eval_cli`)."""
-    parser.add_argument("model", help="folder (or Hub id in the local cache) of an ML-Embed model")
-    parser.add_argument("--data", required=True, help=".jsonl or .parquet with columns query, passage[, language]")
-    parser.add_argument("--layers", type=int, nargs="+", help="exit depths to try (default: full depth only)")
-    parser.add_argument("--dims", type=int, nargs="+", help="output dims to try (default: full dim only)")
-    parser.add_argument("--ranks", type=int, nargs="+", help="MEL ranks to try (default: full rank only)")
-    parser.add_argument("--grid", choices=GRIDS, default="axes", help="one axis at a time, or the cartesian product")
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--max-length", type=int, default=512)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--dtype", default="float32", choices=("auto", "float32", "bfloat16", "float16"))
-    parser.add_argument("--out", default="eval_out", help="folder for table.md, results.json, plot.png")
-    parser.add_argument("--no-plot", action="store_true", help="skip plot.png (no matplotlib needed)")
-    return parser
-
-
-def run_eval_cli(args: argparse.Namespace) -> int:
-    """Load the model, run the sweep, write the outputs and print the markdown table."""
-    from modeling_mlembed import MLEmbedModel
-
-    data = load_retrieval_data(args.data)  # validate before loading a large model
-    model = MLEmbedModel.from_pretrained(args.model, dtype=args.dtype).to(args.device).eval()
-    results = sweep(model, data, args.layers, args.dims, args.ranks, args.grid, args.batch_size, args.max_length)
-    write_results(results, args.out, plot=not args.no_plot)
-    print(markdown_table(results), end="")  # the command's output
-    return 0
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """`mlembed eval MODEL --data FILE ...` as a function (argv without the program name)."""
-    parser = add_eval_arguments(argparse.ArgumentParser(prog="mlembed eval", description=__doc__.split("\n")[0]))
-    return run_eval_cli(parser.parse_args(argv))

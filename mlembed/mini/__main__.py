@@ -1,5 +1,7 @@
-"""`python -m mlembed.mini`: the ml-embed-mini pipeline."""
+"""`python -m mlembed.mini`: the same command as `mlembed mini`."""
 
-from mlembed.mini.pipeline import main
+import sys
 
-raise SystemExit(main())
+from mlembed.cli import main
+
+sys.exit(main(["mini", *sys.argv[1:]]))

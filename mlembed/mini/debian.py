@@ -21,12 +21,11 @@ The split is held out by package: a package's split depends only on a hash of it
 paragraph (or of its name when there is no English text), so a package, and its sibling packages
 that share that paragraph (``libfoo1`` / ``libfoo-dev``), land in the same split in every language.
 
-Run: ``python -m mlembed.mini.debian data/debian --languages en pl vi de fr``.
+Run: ``mlembed data debian data/debian --languages en,pl,vi,de,fr`` (or ``python -m mlembed.mini.debian``).
 """
 
 from __future__ import annotations
 
-import argparse
 import bz2
 import gzip
 import hashlib
@@ -38,6 +37,7 @@ import re
 import shlex
 import shutil
 import subprocess
+import sys
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -356,7 +356,7 @@ def _locate_files(languages: Sequence[str], lists_dir: Path, suite: str, mirror:
     if missing and not fetch:
         raise FileNotFoundError(
             f"no Translation file for {missing} (suite {suite}) in {lists_dir}; "
-            "drop --no-fetch or run fetch_translations() first"
+            "pass fetch=True or run fetch_translations() first"
         )
     if missing:  # a missing English file alone is not worth a fetch: the split then falls back to package names
         files = fetch_translations(lists_dir, wanted, suite, mirror)
@@ -507,46 +507,10 @@ def _write_eval(out_dir: Path, eval_rows: dict[str, list[dict]]) -> list[str]:
     return written
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m mlembed.mini.debian OUT_DIR [--languages pl vi ...] [--no-fetch]``."""
-    parser = argparse.ArgumentParser(prog="python -m mlembed.mini.debian", description=__doc__.split("\n")[0])
-    parser.add_argument("out_dir", type=Path)
-    parser.add_argument(
-        "--languages",
-        nargs="+",
-        default=list(DEFAULT_LANGUAGES),
-        help="Debian language codes (as in Translation-<code>), e.g. pl vi zh_CN",
-    )
-    parser.add_argument("--max-train", type=int, default=2000, help="training rows per language")
-    parser.add_argument("--max-test", type=int, default=300, help="held-out rows per language")
-    parser.add_argument("--negatives", type=int, default=7, help="hard negatives per row")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument(
-        "--lists-dir", type=Path, default=None, help=f"folder of Translation files (default {DEFAULT_LISTS_DIR})"
-    )
-    parser.add_argument("--suite", default=DEFAULT_SUITE)
-    parser.add_argument("--mirror", default=DEFAULT_MIRROR)
-    parser.add_argument("--test-fraction", type=float, default=0.15)
-    parser.add_argument("--no-fetch", action="store_true", help="fail instead of running apt-get update")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    summary = build_debian_pairs(
-        args.out_dir,
-        args.languages,
-        args.max_train,
-        args.max_test,
-        args.negatives,
-        args.seed,
-        args.lists_dir,
-        suite=args.suite,
-        mirror=args.mirror,
-        fetch=not args.no_fetch,
-        test_fraction=args.test_fraction,
-    )
-    for language, counts in summary["languages"].items():
-        logger.info("%-6s train %5d  test %4d", language, counts["train"], counts["test"])
-    logger.info("wrote %d files to %s in %.1f s", len(summary["files"]), args.out_dir, summary["seconds"])
-    return 0
+if __name__ == "__main__":  # `python -m mlembed.mini.debian OUT ...` is `mlembed data debian OUT ...`
+    from mlembed.cli import main
+
+    raise SystemExit(main(["data", "debian", *sys.argv[1:]]))
 
 
 if __name__ == "__main__":

@@ -15,7 +15,8 @@ or env `MLEMBED_CACHE`):
 6. eval: nDCG@10 on the held-out split for the three models at full, layers=3, dim=96, rank=64 and all three;
 7. demo: multilingual semantic search at two elastic settings, then the eval table.
 
-Run: `python -m mlembed.mini` (or `./quickstart.sh`); `--skip-ablation` skips step 4 (its table rows go missing).
+Run: `mlembed mini` or `python -m mlembed.mini` (or `./quickstart.sh`); `--skip-ablation` skips step 4 (its table
+rows go missing); `--smoke` runs every step on a slice of the data with a few training steps (a check, not a model).
 Afterwards, offline: `SentenceTransformer("ml-embed/mini")` or
 `AutoModel.from_pretrained("ml-embed/mini", trust_remote_code=True).encode(texts, layers=3, dim=96, rank=64)`.
 """
@@ -160,12 +161,12 @@ def train(config: Any) -> Path:
     return out / "final"
 
 
-def export(paths: MiniPaths) -> Path:
-    """Hub folder of ml-embed-mini, installed into the HF cache as `ml-embed/mini` (idempotent)."""
+def export(paths: MiniPaths, repo_id: str = REPO_ID) -> Path:
+    """Hub folder of ml-embed-mini, installed into the HF cache as `repo_id` (idempotent)."""
     from mlembed.hub import export_hub, install_into_cache
 
-    export_hub(paths.run("mini") / "final", paths.hub, repo_id=REPO_ID, max_seq_length=EVAL_MAX_LENGTH)
-    return install_into_cache(paths.hub, REPO_ID)
+    export_hub(paths.run("mini") / "final", paths.hub, repo_id=repo_id, max_seq_length=EVAL_MAX_LENGTH)
+    return install_into_cache(paths.hub, repo_id)
 
 
 def installed(repo_id: str = REPO_ID) -> bool:
@@ -300,7 +301,10 @@ class Step:
 
 
 def steps(
-    skip_ablation: bool = False, overrides: Sequence[str] = (), data_options: dict[str, Any] | None = None
+    skip_ablation: bool = False,
+    overrides: Sequence[str] = (),
+    data_options: dict[str, Any] | None = None,
+    repo_id: str = REPO_ID,
 ) -> list[Step]:
     """The pipeline in order; each `done` checks the file its action writes last.
 
@@ -333,9 +337,9 @@ def steps(
         ),
         Step(
             "export",
-            f"export the Hub folder and install it as {REPO_ID}",
-            lambda p: _newer(p.hub / "modules.json", p.run("mini") / "final") and installed(),
-            export,
+            f"export the Hub folder and install it as {repo_id}",
+            lambda p: _newer(p.hub / "modules.json", p.run("mini") / "final") and installed(repo_id),
+            lambda p: export(p, repo_id),
         ),
         Step(
             "eval",
@@ -385,33 +389,38 @@ def run_steps(pipeline: Sequence[Step], paths: MiniPaths, force: Sequence[str] =
     return seconds
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """`python -m mlembed.mini [--cache-dir DIR] [--skip-ablation] [--redo STEP ...]`."""
-    parser = argparse.ArgumentParser(prog="python -m mlembed.mini", description=__doc__.split("\n")[0])
-    parser.add_argument("--cache-dir", type=Path, default=None, help="default $MLEMBED_CACHE or ~/.cache/mlembed/mini")
-    parser.add_argument("--skip-ablation", action="store_true", help="do not train the plain fine-tuning ablation")
-    parser.add_argument("--redo", nargs="+", default=[], metavar="STEP", help="run these steps again (e.g. eval)")
-    parser.add_argument("--no-demo", action="store_true", help="stop after the evaluation")
-    parser.add_argument(
-        "--set",
-        nargs="+",
-        action="extend",
-        default=[],
-        metavar="SECTION.KEY=VALUE",
-        help="override both recipes, e.g. training.max_steps=20",
-    )
-    args = parser.parse_args(argv)
+# A run of every step in a few minutes less: a slice of the data, a few training steps. It checks that the main
+# job works end to end (CI runs it); its numbers mean nothing. It never touches the real model's cache or id.
+SMOKE_REPO_ID = "ml-embed/mini-smoke"
+SMOKE_DATA = {"languages": ("en", "pl", "de"), "max_train_per_lang": 64, "max_test_per_lang": 16, "negatives": 1}
+SMOKE_OVERRIDES = (
+    "training.max_steps=3",
+    "training.per_device_train_batch_size=8",
+    "training.warmup_steps=0",
+    "training.logging_steps=1",
+    "data.max_length=32",
+)
+
+
+def run(args: argparse.Namespace) -> int:
+    """`mlembed mini` / `python -m mlembed.mini`: the steps not done yet, the demo, the table."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # everything is local; no Hub round trips
-    paths = MiniPaths(Path(args.cache_dir or default_cache_dir()).expanduser())
-    pipeline = steps(args.skip_ablation, args.set)
+    cache = args.cache_dir or default_cache_dir()
+    if args.smoke and not args.cache_dir:
+        cache = Path(f"{cache}-smoke")
+    paths = MiniPaths(Path(cache).expanduser())
+    repo_id = SMOKE_REPO_ID if args.smoke else REPO_ID
+    overrides = [*(SMOKE_OVERRIDES if args.smoke else ()), *args.set]
+    data = dict(SMOKE_DATA) if args.smoke else None
+    pipeline = steps(args.skip_ablation, overrides, data, repo_id)
     unknown = sorted(set(args.redo) - {step.name for step in pipeline})
     if unknown:
-        parser.error(f"unknown step(s) {unknown}; steps: {[step.name for step in pipeline]}")
+        raise ValueError(f"unknown step(s) {unknown}; steps: {[step.name for step in pipeline]}")
     start = time.perf_counter()
     run_steps(pipeline, paths, force=args.redo)
     if not args.no_demo:
-        print_demo()
+        print_demo(repo_id)
     report = json.loads((paths.eval / "results.json").read_text())
     print(f"\nElastic table: {report['n_queries']} held-out queries, {report['n_documents']} documents\n")
     print(report["table"])
@@ -419,10 +428,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def print_demo() -> None:
+def print_demo(repo_id: str = REPO_ID) -> None:
     """The demo through the installed model id, as a user would load it."""
     from transformers import AutoModel
 
-    model = AutoModel.from_pretrained(REPO_ID, trust_remote_code=True).eval()
-    print(f"\nMultilingual semantic search with {REPO_ID} ({len(DEMO_CORPUS)} texts, cosine scores):\n")
+    model = AutoModel.from_pretrained(repo_id, trust_remote_code=True).eval()
+    print(f"\nMultilingual semantic search with {repo_id} ({len(DEMO_CORPUS)} texts, cosine scores):\n")
     print(demo(model))
