@@ -7,7 +7,8 @@
 * Nothing heavy is imported to parse arguments: `mlembed --help` does not import torch.
 
 Every argument is defined here; the commands call the library (and `python -m mlembed.mini`,
-`python -m mlembed.mini.debian`, `python -m mlembed.cards` run the same commands).
+`python -m mlembed.mini.debian`, `python -m mlembed.mini.catalogues`, `python -m mlembed.cards` run the same
+commands).
 """
 
 from __future__ import annotations
@@ -264,6 +265,31 @@ def cmd_data_debian(args: argparse.Namespace) -> None:
     print(f"wrote {len(summary['files'])} files to {out} in {summary['seconds']:.1f} s", file=args.results)
 
 
+def cmd_data_catalogues(args: argparse.Namespace) -> None:
+    _needs("eval")  # pandas and pyarrow write the eval file
+    from mlembed.mini.catalogues import build_catalogue_testset
+
+    out = _out_path(args)
+    summary = build_catalogue_testset(
+        out,
+        args.languages,
+        args.packages,
+        args.cache_dir,
+        args.max_queries,
+        args.max_corpus,
+        args.seed,
+        suite=args.suite,
+        mirror=args.mirror,
+    )
+    for language, counts in summary["languages"].items():
+        print(f"{language:<6} queries {counts['queries']:4d}  candidates {counts['candidates']:5d}", file=args.results)
+    print(
+        f"corpus: {summary['corpus']} English messages from {len(summary['packages'])} packages; wrote "
+        f"{summary['files'][0]} (TEST ONLY) in {summary['seconds']:.1f} s",
+        file=args.results,
+    )
+
+
 # ------------------------------------------------------------------------------------------------------ parser
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mlembed", description=__doc__.split("\n")[0])
@@ -346,6 +372,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = data.add_parser("debian", help="multilingual retrieval pairs from Debian's translated package descriptions")
     add_debian_arguments(p)
     p.set_defaults(func=cmd_data_debian)
+    p = data.add_parser(
+        "catalogues",
+        help="TEST-ONLY out-of-domain set: translated program messages -> their English originals (gettext .mo)",
+    )
+    add_catalogues_arguments(p)
+    p.set_defaults(func=cmd_data_catalogues)
     return parser
 
 
@@ -389,6 +421,30 @@ def add_debian_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mirror", default=debian.DEFAULT_MIRROR)
     parser.add_argument("--test-fraction", type=float, default=0.15)
     parser.add_argument("--no-fetch", action="store_true", help="fail instead of running apt-get update")
+
+
+def add_catalogues_arguments(parser: argparse.ArgumentParser) -> None:
+    from mlembed.mini import catalogues  # standard library only: parsing stays light
+
+    _output(parser, "the data folder to write (eval/catalogues_test.parquet, summary.json)", positional=True)
+    parser.add_argument(
+        "--languages",
+        nargs="+",
+        action=StrList,
+        default=list(catalogues.DEFAULT_LANGUAGES),
+        help="query languages as locale folder names (usr/share/locale/<name>), e.g. de,pt_BR; English is the corpus",
+    )
+    parser.add_argument(
+        "--packages", nargs="+", action=StrList, default=list(catalogues.DEFAULT_PACKAGES), help="Debian packages"
+    )
+    parser.add_argument(
+        "--cache-dir", type=Path, default=catalogues.DEFAULT_CACHE_DIR, help="apt lists and the downloaded .debs"
+    )
+    parser.add_argument("--max-queries", type=int, default=catalogues.MAX_QUERIES_PER_LANGUAGE, help="per language")
+    parser.add_argument("--max-corpus", type=int, default=catalogues.MAX_CORPUS, help="English messages in all")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--suite", default=catalogues.DEFAULT_SUITE)
+    parser.add_argument("--mirror", default=catalogues.DEFAULT_MIRROR)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

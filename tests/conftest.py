@@ -5,6 +5,8 @@ from __future__ import annotations
 import random
 import socket
 import string
+import struct
+import subprocess
 import sys
 from pathlib import Path
 
@@ -102,3 +104,43 @@ def tokenizer():
 @pytest.fixture
 def qwen3_model():
     return tiny_model("qwen3")
+
+
+# ----------------------------------------------------------------------------------------- gettext catalogues
+LOCALE = "usr/share/locale/{}/LC_MESSAGES/{}.mo"
+
+
+def write_mo(entries: dict[str, str]) -> bytes:
+    """A little-endian GNU .mo file: magic, revision 0, N, offset of the msgid table, of the msgstr table, no hash."""
+    keys = sorted(entries, key=lambda key: key.encode())
+    ids = [key.encode() for key in keys]
+    strs = [entries[key].encode() for key in keys]
+    ids_table, strs_table = 28, 28 + 8 * len(keys)
+    offset = strs_table + 8 * len(keys)
+    tables, data = [b"", b""], b""
+    for side, texts in enumerate((ids, strs)):
+        for text in texts:
+            tables[side] += struct.pack("<2I", len(text), offset + len(data))
+            data += text + b"\0"
+    return struct.pack("<7I", 0x950412DE, 0, len(keys), ids_table, strs_table, 0, 0) + tables[0] + tables[1] + data
+
+
+def build_deb(folder: Path, package: str, files: dict[str, bytes], links: dict[str, str] | None = None) -> Path:
+    """A real .deb made by dpkg-deb --build from a tree of files (and symlinks)."""
+    root = folder / package
+    for name, data in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(data)
+    for name, target in (links or {}).items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).symlink_to(target)
+    (root / "DEBIAN").mkdir()
+    (root / "DEBIAN" / "control").write_text(
+        f"Package: {package}\nVersion: 1.2-3\nArchitecture: all\nMaintainer: Test <test@example.org>\n"
+        "Description: test package\n"
+    )
+    deb = folder / f"{package}_1.2-3_all.deb"
+    subprocess.run(
+        ["dpkg-deb", "--root-owner-group", "-Zgzip", "--build", str(root), str(deb)], check=True, capture_output=True
+    )
+    return deb

@@ -39,6 +39,8 @@ def options(name: str) -> set[str]:
         (["eval", "m", "--data", "d", "--ranks", "64,128"], "ranks", [64, 128]),
         (["mini", "--redo", "eval,demo"], "redo", ["eval", "demo"]),
         (["data", "debian", "out", "--languages", "en,pl", "de"], "languages", ["en", "pl", "de"]),
+        (["data", "catalogues", "out", "--languages", "pl,de", "ja"], "languages", ["pl", "de", "ja"]),
+        (["data", "catalogues", "out", "--packages", "sed,grep"], "packages", ["sed", "grep"]),
     ],
 )
 def test_every_list_option_takes_commas_and_spaces(argv, field, expected):
@@ -93,7 +95,8 @@ def run_python(code: str, *args: str) -> subprocess.CompletedProcess:
 def test_help_does_not_import_torch():
     code = (
         "import sys\nfrom mlembed.cli import main\n"
-        "for argv in (['--help'], ['mini', '--help'], ['train', '--help'], ['data', 'debian', '--help']):\n"
+        "for argv in (['--help'], ['mini', '--help'], ['train', '--help'], ['data', 'debian', '--help'],\n"
+        "             ['data', 'catalogues', '--help']):\n"
         "    try:\n        main(argv)\n    except SystemExit:\n        pass\n"
         "print('HEAVY', [m for m in ('torch', 'transformers', 'datasets') if m in sys.modules])"
     )
@@ -103,7 +106,7 @@ def test_help_does_not_import_torch():
 
 
 def test_module_entry_points_run_the_same_commands():
-    for module in ("mlembed.mini", "mlembed.mini.debian", "mlembed.cards"):
+    for module in ("mlembed.mini", "mlembed.mini.debian", "mlembed.mini.catalogues", "mlembed.cards"):
         proc = subprocess.run(
             [sys.executable, "-m", module, "--help"],
             env={**os.environ, "PYTHONPATH": str(ROOT)},

@@ -1,6 +1,6 @@
 """The TEST-ONLY catalogue set: .mo reading, message filters, pairing, the .deb reader and the eval-file layout.
 
-The .mo files are written here by ``write_mo``, a writer of the documented GNU layout (header, two offset tables,
+The .mo files are written by ``conftest.write_mo``, a writer of the documented GNU layout (header, two offset tables,
 NUL-terminated strings; https://www.gnu.org/software/gettext/manual/html_node/MO-Files.html), and read back by the
 module through the standard library: the two sides share no code.
 """
@@ -9,16 +9,16 @@ from __future__ import annotations
 
 import os
 import shutil
-import struct
-import subprocess
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import LOCALE, build_deb, write_mo
 
-from mlembed import ood_catalogues
+from mlembed.cli import main as cli
 from mlembed.eval.data import load_retrieval_data
-from mlembed.ood_catalogues import (
+from mlembed.mini import catalogues
+from mlembed.mini.catalogues import (
     Pair,
     assign_pairs,
     build_catalogue_testset,
@@ -31,21 +31,6 @@ from mlembed.ood_catalogues import (
 
 HEADER = "Content-Type: text/plain; charset=UTF-8\nPlural-Forms: nplurals=2; plural=(n != 1);\n"
 needs_dpkg = pytest.mark.skipif(shutil.which("dpkg-deb") is None, reason="dpkg-deb builds and reads the test .deb")
-
-
-def write_mo(entries: dict[str, str]) -> bytes:
-    """A little-endian GNU .mo file: magic, revision 0, N, offset of the msgid table, of the msgstr table, no hash."""
-    keys = sorted(entries, key=lambda key: key.encode())
-    ids = [key.encode() for key in keys]
-    strs = [entries[key].encode() for key in keys]
-    ids_table, strs_table = 28, 28 + 8 * len(keys)
-    offset = strs_table + 8 * len(keys)
-    tables, data = [b"", b""], b""
-    for side, texts in enumerate((ids, strs)):
-        for text in texts:
-            tables[side] += struct.pack("<2I", len(text), offset + len(data))
-            data += text + b"\0"
-    return struct.pack("<7I", 0x950412DE, 0, len(keys), ids_table, strs_table, 0, 0) + tables[0] + tables[1] + data
 
 
 # Real coreutils / dpkg / tar messages and their German translations (shortened catalogues).
@@ -184,7 +169,7 @@ def test_candidate_pairs_dedup_and_ambiguity():
     assert candidates[remove]["fr"].query == "Voulez-vous supprimer la signature ?"
     assert skipped["de"]["ambiguous_translation"] == 2
     assert skipped["es"] == {"unreadable_catalogue": 1}
-    german = {pairs["de"].document for pairs in candidates.values() if "de" in pairs}
+    german = {pairs["de"].passage for pairs in candidates.values() if "de" in pairs}
     assert german == {
         "exists but is not a directory",
         "Print the full filename of the current working directory.",
@@ -212,10 +197,10 @@ def test_assign_pairs_caps_balance_and_one_language_per_message():
     pairs = assign_pairs(candidates, languages, per_language=8, seed=1)
     counts = {language: sum(pair.language == language for pair in pairs) for language in languages}
     assert counts == {"de": 8, "fr": 8, "ja": 5}
-    documents = [pair.document for pair in pairs]
-    assert len(set(documents)) == len(documents)  # every English message is the target of one query
+    passages = [pair.passage for pair in pairs]
+    assert len(set(passages)) == len(passages)  # every English message is the target of one query
     for pair in pairs:
-        assert pair == candidates[pair.document][pair.language]
+        assert pair == candidates[pair.passage][pair.language]
     assert [pair.language for pair in pairs] == sorted((pair.language for pair in pairs), key=languages.index)
 
 
@@ -224,31 +209,7 @@ def test_assign_pairs_is_seeded():
     candidates = synthetic_candidates(50, languages, {})
     first = assign_pairs(candidates, languages, 5, seed=0)
     assert first == assign_pairs(dict(reversed(list(candidates.items()))), languages, 5, seed=0)  # input order
-    assert {p.document for p in first} != {p.document for p in assign_pairs(candidates, languages, 5, seed=1)}
-
-
-def build_deb(folder: Path, package: str, files: dict[str, bytes], links: dict[str, str] | None = None) -> Path:
-    """A real .deb made by dpkg-deb --build from a tree of files (and symlinks)."""
-    root = folder / package
-    for name, data in files.items():
-        (root / name).parent.mkdir(parents=True, exist_ok=True)
-        (root / name).write_bytes(data)
-    for name, target in (links or {}).items():
-        (root / name).parent.mkdir(parents=True, exist_ok=True)
-        (root / name).symlink_to(target)
-    (root / "DEBIAN").mkdir()
-    (root / "DEBIAN" / "control").write_text(
-        f"Package: {package}\nVersion: 1.2-3\nArchitecture: all\nMaintainer: Test <test@example.org>\n"
-        "Description: test package\n"
-    )
-    deb = folder / f"{package}_1.2-3_all.deb"
-    subprocess.run(
-        ["dpkg-deb", "--root-owner-group", "-Zgzip", "--build", str(root), str(deb)], check=True, capture_output=True
-    )
-    return deb
-
-
-LOCALE = "usr/share/locale/{}/LC_MESSAGES/{}.mo"
+    assert {p.passage for p in first} != {p.passage for p in assign_pairs(candidates, languages, 5, seed=1)}
 
 
 @needs_dpkg
@@ -268,7 +229,7 @@ def test_read_deb_catalogues_takes_only_message_catalogues(tmp_path: Path):
     )
     assert read_deb_catalogues(deb) == {("de", "dpkg"): german, ("de", "dpkg-dev"): german, ("fr", "dpkg"): french}
     assert read_deb_catalogues(deb, ["fr", "ja"]) == {("fr", "dpkg"): french}
-    assert ood_catalogues.package_version(deb) == "1.2-3"
+    assert catalogues.package_version(deb) == "1.2-3"
 
 
 @needs_dpkg
@@ -279,18 +240,18 @@ def test_build_writes_a_loadable_deterministic_test_file(tmp_path: Path):
     }
     summary = build_catalogue_testset(tmp_path / "a", ["en", "de", "fr"], debs=debs, max_queries_per_language=2)
     frame = pd.read_parquet(tmp_path / "a" / "eval" / "catalogues_test.parquet")
-    assert list(frame.columns) == ["query", "document", "language", "package"]
+    assert list(frame.columns) == ["query", "passage", "language", "package"]
     assert frame.groupby("language").size().to_dict() == {"de": 2, "fr": 2}
     for row in frame.itertuples():  # each pair is a catalogue entry: its cleaned msgid and cleaned singular msgstr
         catalogue, package = (GERMAN, "dpkg") if row.language == "de" else (FRENCH, "tar")
         entries = {clean_message(k.split("\x04")[-1].split("\0")[0]): v.split("\0")[0] for k, v in catalogue.items()}
-        assert clean_message(entries[row.document]) == row.query and row.package == package
+        assert clean_message(entries[row.passage]) == row.query and row.package == package
     data = load_retrieval_data(tmp_path / "a" / "eval" / "catalogues_test.parquet")
     assert len(data.queries) == 4 and len(data.corpus) == 4 and all(len(rel) == 1 for rel in data.relevant)
     assert sorted(set(data.languages)) == ["de", "fr"]
     for query, relevant, language in zip(data.queries, data.relevant, data.languages, strict=True):
         row = frame[frame["query"] == query].iloc[0]
-        assert data.corpus[next(iter(relevant))] == row["document"] and language == row["language"]
+        assert data.corpus[next(iter(relevant))] == row["passage"] and language == row["language"]
     assert summary["languages"]["de"]["queries"] == 2 and "en" not in summary["languages"]
     assert summary["languages"]["de"]["candidates"] == 6 and summary["languages"]["fr"]["candidates"] == 4
     assert summary["packages"]["dpkg"]["version"] == "1.2-3" and summary["corpus"] == 4
@@ -304,20 +265,29 @@ def test_errors_name_the_fix(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
         build_catalogue_testset(tmp_path, ["en", "en_GB"], debs={})
     with pytest.raises(ValueError, match="max_corpus=2"):
         build_catalogue_testset(tmp_path, ["de", "fr", "ja"], debs={}, max_corpus=2)
-    monkeypatch.setattr(ood_catalogues.shutil, "which", lambda tool: None)
+    monkeypatch.setattr(catalogues.shutil, "which", lambda tool: None)
     with pytest.raises(RuntimeError, match="apt-get not found.*Debian"):
-        ood_catalogues.fetch_packages(tmp_path / "cache", ["sed"])
+        catalogues.fetch_packages(tmp_path / "cache", ["sed"])
     (tmp_path / "foreign" / "lists").mkdir(parents=True)
     (tmp_path / "foreign" / "lists" / "other").touch()
-    monkeypatch.setattr(ood_catalogues.shutil, "which", lambda tool: f"/usr/bin/{tool}")
+    monkeypatch.setattr(catalogues.shutil, "which", lambda tool: f"/usr/bin/{tool}")
     with pytest.raises(ValueError, match="not created by fetch_packages"):
-        ood_catalogues.fetch_packages(tmp_path / "foreign", ["sed"])
+        catalogues.fetch_packages(tmp_path / "foreign", ["sed"])
+
+
+def test_cli_subcommand_reports_errors_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture):
+    with pytest.raises(SystemExit) as exit_info:
+        cli(["data", "catalogues", str(tmp_path / "out"), "--languages", "en"])
+    assert exit_info.value.code == 2
+    assert (
+        "mlembed data catalogues: error: give at least one query language besides English" in capsys.readouterr().err
+    )
 
 
 @pytest.mark.skipif(shutil.which("apt-get") is None, reason="runs apt-get update against a closed local port")
 def test_unreachable_mirror_is_an_error(tmp_path: Path):
     with pytest.raises(RuntimeError, match="got no Packages index.*is the mirror reachable"):
-        ood_catalogues.fetch_packages(tmp_path / "cache", ["sed"], mirror="http://127.0.0.1:9/debian")
+        catalogues.fetch_packages(tmp_path / "cache", ["sed"], mirror="http://127.0.0.1:9/debian")
 
 
 @pytest.mark.slow
@@ -333,7 +303,7 @@ def test_build_from_debian_mirror(tmp_path: Path):
     assert summary["languages"]["de"]["queries"] == 5 and summary["languages"]["ja"]["queries"] == 5
     data = load_retrieval_data(tmp_path / "out" / "eval" / "catalogues_test.parquet")
     assert len(data.queries) == 10 and len(data.corpus) == 10
-    again = ood_catalogues.fetch_packages(tmp_path / "cache", ["grep", "sed"])  # cached: the same files again
+    again = catalogues.fetch_packages(tmp_path / "cache", ["grep", "sed"])  # cached: the same files again
     assert {name: path.name for name, path in again.items()} == {
         name: info["file"] for name, info in summary["packages"].items()
     }

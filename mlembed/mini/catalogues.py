@@ -28,16 +28,16 @@ Sources:
 - the ``.mo`` format is GNU gettext's (https://www.gnu.org/software/gettext/manual/html_node/MO-Files.html), read
   with the standard library's ``gettext.GNUTranslations``.
 
-Output (the layout of ``mlembed.data.debian``'s eval files, readable by ``mlembed.eval.data.load_retrieval_data``):
-``<out>/eval/catalogues_test.parquet`` with ``query``, ``document``, ``language``, ``package``, and
+Output (the layout of ``mlembed.mini.debian``'s eval files, readable by ``mlembed.eval.data.load_retrieval_data``):
+``<out>/eval/catalogues_test.parquet`` with ``query``, ``passage``, ``language``, ``package``, and
 ``<out>/summary.json`` (counts per language and skip reason, packages with versions, caps, seed).
 
-Run: ``python -m mlembed.ood_catalogues data/catalogues --languages pl vi de fr es it pt ru ja``.
+Run: ``mlembed data catalogues data/catalogues --languages pl,vi,de,fr,es,it,pt,ru,ja`` (or
+``python -m mlembed.mini.catalogues``).
 """
 
 from __future__ import annotations
 
-import argparse
 import gettext
 import io
 import json
@@ -49,6 +49,7 @@ import shlex
 import shutil
 import struct
 import subprocess
+import sys
 import tarfile
 import time
 from collections import Counter, defaultdict
@@ -56,7 +57,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from mlembed.data.debian import DEFAULT_KEYRING, DEFAULT_MIRROR, DEFAULT_SUITE, _apt_command
+from mlembed.mini.debian import DEFAULT_KEYRING, DEFAULT_MIRROR, DEFAULT_SUITE, _apt_command
 
 logger = logging.getLogger(__name__)
 
@@ -126,10 +127,10 @@ _LEADING = re.compile(r"^[\s:：,;.\-–—*]+")
 
 @dataclass(frozen=True)
 class Pair:
-    """One test pair: a translated message (the query) and its English original (the relevant document)."""
+    """One test pair: a translated message (the query) and its English original (the relevant passage)."""
 
     query: str
-    document: str
+    passage: str
     language: str
     package: str
 
@@ -140,7 +141,7 @@ class Pair:
 def apt_options(lists_dir: Path, suite: str = DEFAULT_SUITE, mirror: str = DEFAULT_MIRROR) -> list[str]:
     """``-o`` options for a private apt state in ``lists_dir``: one suite's ``Packages`` index, no translations.
 
-    Built on ``mlembed.data.debian._apt_command`` (which also writes ``lists_dir/sources.list``: call this again
+    Built on ``mlembed.mini.debian._apt_command`` (which also writes ``lists_dir/sources.list``: call this again
     before every apt command, as ``apt-get update`` deletes files it does not know from its lists folder), with the
     ``Packages`` index switched back on and an empty dpkg status, so the candidate versions are the mirror's whatever
     is installed on this machine.
@@ -430,17 +431,17 @@ def assign_pairs(
         chosen.append(pair)
         used_queries.add(pair.query)
         counts[language] += 1
-    return sorted(chosen, key=lambda pair: (languages.index(pair.language), pair.document))
+    return sorted(chosen, key=lambda pair: (languages.index(pair.language), pair.passage))
 
 
 def write_eval(out_dir: str | Path, pairs: Sequence[Pair]) -> Path:
-    """``<out>/eval/catalogues_test.parquet`` in the Debian eval layout: ``query, document, language, package``."""
+    """``<out>/eval/catalogues_test.parquet`` in the Debian eval layout: ``query, passage, language, package``."""
     import pandas as pd
 
     path = Path(out_dir) / "eval" / EVAL_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
-    rows = [(pair.query, pair.document, pair.language, pair.package) for pair in pairs]
-    pd.DataFrame(rows, columns=["query", "document", "language", "package"]).to_parquet(path, index=False)
+    rows = [(pair.query, pair.passage, pair.language, pair.package) for pair in pairs]
+    pd.DataFrame(rows, columns=["query", "passage", "language", "package"]).to_parquet(path, index=False)
     return path
 
 
@@ -497,10 +498,10 @@ def build_catalogue_testset(
     summary = {
         "use": "TEST ONLY: out-of-domain held-out set; never train on it",
         "source": f"{mirror} {suite} main, usr/share/locale/*/LC_MESSAGES/*.mo",
-        "direction": "query = translated message, document = English original, corpus = all English messages",
+        "direction": "query = translated message, passage = English original, corpus = all English messages",
         "seed": seed,
         "max_queries_per_language": per_language,
-        "corpus": len({pair.document for pair in pairs}),
+        "corpus": len({pair.passage for pair in pairs}),
         "queries": len(pairs),
         "languages": {
             language: {
@@ -530,42 +531,7 @@ def build_catalogue_testset(
     return summary
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m mlembed.ood_catalogues OUT_DIR [--languages de fr ...]``: build the TEST-ONLY catalogue set."""
-    parser = argparse.ArgumentParser(prog="python -m mlembed.ood_catalogues", description=__doc__.split("\n")[0])
-    parser.add_argument("out_dir", type=Path)
-    parser.add_argument(
-        "--languages",
-        nargs="+",
-        default=list(DEFAULT_LANGUAGES),
-        help="locale folder names under usr/share/locale (query side), e.g. de pt_BR zh_CN; English is the corpus",
-    )
-    parser.add_argument("--packages", nargs="+", default=list(DEFAULT_PACKAGES), help="Debian binary packages")
-    parser.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE_DIR, help="apt lists and downloaded .debs")
-    parser.add_argument("--max-queries", type=int, default=MAX_QUERIES_PER_LANGUAGE, help="queries per language")
-    parser.add_argument("--max-corpus", type=int, default=MAX_CORPUS, help="English messages in all")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--suite", default=DEFAULT_SUITE)
-    parser.add_argument("--mirror", default=DEFAULT_MIRROR)
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    summary = build_catalogue_testset(
-        args.out_dir,
-        args.languages,
-        args.packages,
-        args.cache_dir,
-        args.max_queries,
-        args.max_corpus,
-        args.seed,
-        suite=args.suite,
-        mirror=args.mirror,
-    )
-    for language, counts in summary["languages"].items():
-        print(f"{language:6s} queries {counts['queries']:4d}  candidates {counts['candidates']:5d}")
-    print(f"corpus: {summary['corpus']} English messages, {len(summary['packages'])} packages, {summary['seconds']} s")
-    print(f"wrote {summary['files'][0]} (TEST ONLY)")
-    return 0
+if __name__ == "__main__":  # `python -m mlembed.mini.catalogues OUT ...` is `mlembed data catalogues OUT ...`
+    from mlembed.cli import main
 
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(main(["data", "catalogues", *sys.argv[1:]]))
