@@ -274,6 +274,27 @@ def test_fetch_reports_apt_failure(tmp_path: Path, monkeypatch: pytest.MonkeyPat
         fetch_translations(tmp_path / "lists", ["pl"])
 
 
+def fake_apt_update(command: list[str], **kwargs) -> subprocess.CompletedProcess:
+    """What `apt-get update` does to its lists folder: unlink every top-level file it does not know (sub-folders
+    stay; seen with apt 3.0), then write the index it fetched."""
+    lists = Path(next(arg for arg in command if arg.startswith("-oDir::State::Lists=")).split("=", 1)[1])
+    for path in lists.iterdir():
+        if path.is_file() and "_dists_" not in path.name:
+            path.unlink()
+    (lists / "deb.debian.org_debian_dists_trixie_main_i18n_Translation-pl").write_text(
+        (FIXTURES / "Translation-pl-sample").read_text(encoding="utf-8"), encoding="utf-8"
+    )
+    return subprocess.CompletedProcess(command, 0, "", "")
+
+
+def test_fetch_twice_into_its_own_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr(debian.shutil, "which", lambda name: "/usr/bin/apt-get")
+    monkeypatch.setattr(debian.subprocess, "run", fake_apt_update)
+    first = fetch_translations(tmp_path / "lists", ["pl"])
+    assert set(first) == {"pl"} and not (tmp_path / "lists" / "sources.list").exists()  # apt's clean-up ran
+    assert fetch_translations(tmp_path / "lists", ["pl"]) == first  # the folder is still recognised as ours
+
+
 def test_main_runs_offline(lists_dir: Path, tmp_path: Path):
     argv = [
         str(tmp_path / "out"),
@@ -298,5 +319,6 @@ def test_main_runs_offline(lists_dir: Path, tmp_path: Path):
 )
 def test_fetch_from_debian_mirror(tmp_path: Path):
     files = fetch_translations(tmp_path / "lists", ["vi"])
+    assert fetch_translations(tmp_path / "lists", ["vi"]) == files  # a second update into the same folder
     records = parse_translation(read_translation_file(files["vi"]))
     assert records and {r.language for r in records} == {"vi"}

@@ -59,7 +59,10 @@ DEFAULT_KEYRING = "/usr/share/keyrings/debian-archive-keyring.gpg"
 DEFAULT_LISTS_DIR = Path("~/.cache/mlembed/debian-i18n").expanduser()
 SPLITS = ("train", "test")
 MINE_DEPTH = 24  # hard negatives are sampled from the top 24 lexical matches, as in the paper's recipe
-_MARKER = ".mlembed-debian"  # fetch only writes into folders it created: apt-get update deletes foreign lists
+# fetch only writes into folders it created (apt-get update deletes foreign lists). The marker lives in the
+# `sources.list.d` folder we make inside the lists folder: apt-get update unlinks every file it does not know at the
+# top of its lists folder (a marker there was gone after the first fetch) but leaves sub-folders alone.
+_MARKER = Path("sources.list.d") / ".mlembed-debian"
 _OPENERS = {"": open, ".gz": gzip.open, ".xz": lzma.open, ".lzma": lzma.open, ".bz2": bz2.open}
 _BULLET = re.compile(r"^([-*+•o]|\d+[.)])\s")
 _NO_SPACE = re.compile(r"[\u3000-\u30ff\u3400-\u9fff\uf900-\ufaff\uff00-\uffef]")  # scripts written without spaces
@@ -123,6 +126,7 @@ def fetch_translations(
             "would delete its other index files. Pass an empty or dedicated folder."
         )
     (lists_dir / "partial").mkdir(parents=True, exist_ok=True)
+    (lists_dir / _MARKER).parent.mkdir(exist_ok=True)
     (lists_dir / _MARKER).touch()
     command = _apt_command(lists_dir, languages, suite, mirror, keyring)
     shown = shlex.join(command)
