@@ -19,6 +19,7 @@ from mlembed.losses import (
     mrl_weights,
     passage_ids_from_tokens,
     sample_mel_rank,
+    score_distill_kl,
     split_columns,
     stack_columns,
     three_d_loss,
@@ -221,7 +222,7 @@ def test_three_d_loss_errors():
         three_d_loss(q, p, [16], use_in_batch=False, use_hard_negatives=False)
     with pytest.raises(ValueError, match="use_hard_negatives=True needs exit_negs"):
         three_d_loss(q, p, [16])
-    with pytest.raises(ValueError, match="temperature must be > 0 and kd_weight >= 0"):
+    with pytest.raises(ValueError, match="temperature must be > 0 and kd_weight, self_distill >= 0"):
         three_d_loss(q, p, [16], exit_negs=negs, temperature=-1)
     with pytest.raises(ValueError, match="exit_q is empty"):
         three_d_loss({}, {}, [16], use_hard_negatives=False)
@@ -239,6 +240,99 @@ def test_three_d_loss_errors():
         three_d_loss(q, {**p, 2: p[2][:3]}, [16], exit_negs=negs)
     with pytest.raises(ValueError, match="teacher must be a tuple"):
         three_d_loss(q, p, [16], exit_negs=negs, teacher=(q[1],), kd_weight=1.0)
+
+
+def np_kl_rows(teacher: np.ndarray, student: np.ndarray, keep: np.ndarray | None = None) -> float:
+    """mean_i KL(softmax(teacher_i) || softmax(student_i)) over the kept candidates, a plain loop."""
+    values = []
+    for i in range(len(teacher)):
+        cols = [j for j in range(teacher.shape[1]) if keep is None or keep[i, j]]
+        t, s = teacher[i, cols], student[i, cols]
+        log_t, log_s = t - t.max() - np.log(np.exp(t - t.max()).sum()), s - s.max() - np.log(np.exp(s - s.max()).sum())
+        values.append(float((np.exp(log_t) * (log_t - log_s)).sum()))
+    return float(np.mean(values))
+
+
+def ref_self_distill(q, p, negs, dims, teacher=None, ids=None) -> float:
+    """Every (exit, dim) scores [in-batch positives; own negatives]; KL from the teacher's scores at full width.
+
+    The teacher is the deepest exit at full width (then not its own student) unless `teacher` = (q, p, negs)."""
+    layers, width = sorted(q), next(iter(q.values())).shape[1]
+    tq, tp, tn = (q[layers[-1]], p[layers[-1]], negs[layers[-1]]) if teacher is None else teacher
+    tq, tp, tn = (np_unit(x.numpy()) for x in (tq, tp, tn))
+    t_logits = np.concatenate([tq @ tp.T, np.einsum("bd,bnd->bn", tq, tn)], axis=1) / T
+    keep = np.ones_like(t_logits, dtype=bool)
+    if ids is not None:
+        for i in range(len(ids)):
+            for j in range(len(ids)):
+                keep[i, j] = i == j or ids[i] != ids[j]
+    values = []
+    for layer in layers:
+        for dim in dims:
+            if teacher is None and layer == layers[-1] and dim == width:
+                continue
+            sq, sp = np_unit(q[layer].numpy()[:, :dim]), np_unit(p[layer].numpy()[:, :dim])
+            sn = np_unit(negs[layer].numpy()[..., :dim])
+            s_logits = np.concatenate([sq @ sp.T, np.einsum("bd,bnd->bn", sq, sn)], axis=1) / T
+            values.append(np_kl_rows(t_logits, s_logits, keep))
+    return float(np.mean(values))
+
+
+def test_exit_weights_weigh_the_exits():
+    q, p, negs = random_exits()
+    weights = {1: 0.5, 2: 1.0, 4: 3.0}
+    total, _ = three_d_loss(q, p, [16, 8], exit_negs=negs, exit_weights={1: 0.5, 4: 3.0})  # exit 2: default 1
+    per_exit = {l: ref_three_d({l: q[l]}, {l: p[l]}, {l: negs[l]}, [16, 8]) for l in q}
+    expected = sum(weights[l] * per_exit[l] for l in q) / sum(weights.values())
+    assert total.item() == pytest.approx(expected, rel=1e-10)
+    with pytest.raises(ValueError, match=r"exit_weights name exits \[3\] outside the exits used \[1, 2, 4\]"):
+        three_d_loss(q, p, [16], exit_negs=negs, exit_weights={3: 1.0})
+    with pytest.raises(ValueError, match="exit_weights must be finite, >= 0 and not all 0"):
+        three_d_loss(q, p, [16], exit_negs=negs, exit_weights={1: 0.0, 2: 0.0, 4: 0.0})
+
+
+@pytest.mark.parametrize("own_teacher", [True, False])
+def test_self_distillation_matches_a_plain_loop(own_teacher):
+    q, p, negs = random_exits()
+    ids = torch.tensor([7, 8, 7, 9])  # rows 0 and 2 share their positive: out of both distributions
+    teacher = None
+    if not own_teacher:
+        _, _, more = random_exits(seed=5)
+        teacher = (torch.randn(4, 16, dtype=torch.float64), torch.randn(4, 16, dtype=torch.float64), more[1])
+    total, parts = three_d_loss(q, p, [16, 8], exit_negs=negs, passage_ids=ids, self_distill=0.7, self_teacher=teacher)
+    main = ref_three_d(q, p, negs, [16, 8], ids=ids.tolist())
+    kd = ref_self_distill(q, p, negs, [16, 8], teacher=teacher, ids=ids.tolist())
+    assert total.item() == pytest.approx(main + 0.7 * kd, rel=1e-10)
+    students = {key for key in parts if key.endswith("self_kd")}
+    assert ("exit4/dim16/self_kd" in students) is not own_teacher and "exit4/dim8/self_kd" in students
+    assert len(students) == 3 * 2 - own_teacher
+
+
+def test_self_distillation_moves_only_the_students():
+    q, p, negs = random_exits()
+    q = {l: t.requires_grad_() for l, t in q.items()}
+    plain, _ = three_d_loss(q, p, [16, 8], exit_negs=negs)
+    with_kd, _ = three_d_loss(q, p, [16, 8], exit_negs=negs, self_distill=1.0)
+    grads = torch.autograd.grad(with_kd - plain, [q[1], q[4]])
+    assert grads[0].abs().sum() > 0  # exit 1 learns from the teacher
+    # the teacher (exit 4, full width) gets gradient only as the exit-4 dim-8 student: through its first 8 dims
+    assert grads[1][:, 8:].abs().sum() < 1e-12 and grads[1][:, :8].abs().sum() > 0
+
+
+def test_score_distill_kl_matches_numpy_and_masks():
+    g = torch.Generator().manual_seed(3)
+    s = torch.randn(3, 5, generator=g, dtype=torch.float64, requires_grad=True)
+    t = torch.randn(3, 5, generator=g, dtype=torch.float64)
+    exclude = torch.zeros(3, 5, dtype=torch.bool)
+    exclude[0, 2] = exclude[2, 4] = True
+    loss = score_distill_kl(s, t, exclude)
+    assert loss.item() == pytest.approx(np_kl_rows(t.numpy(), s.detach().numpy(), ~exclude.numpy()), rel=1e-10)
+    loss.backward()
+    assert torch.isfinite(s.grad).all() and s.grad[0, 2] == 0 and s.grad[2, 4] == 0
+    same = t.clone().requires_grad_()
+    assert score_distill_kl(same, t).item() == pytest.approx(0.0, abs=1e-12)
+    with pytest.raises(ValueError, match="must both be \\(B, C\\) over the same candidates"):
+        score_distill_kl(s, t[:, :4])
 
 
 # ---------------------------------------------------------------------------------------------- distill
@@ -317,6 +411,38 @@ def test_stack_columns_pads_to_one_width():
         stack_columns([columns[0], {k: v[:1] for k, v in columns[1].items()}])
 
 
+def test_step_self_distills_a_lower_rank_from_a_full_rank_pass():
+    model = tiny_model("qwen3", mel_rank=32, mel_ranks=[8, 16, 32]).train()
+    columns = ["what is ml", "a query", "third one"], ["machine learning", "a doc", "other doc"]
+    batch = stack_columns([model.tokenize(texts, model.tokenizer) for texts in columns])
+    objective = ThreeDObjective.from_config(model.config, self_distill=0.5)
+    objective.sample_rank = lambda: 8  # this step draws a rank below the full one
+    calls = []
+
+    def embed(inputs, rank):
+        calls.append((rank, torch.is_grad_enabled()))
+        torch.manual_seed(0)  # the same dropout in every pass (the tiny model has none; cheap insurance)
+        return model(**inputs, rank=rank, exits=objective.exits).exit_embeddings
+
+    total, parts, rank = objective.step(embed, batch, num_columns=2)
+    assert rank == 8 and calls == [(8, True), (32, False)]  # the teacher pass: full rank, no graph
+    student = embed(batch, 8)
+    with torch.no_grad():
+        teacher = embed(batch, 32)[4]
+    expected, _ = objective(
+        student,
+        2,
+        passage_ids=passage_ids_from_tokens(batch["input_ids"][3:], batch["attention_mask"][3:]),
+        self_teacher=teacher,
+    )
+    assert total.item() == pytest.approx(expected.item(), rel=1e-6)
+    assert "exit4/dim32/self_kd" in parts  # at a lower rank even the full depth and width is a student
+    calls.clear()
+    objective.sample_rank = lambda: 32
+    _, parts, _ = objective.step(embed, batch, num_columns=2)
+    assert calls == [(32, True)] and "exit4/dim32/self_kd" not in parts  # full rank: the teacher is this pass
+
+
 def test_loss_from_config_ablations():
     config = tiny_model().config
     full = ThreeDObjective.from_config(config)
@@ -324,3 +450,5 @@ def test_loss_from_config_ablations():
     assert full.mel_ranks == config.mel_ranks and off.mel_ranks is None and off.sample_rank() is None
     assert (full.dims, full.exits) == (config.matryoshka_dims, config.exit_layers)
     assert (off.dims, off.exits) == ([32], [4])
+    weighted = ThreeDObjective.from_config(config, mll=False, exit_weights={"4": 2.0, "2": 5.0})
+    assert weighted.exit_weights == {4: 2.0}  # the exits an ablation leaves out are dropped

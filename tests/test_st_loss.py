@@ -279,7 +279,8 @@ from mlembed.train import MLEmbedTrainer
 world, rank = int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("RANK", "0"))
 if world > 1:
     dist.init_process_group("gloo")
-folder, out, columns = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+folder, out, columns, options = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), json.loads(sys.argv[4])
+seed = options.pop("seed", 5)
 per = len(columns[0]) // world
 local = [column[rank * per : (rank + 1) * per] for column in columns]  # this process's rows of every column
 
@@ -291,7 +292,7 @@ def gradients(model):
 # front end 1: sentence-transformers' loss on the columns as SentenceTransformerTrainer hands them over
 st = SentenceTransformer(folder, trust_remote_code=True, device="cpu")
 features = [st.preprocess(column) for column in local]
-st_loss = MLEmbed3DLoss(st, generator=torch.Generator().manual_seed(5))
+st_loss = MLEmbed3DLoss(st, generator=torch.Generator().manual_seed(seed), **options)
 loss_st = st_loss(features, labels=None)
 loss_st.backward()
 grads_st = gradients(elastic_module(st))
@@ -299,7 +300,7 @@ grads_st = gradients(elastic_module(st))
 # front end 2: MLEmbedTrainer.compute_loss on the same tokens (a fresh copy of the same weights)
 model = elastic_module(SentenceTransformer(folder, trust_remote_code=True, device="cpu"))
 args = TrainingArguments(out, use_cpu=True, report_to="none", per_device_train_batch_size=per)
-objective = ThreeDObjective.from_config(model.config, generator=torch.Generator().manual_seed(5))
+objective = ThreeDObjective.from_config(model.config, generator=torch.Generator().manual_seed(seed), **options)
 trainer = MLEmbedTrainer(model=model, args=args, processing_class=st.tokenizer, objective=objective)
 inputs = {**stack_columns(features), "num_columns": len(local), "in_batch": True, "dataset": "d"}
 loss_trainer = trainer.compute_loss(model, inputs)
@@ -321,10 +322,19 @@ if world > 1:
 """
 
 
-@pytest.mark.parametrize("nproc", [1, pytest.param(2, marks=pytest.mark.slow)])
-def test_trainer_and_sentence_transformers_optimise_the_same_objective(folders, tmp_path, nproc):
-    """The same rows and tokens through MLEmbedTrainer and MLEmbed3DLoss, defaults only: the same rank, loss and
-    gradients, in one process and in two (gloo; in-batch negatives gathered across processes in both)."""
+@pytest.mark.parametrize(
+    "nproc, options",
+    [
+        (1, {}),
+        (1, {"self_distill": 0.5, "exit_weights": {"4": 2.0}, "seed": 2}),  # seed 2 draws rank 16 of 32
+        pytest.param(2, {}, marks=pytest.mark.slow),
+        pytest.param(2, {"self_distill": 0.5, "seed": 2}, marks=pytest.mark.slow),
+    ],
+)
+def test_trainer_and_sentence_transformers_optimise_the_same_objective(folders, tmp_path, nproc, options):
+    """The same rows and tokens through MLEmbedTrainer and MLEmbed3DLoss, defaults (and self-distillation with exit
+    weights): the same rank, loss and gradients, in one process and in two (gloo; in-batch negatives gathered
+    across processes in both)."""
     import json
     import os
     import subprocess
@@ -336,7 +346,7 @@ def test_trainer_and_sentence_transformers_optimise_the_same_objective(folders, 
     launch = [sys.executable]
     if nproc > 1:
         launch += ["-m", "torch.distributed.run", "--nproc_per_node", str(nproc), "--master_port", str(free_port())]
-    command = [*launch, str(script), str(folders["mel"]), str(tmp_path), json.dumps(columns)]
+    command = [*launch, str(script), str(folders["mel"]), str(tmp_path), json.dumps(columns), json.dumps(options)]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -346,3 +356,4 @@ def test_trainer_and_sentence_transformers_optimise_the_same_objective(folders, 
         assert report["loss"][0] == pytest.approx(report["loss"][1], rel=1e-6), report
         assert report["params_with_grad"] > 10 and report["max_grad"] > 0
         assert report["max_grad_diff"] <= 1e-6 * max(1.0, report["max_grad"]), report
+        assert report["rank_drawn"][0] < 32 or not options  # the seed draws a reduced rank: a full-rank teacher pass

@@ -94,6 +94,11 @@ def test_every_shipped_accelerate_config_loads(path):
         ),
         ({"model": {"base": "x"}, "training": {"output_dir": "o"}, "loss": {"kd_weight": 1.0}}, "go together"),
         ({"model": {"base": "x", "dtype": "int8"}, "training": {"output_dir": "o"}}, "model.dtype must be one of"),
+        ({"model": {"base": "x"}, "training": {"output_dir": "o"}, "loss": {"self_distill": -1}}, "self_distill must"),
+        (
+            {"model": {"base": "x"}, "training": {"output_dir": "o"}, "loss": {"exit_weights": {"last": 2}}},
+            r"loss.exit_weights must map integers \(as strings\) to weights >= 0",
+        ),
     ],
 )
 def test_config_errors(raw, message):
@@ -357,6 +362,19 @@ def test_distillation_from_a_frozen_teacher(workdir):
     assert any(key.endswith("/kd") for key in outputs["parts"])
     assert all(torch.equal(v, trainer.teacher.state_dict()[k]) for k, v in teacher_before.items())
     assert isinstance(Path(trainer.args.output_dir), Path)
+
+
+def test_recipe_passes_the_objective_options_and_self_distils(workdir):
+    overrides = ["loss.self_distill=0.5", 'loss.exit_weights={"4": 2}', 'loss.dim_weights={"32": 1, "16": 1, "8": 1}']
+    config = load_config(workdir / "tiny.json", [*overrides, "training.max_steps=2"])
+    trainer = build_trainer(config, output_dir=str(workdir / "selfkd"))
+    objective = trainer.objective
+    assert (objective.self_distill, objective.exit_weights) == (0.5, {4: 2.0})
+    assert objective.weights == {32: 1.0, 16: 1.0, 8: 1.0} and objective.dims == [8, 16, 32]
+    trainer.train()
+    batch = next(iter(trainer.get_train_dataloader()))
+    _, outputs = trainer.compute_loss(trainer.model, batch, return_outputs=True)
+    assert "exit1/dim8/self_kd" in outputs["parts"] and "exit1/dim32/self_kd" in outputs["parts"]
 
 
 def test_bf16_autocast_training_runs(workdir):

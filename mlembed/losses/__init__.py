@@ -8,7 +8,7 @@ from mlembed.losses.contrastive import (
     masked_infonce,
     passage_ids_from_tokens,
 )
-from mlembed.losses.distill import distill_mse
+from mlembed.losses.distill import distill_mse, score_distill_kl
 from mlembed.losses.objective import (
     ThreeDObjective,
     mrl_weights,
@@ -30,6 +30,7 @@ __all__ = [
     "mrl_weights",
     "passage_ids_from_tokens",
     "sample_mel_rank",
+    "score_distill_kl",
     "split_columns",
     "stack_columns",
     "three_d_loss",

@@ -63,3 +63,49 @@ def distill_mse(student: torch.Tensor, teacher: torch.Tensor, kd_weight: float =
         )
     target = teacher[..., : student.shape[-1]].detach().to(student.dtype)  # (..., d)
     return kd_weight * F.mse_loss(student, target)
+
+
+def score_distill_kl(
+    student_logits: torch.Tensor, teacher_logits: torch.Tensor, exclude: torch.Tensor | None = None
+) -> torch.Tensor:
+    """KL divergence from the teacher's to the student's distribution over the same candidates, per query.
+
+    Why: the student learns to *rank* like the teacher (which candidate is how likely the answer) without having to
+    reproduce its vectors, so it works across widths (an MRL prefix against the full width) and depths, and it needs
+    no scale match between the two embeddings. Used by `three_d_loss` for self-distillation: the model's own full
+    setting teaches its exits, dims and ranks.
+
+    Formula:
+        loss = mean_i sum_j p_ij (log p_ij - log s_ij), p = softmax(teacher_logits), s = softmax(student_logits),
+        excluded candidates removed from both softmaxes; the teacher is detached.
+
+    Args:
+        student_logits: similarities / temperature of the student (gradient flows into them).
+        teacher_logits: the teacher's, same candidates (detached here).
+        exclude: candidates to leave out of both distributions (e.g. duplicate passages), or None.
+
+    Shapes:
+        student_logits, teacher_logits, exclude: (B, C) -> ()
+
+    References:
+        Hinton et al., "Distilling the Knowledge in a Neural Network", arXiv 1503.02531 (soft targets);
+        Zhang et al., "Be Your Own Teacher", arXiv 1905.08094 (the deepest exit teaches the shallow ones).
+
+    Example:
+        >>> import torch
+        >>> s, t = torch.randn(4, 6, requires_grad=True), torch.randn(4, 6)
+        >>> score_distill_kl(s, t).backward()
+    """
+    if student_logits.ndim != 2 or student_logits.shape != teacher_logits.shape:
+        raise ValueError(
+            f"student and teacher logits must both be (B, C) over the same candidates, got "
+            f"{tuple(student_logits.shape)} and {tuple(teacher_logits.shape)}"
+        )
+    teacher_logits = teacher_logits.detach().to(student_logits.dtype)
+    if exclude is not None:
+        student_logits = student_logits.masked_fill(exclude, float("-inf"))
+        teacher_logits = teacher_logits.masked_fill(exclude, float("-inf"))
+    log_s, log_t = F.log_softmax(student_logits, dim=-1), F.log_softmax(teacher_logits, dim=-1)  # (B, C)
+    keep = torch.isfinite(log_t)  # excluded candidates: probability 0, no term (0 * -inf would be nan)
+    terms = torch.where(keep, log_t.exp() * (log_t - log_s), torch.zeros_like(log_s))  # (B, C)
+    return terms.sum(-1).mean()

@@ -28,7 +28,7 @@ from mlembed.losses.contrastive import (
     masked_infonce,
     passage_ids_from_tokens,
 )
-from mlembed.losses.distill import distill_mse
+from mlembed.losses.distill import distill_mse, score_distill_kl
 from modeling_mlembed import truncate_embeddings
 
 logger = logging.getLogger(__name__)
@@ -150,6 +150,67 @@ def _dim_losses(
     return losses
 
 
+def _candidate_logits(
+    q: torch.Tensor,
+    p: torch.Tensor,
+    negs: torch.Tensor | None,
+    candidates: torch.Tensor | None,
+    dim: int,
+    temperature: float,
+) -> torch.Tensor:
+    """Scores of each query over the candidates its contrastive losses see, at the prefix `dim`: the in-batch
+    positives (else its own positive), then its own hard negatives.
+
+    Shapes:
+        q, p: (B, d); negs: (B, N, d) or None; candidates: (W * B, d) or None -> (B, W * B + N) or (B, 1 + N)
+    """
+    q_d = truncate_embeddings(q, dim)  # (B, d')
+    if candidates is not None:
+        logits = [q_d @ truncate_embeddings(candidates, dim).T]  # (B, W * B)
+    else:
+        logits = [(q_d * truncate_embeddings(p, dim)).sum(-1, keepdim=True)]  # (B, 1)
+    if negs is not None:
+        logits.append(torch.einsum("bd,bnd->bn", q_d, truncate_embeddings(negs, dim)))  # (B, N)
+    return torch.cat(logits, dim=1) / temperature
+
+
+def _self_distill_exit(
+    student: tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None],
+    teacher_logits: torch.Tensor,
+    dims: Sequence[int],
+    exclude: torch.Tensor | None,
+    temperature: float,
+    skip_dim: int | None,
+) -> dict[int, torch.Tensor]:
+    """KL of the teacher's score distribution to this exit's at every dim (`skip_dim`: the teacher itself)."""
+    q, p, negs, candidates = student
+    return {
+        dim: score_distill_kl(_candidate_logits(q, p, negs, candidates, dim, temperature), teacher_logits, exclude)
+        for dim in dims
+        if dim != skip_dim
+    }
+
+
+def _self_teacher_logits(
+    teacher: Sequence[torch.Tensor | None],
+    batch: int,
+    use_in_batch: bool,
+    gather: bool,
+    temperature: float,
+) -> torch.Tensor:
+    """The full setting's scores (detached): its queries over its own in-batch positives (gathered) and negatives.
+
+    Shapes:
+        teacher: ((B, D), (B, D), (B, N, D) or (B * N, D) or None) -> (B, W * B + N) or (B, 1 + N)
+    """
+    if len(teacher) != 3:
+        raise ValueError("self_teacher must be a tuple (teacher_q, teacher_p, teacher_negs); teacher_negs may be None")
+    q, p = _upcast(teacher[0].detach()), _upcast(teacher[1].detach())
+    negs = None if teacher[2] is None else _upcast(_as_negatives(teacher[2].detach(), batch, q.shape[-1]))
+    candidates = (distributed.gather(p) if gather else p) if use_in_batch else None
+    return _candidate_logits(q, p, negs, candidates, q.shape[-1], temperature)
+
+
 def three_d_loss(
     exit_q: Mapping[int, torch.Tensor],
     exit_p: Mapping[int, torch.Tensor],
@@ -164,18 +225,29 @@ def three_d_loss(
     exits: Sequence[int] | None = None,
     teacher: Sequence[torch.Tensor | None] | None = None,
     kd_weight: float = 0.0,
+    exit_weights: Mapping[int, float] | None = None,
+    self_distill: float = 0.0,
+    self_teacher: Sequence[torch.Tensor | None] | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The ML-Embed training loss over the depth (MLL) and output (MRL) axes from one forward pass.
 
     For every exit l and dim d': slice the first d' values of the pooled embeddings, L2-normalise, add the in-batch
     InfoNCE (retrieval batches) and the hard-negative InfoNCE, weighted by the MRL weight of d'. Distillation, when
     a teacher is given, adds `kd_weight` x MSE of the exit's full-width un-normalised embeddings to the teacher's
-    first d dims. The sum over exits is divided by the number of exits (all exits weigh the same). Half-precision
-    embeddings are upcast to fp32 here: similarities divided by 0.05 lose too much in bf16.
+    first d dims. The sum over exits is divided by the number of exits (all exits weigh the same; `exit_weights`
+    changes that). Half-precision embeddings are upcast to fp32 here: similarities divided by 0.05 lose too much in
+    bf16.
+
+    Self-distillation (`self_distill` > 0, not in the paper): the model's own full setting (the deepest exit, full
+    width, full MEL rank), detached, teaches every other setting to rank the step's candidates as it does (KL of the
+    score distributions, `score_distill_kl`). The teacher is `self_teacher` (the full-rank embeddings, from a second
+    forward when the step's rank is lower) or, by default, the deepest exit of this pass at its full width, which is
+    then not its own student.
 
     Formula:
-        loss = 1/|E| sum_{l in E} [ sum_{d' in D} w(d') (L_inbatch(l, d') + L_hard(l, d')) + kd_weight L_kd(l) ],
-        w(d') = 1 / (n(d') sqrt(d / d')), n(d') = position of d' in D sorted descending (1-based).
+        loss = 1/sum_l a(l) sum_{l in E} a(l) [ sum_{d' in D} w(d') (L_inbatch(l, d') + L_hard(l, d'))
+               + kd_weight L_kd(l) ] + self_distill mean_{(l, d') != teacher} KL(p_teacher || p(l, d')),
+        w(d') = 1 / (n(d') sqrt(d / d')), n(d') = position of d' in D sorted descending (1-based), a(l) = 1 by default.
 
     Args:
         exit_q, exit_p: {exit layer: pooled un-normalised full-width embeddings} of queries / positives, as the
@@ -194,6 +266,10 @@ def three_d_loss(
         teacher: `(teacher_q, teacher_p, teacher_negs)` embeddings of a frozen teacher at its own full settings
             (width D >= d, un-normalised, e.g. its `exit_embeddings[its last layer]`), compared with every exit.
         kd_weight: weight of the distillation term; 0 skips it.
+        exit_weights: {exit layer: weight} for the chosen exits (missing ones weigh 1); default all 1 (the paper).
+        self_distill: weight of the self-distillation term; 0 skips it.
+        self_teacher: `(q, p, negs)` full-width embeddings of the full setting for self-distillation (detached
+            here); default the deepest chosen exit of `exit_q`, `exit_p`, `exit_negs`.
 
     Inputs:
         +-----------+-------------------------------+-----------------------------------------------+
@@ -207,13 +283,16 @@ def three_d_loss(
 
     Returns:
         (total loss, components): components are detached, *unweighted* losses keyed
-        `exit{l}/dim{d'}/in_batch`, `exit{l}/dim{d'}/hard_negative` and `exit{l}/kd`, for logging.
+        `exit{l}/dim{d'}/in_batch`, `exit{l}/dim{d'}/hard_negative`, `exit{l}/kd` and `exit{l}/dim{d'}/self_kd`, for
+        logging.
 
     Shapes:
         exit_q[l], exit_p[l]: (B, d); exit_negs[l]: (B, N, d) or (B * N, d) -> total: ()
 
     References:
-        Kusupati et al., "Matryoshka Representation Learning", NeurIPS 2022; Zhang et al., "ML-Embed", ICML 2026.
+        Kusupati et al., "Matryoshka Representation Learning", NeurIPS 2022; Zhang et al., "ML-Embed", ICML 2026;
+        self-distillation: Zhang et al., "Be Your Own Teacher", arXiv 1905.08094 (exits), Hinton et al., arXiv
+        1503.02531 (soft targets).
 
     Example:
         >>> import torch
@@ -230,15 +309,26 @@ def three_d_loss(
         )
     if use_hard_negatives and exit_negs is None:
         raise ValueError("use_hard_negatives=True needs exit_negs; pass use_hard_negatives=False for pairs only")
-    if temperature <= 0 or kd_weight < 0:
-        raise ValueError(f"temperature must be > 0 and kd_weight >= 0, got {temperature} and {kd_weight}")
+    if temperature <= 0 or kd_weight < 0 or self_distill < 0:
+        raise ValueError(
+            f"temperature must be > 0 and kd_weight, self_distill >= 0, got {temperature}, {kd_weight}, {self_distill}"
+        )
     chosen = _check_exits(exit_q, exit_p, exit_negs if use_hard_negatives else None, exits)
     batch, width = exit_q[chosen[0]].shape
     weights_by_dim = _check_dims(dims, width, weights)
+    by_exit = _check_exit_weights(exit_weights, chosen)
     targets = None
     if use_in_batch:  # labels and duplicate mask shared by every exit and dim
         targets = in_batch_targets(batch, passage_ids, gather=gather, device=exit_q[chosen[0]].device)
-    total, parts = torch.zeros((), device=exit_q[chosen[0]].device), {}
+    teacher_logits, own_teacher = None, self_teacher is None
+    if self_distill > 0:
+        deepest = chosen[-1]
+        source = self_teacher or (exit_q[deepest], exit_p[deepest], exit_negs[deepest] if use_hard_negatives else None)
+        teacher_logits = _self_teacher_logits(source, batch, use_in_batch, gather, temperature)
+    exclude = None
+    if teacher_logits is not None and targets is not None and targets[1] is not None:  # duplicates, then negatives
+        exclude = F.pad(targets[1], (0, teacher_logits.shape[1] - targets[1].shape[1]), value=False)
+    total, parts, distilled = torch.zeros((), device=exit_q[chosen[0]].device), {}, []
     for layer in chosen:
         q, p = _upcast(exit_q[layer]), _upcast(exit_p[layer])  # similarities / temperature need fp32 under bf16
         if q.shape != (batch, width) or p.shape != (batch, width):
@@ -253,12 +343,35 @@ def three_d_loss(
         for dim, weight in weights_by_dim.items():
             for kind, loss in _dim_losses(q, p, negs, candidates, targets, dim, temperature).items():
                 parts[f"exit{layer}/dim{dim}/{kind}"] = loss.detach()
-                total = total + weight * loss
+                total = total + by_exit[layer] * weight * loss
         if teacher is not None and kd_weight > 0:
             loss = _teacher_loss(q, p, negs, teacher)
             parts[f"exit{layer}/kd"] = loss.detach()
-            total = total + kd_weight * loss
-    return total / len(chosen), parts
+            total = total + by_exit[layer] * kd_weight * loss
+        if teacher_logits is not None:
+            skip = width if own_teacher and layer == chosen[-1] else None
+            student = (q, p, negs, candidates)
+            for dim, loss in _self_distill_exit(
+                student, teacher_logits, weights_by_dim, exclude, temperature, skip
+            ).items():
+                parts[f"exit{layer}/dim{dim}/self_kd"] = loss.detach()
+                distilled.append(loss)
+    total = total / sum(by_exit.values())
+    if distilled:
+        total = total + self_distill * torch.stack(distilled).mean()
+    return total, parts
+
+
+def _check_exit_weights(exit_weights: Mapping[int, float] | None, chosen: Sequence[int]) -> dict[int, float]:
+    """{exit: weight} for the chosen exits; missing exits weigh 1, weights must be >= 0 and not all 0."""
+    exit_weights = dict(exit_weights or {})
+    unknown = sorted(set(exit_weights) - set(chosen))
+    if unknown:
+        raise ValueError(f"exit_weights name exits {unknown} outside the exits used {list(chosen)}")
+    by_exit = {layer: float(exit_weights.get(layer, 1.0)) for layer in chosen}
+    if any(not math.isfinite(w) or w < 0 for w in by_exit.values()) or not sum(by_exit.values()) > 0:
+        raise ValueError(f"exit_weights must be finite, >= 0 and not all 0, got {exit_weights}")
+    return by_exit
 
 
 class ThreeDObjective(nn.Module):
@@ -273,7 +386,10 @@ class ThreeDObjective(nn.Module):
     Defaults are the paper's: temperature 0.05, in-batch negatives gathered from all processes with gradient, hard
     negatives on every batch, MRL weights 1 / (n sqrt(d / d')), exits averaged, one MEL rank per step with P(k) ~ k.
     On top of the paper: identical positives in a batch are not used as negatives of each other (`mask_duplicates`,
-    the fix of a defect of the reference code), and optional distillation from a frozen teacher.
+    the fix of a defect of the reference code), optional distillation from a frozen teacher, exit weights, and
+    optional self-distillation: the model's own full setting (deepest exit, full width, full MEL rank; detached)
+    teaches every exit, dim and rank to rank the step's candidates as it does (`three_d_loss`). When the step's rank
+    is below the full rank, the teacher comes from a second forward pass at the full rank without gradients.
 
     Args:
         dims: MRL dims (`[d]` alone = MRL off).
@@ -285,6 +401,8 @@ class ThreeDObjective(nn.Module):
         mask_duplicates: identical positive passages (same tokens) are not negatives of each other.
         kd_weight: weight of the MSE to a teacher's embeddings (0 = no distillation).
         generator: CPU generator of the rank draw on process 0 (reproducible runs).
+        exit_weights: {exit layer: weight}; default every exit 1 (the paper: the mean over exits).
+        self_distill: weight of the self-distillation term (0 = off, the paper).
 
     Example:
         >>> import torch
@@ -309,26 +427,32 @@ class ThreeDObjective(nn.Module):
         mask_duplicates: bool = True,
         kd_weight: float = 0.0,
         generator: torch.Generator | None = None,
+        exit_weights: Mapping[int, float] | None = None,
+        self_distill: float = 0.0,
     ) -> None:
         super().__init__()
         if not temperature > 0:
             raise ValueError(f"temperature must be > 0 (the paper: 0.05; scale = 1 / temperature), got {temperature}")
-        if kd_weight < 0:
-            raise ValueError(f"kd_weight must be >= 0, got {kd_weight}")
+        if kd_weight < 0 or self_distill < 0:
+            raise ValueError(f"kd_weight and self_distill must be >= 0, got {kd_weight} and {self_distill}")
         self.dims, self.exits, self.weights = list(dims), None if exits is None else sorted(set(exits)), weights
         self.mel_ranks = sorted(set(mel_ranks)) if mel_ranks else None
         self.temperature, self.gather, self.mask_duplicates = temperature, gather, mask_duplicates
         self.kd_weight, self.generator = kd_weight, generator
+        self.exit_weights = {int(k): float(v) for k, v in (exit_weights or {}).items()} or None
+        self.self_distill = self_distill
 
     @classmethod
     def from_config(
         cls, config: Any, mel: bool = True, mll: bool = True, mrl: bool = True, **kwargs: Any
     ) -> ThreeDObjective:
         """The axes of a model config; `mel=False` / `mll=False` / `mrl=False` are the ablations (full rank, last
-        layer, full width)."""
+        layer, full width). `exit_weights` of exits an ablation leaves out are dropped."""
         dims = list(config.matryoshka_dims) if mrl else [int(config.hidden_size)]
         exits = list(config.exit_layers) if mll else [int(config.num_hidden_layers)]
         mel_ranks = list(config.mel_ranks) if mel and getattr(config, "mel_rank", None) is not None else None
+        if kwargs.get("exit_weights"):
+            kwargs["exit_weights"] = {int(k): v for k, v in kwargs["exit_weights"].items() if int(k) in exits}
         return cls(dims=dims, exits=exits, mel_ranks=mel_ranks, **kwargs)
 
     def sample_rank(self) -> int | None:
@@ -359,6 +483,11 @@ class ThreeDObjective(nn.Module):
         """
         rank = self.sample_rank()
         exits = embed(dict(batch), rank)
+        full = None
+        if self.self_distill > 0 and rank is not None and rank < max(self.mel_ranks):
+            with torch.no_grad():  # the full-rank teacher of this step's (lower) rank
+                full = embed(dict(batch), max(self.mel_ranks))
+            full = full[max(self.exits or full)]
         size = batch["input_ids"].shape[0] // num_columns
         passage_ids = None
         if self.mask_duplicates and use_in_batch:
@@ -369,7 +498,9 @@ class ThreeDObjective(nn.Module):
         if teacher is not None and self.kd_weight > 0:
             with torch.no_grad():
                 targets = teacher(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).embeddings
-        total, parts = self(exits, num_columns, passage_ids=passage_ids, use_in_batch=use_in_batch, teacher=targets)
+        total, parts = self(
+            exits, num_columns, passage_ids=passage_ids, use_in_batch=use_in_batch, teacher=targets, self_teacher=full
+        )
         return total, parts, rank
 
     def forward(
@@ -379,17 +510,21 @@ class ThreeDObjective(nn.Module):
         passage_ids: torch.Tensor | None = None,
         use_in_batch: bool = True,
         teacher: torch.Tensor | None = None,
+        self_teacher: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """`three_d_loss` of a flat batch of columns (queries, positives, then every negative column).
 
+        `self_teacher`: the full setting's embeddings of the same columns (self-distillation at a lower step rank);
+        default the deepest exit of `exit_embeddings`.
+
         Shapes:
-            exit_embeddings[l]: (C * B, d); passage_ids: (B,); teacher: (C * B, D) -> total: ()
+            exit_embeddings[l]: (C * B, d); passage_ids: (B,); teacher, self_teacher: (C * B, D) -> total: ()
         """
         exit_q, exit_p, exit_negs = split_columns(exit_embeddings, num_columns)
         teacher_columns = None
         if teacher is not None and self.kd_weight > 0:
-            (q, p, n) = split_columns({0: teacher}, num_columns)
-            teacher_columns = (q[0], p[0], None if n is None else n[0])
+            teacher_columns = _columns(teacher, num_columns)
+        own_columns = _columns(self_teacher, num_columns) if self_teacher is not None and self.self_distill else None
         return three_d_loss(
             exit_q,
             exit_p,
@@ -404,7 +539,16 @@ class ThreeDObjective(nn.Module):
             exits=self.exits,
             teacher=teacher_columns,
             kd_weight=self.kd_weight,
+            exit_weights=self.exit_weights,
+            self_distill=self.self_distill,
+            self_teacher=own_columns,
         )
+
+
+def _columns(flat: torch.Tensor, num_columns: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """(queries, positives, negatives or None) of one flat (C * B, D) embedding batch."""
+    q, p, n = split_columns({0: flat}, num_columns)
+    return q[0], p[0], None if n is None else n[0]
 
 
 def split_columns(

@@ -80,6 +80,9 @@ class MLEmbed3DLoss(nn.Module):
         teacher: nn.Module | None = None,
         kd_weight: float = 0.0,
         generator: torch.Generator | None = None,
+        dim_weights: dict[int, float] | None = None,
+        exit_weights: dict[int, float] | None = None,
+        self_distill: float = 0.0,
     ) -> None:
         """The ML-Embed training loss (3D Matryoshka Learning) for an elastic ML-Embed SentenceTransformer.
 
@@ -118,6 +121,10 @@ class MLEmbed3DLoss(nn.Module):
                 tokenizer, distilled from at its own full setting when `kd_weight` > 0.
             kd_weight: weight of the MSE to the teacher's embeddings.
             generator: CPU generator for the rank draw on process 0 (reproducible runs); default: torch's global RNG.
+            dim_weights: {MRL dim: weight}; default the paper's w(d').
+            exit_weights: {exit layer: weight}; default every exit 1 (the mean over exits).
+            self_distill: weight of self-distillation (not in the paper; see `ThreeDObjective`): the model's own full
+                setting teaches every exit, dim and rank to score the batch as it does. 0 = off.
 
         Requirements:
             1. An ML-Embed model loaded with remote code (the elastic `MLEmbedModel` inside the `Transformer`).
@@ -187,6 +194,9 @@ class MLEmbed3DLoss(nn.Module):
             mask_duplicates=mask_duplicates,
             kd_weight=kd_weight,
             generator=generator,
+            weights=dim_weights,
+            exit_weights=exit_weights,
+            self_distill=self_distill,
         )
         if kd_weight > 0 and self.teacher is None:
             raise ValueError("kd_weight > 0 needs a teacher (a frozen ML-Embed model or a SentenceTransformer of one)")
@@ -241,6 +251,9 @@ class MLEmbed3DLoss(nn.Module):
             "mask_duplicates": self.objective.mask_duplicates,
             "in_batch": self.in_batch,
             "kd_weight": self.objective.kd_weight,
+            "self_distill": self.objective.self_distill,
+            "dim_weights": self.objective.weights,
+            "exit_weights": self.objective.exit_weights,
             "mel_ranks": self.objective.mel_ranks or [self.full_rank],
             "exit_layers": self.objective.exits,
             "matryoshka_dims": self.objective.dims,

@@ -44,7 +44,11 @@ class DataSection:
 
 @dataclass
 class LossSection:
-    """Axes switches are the ablations: mel / mll / mrl off = full rank / last layer / full dim only."""
+    """Axes switches are the ablations: mel / mll / mrl off = full rank / last layer / full dim only.
+
+    dim_weights / exit_weights: {dim or exit layer (JSON keys are strings): weight}; empty = the paper's MRL weights
+    and the plain mean over exits. self_distill: weight of the self-distillation term (`ThreeDObjective`), 0 = off.
+    """
 
     temperature: float = 0.05
     mel: bool = True
@@ -52,6 +56,13 @@ class LossSection:
     mrl: bool = True
     kd_weight: float = 0.0
     teacher: str | None = None
+    dim_weights: dict[str, float] = field(default_factory=dict)
+    exit_weights: dict[str, float] = field(default_factory=dict)
+    self_distill: float = 0.0
+
+    def int_keyed(self, name: str) -> dict[int, float] | None:
+        """`dim_weights` / `exit_weights` with integer keys (None when empty)."""
+        return {int(key): float(value) for key, value in getattr(self, name).items()} or None
 
 
 @dataclass
@@ -123,6 +134,14 @@ def parse_config(raw: dict[str, Any], root: str | Path = ".") -> TrainConfig:
         raise ValueError(f"model.dtype must be one of float32, bfloat16, float16, got {config.model.dtype!r}")
     if config.loss.kd_weight < 0 or (config.loss.kd_weight > 0) != bool(config.loss.teacher):
         raise ValueError("loss.kd_weight > 0 and loss.teacher go together (a teacher folder and its weight)")
+    if config.loss.self_distill < 0:
+        raise ValueError(f"loss.self_distill must be >= 0, got {config.loss.self_distill}")
+    for name in ("dim_weights", "exit_weights"):
+        values = getattr(config.loss, name)
+        if not isinstance(values, dict) or not all(str(k).isdigit() and float(v) >= 0 for k, v in values.items()):
+            raise ValueError(
+                f'loss.{name} must map integers (as strings) to weights >= 0, e.g. {{"6": 2.0}}, got {values!r}'
+            )
     if "output_dir" not in config.training:
         raise ValueError("training.output_dir is required (checkpoints and the final model go there)")
     return config

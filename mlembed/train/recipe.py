@@ -73,6 +73,9 @@ def build_trainer(config: TrainConfig, **training_overrides: Any) -> Any:
         mrl=spec.mrl,
         temperature=spec.temperature,
         kd_weight=spec.kd_weight,
+        weights=spec.int_keyed("dim_weights"),
+        exit_weights=spec.int_keyed("exit_weights"),
+        self_distill=spec.self_distill,
     )
     teacher = MLEmbedModel.from_pretrained(spec.teacher) if spec.teacher else None
     return MLEmbedTrainer(
