@@ -1,0 +1,210 @@
+"""The ablation grid of ml-embed-mini: which axis costs the full-size quality, and what each recipe change buys.
+
+    python bench/ablation.py                       # every variant not trained yet, then the tables
+    python bench/ablation.py --only plain,3d       # a subset; --redo NAME retrains one; --threads 1 on a busy box
+
+Every variant trains MiniLM (all-MiniLM-L6-v2) on the same Debian pairs, for the same steps, with the same seed and
+schedule as `mlembed mini` (its recipes `mlembed/mini/configs/mini-plain.json` and `mini.json`, changed only by the
+overrides listed in `VARIANTS`), and is scored on both held-out sets of the pipeline (the in-domain Debian split and
+the out-of-domain program messages) at full, layers=3, dim=96, rank=64 and all three together (nDCG@10, MRR@10,
+per language). Rows: stock MiniLM (no training), plain fine-tuning, each axis alone, all three (the paper's recipe,
+the previous default), all three plus each change tried, and the shipped default (`mini.json` as is).
+
+Everything is cached in the mini cache (`--cache-dir`, default `$MLEMBED_CACHE` or `~/.cache/mlembed/mini`):
+the data and the stock model of the pipeline, one folder per variant under `ablation/<name>` (model, training
+summary, `eval.json`), so a rerun only trains and scores what is missing or stale. Outputs (`-o`, default
+`<cache>/ablation`): `table.md` (the grid on both sets, the goal ratios, nDCG@10 per language) and `results.json`.
+
+Runtime on 2 CPU cores: about 6 minutes of training per variant alone on the machine (200 steps of 32 pairs) plus
+about 2 minutes of scoring; the 15 rows take about 2 hours on a quiet machine, much longer on a shared one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+AXES_ON = ("model.mel_rank=128", "loss.mel=true", "loss.mll=true", "loss.mrl=true")  # the paper's 3D-ML
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One row: a shipped mini recipe changed by `overrides` (`section.key=value`); `config=None` = no training."""
+
+    name: str
+    label: str
+    config: str | None
+    overrides: tuple[str, ...] = ()
+
+
+VARIANTS = (
+    Variant("stock", "all-MiniLM-L6-v2 (stock, no training)", None),
+    Variant("plain", "plain fine-tuning", "mini-plain.json"),
+    Variant("mel", "MEL only (rank 128)", "mini-plain.json", ("model.mel_rank=128", "loss.mel=true")),
+    Variant("mll", "MLL only (exits 2/3/4/6)", "mini-plain.json", ("loss.mll=true",)),
+    Variant("mrl", "MRL only (dims 24..384)", "mini-plain.json", ("loss.mrl=true",)),
+    Variant("3d", "all three (the paper's recipe; previous default)", "mini-plain.json", AXES_ON),
+    Variant(
+        "3d-rank384",
+        "all three + MEL rank 384 (full rank at full size)",
+        "mini-plain.json",
+        (*AXES_ON, "model.mel_rank=384"),
+    ),
+    Variant(
+        "3d-selfkd", "all three + self-distillation (weight 1)", "mini-plain.json", (*AXES_ON, "loss.self_distill=1.0")
+    ),
+    Variant(
+        "3d-exitw", "all three + full exit weighted 3x", "mini-plain.json", (*AXES_ON, 'loss.exit_weights={"6": 3.0}')
+    ),
+    Variant(
+        "3d-dimsu",
+        "all three + uniform MRL weights",
+        "mini-plain.json",
+        (*AXES_ON, 'loss.dim_weights={"384": 1, "192": 1, "96": 1, "48": 1, "24": 1}'),
+    ),
+    Variant("default", "ml-embed-mini: the shipped default (mini.json)", "mini.json"),
+)
+SETTINGS = (("full", "full"), ("layers", "layers=3"), ("dim", "dim=96"), ("rank", "rank=64"), ("combined", "all 3"))
+
+
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--cache-dir", type=Path, default=None, help="the mini cache (default $MLEMBED_CACHE or ~/.cache)")
+    p.add_argument("--only", default=None, help="comma-separated variant names (default: all)")
+    p.add_argument("--redo", default="", help="comma-separated variants to train and score again")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default torch's; 1 helps when shared)")
+    p.add_argument("--train-only", action="store_true", help="train what is missing, score nothing")
+    p.add_argument("-o", "--output", type=Path, default=None, help="folder for table.md and results.json")
+    return p.parse_args()
+
+
+def prepare(paths: Any) -> None:
+    """The pipeline's data, out-of-domain set and stock model, when missing."""
+    from mlembed.mini import pipeline
+
+    needed = [step for step in pipeline.steps() if step.name in ("data", "data-ood", "convert")]
+    pipeline.run_steps(needed, paths)
+
+
+def train_variant(variant: Variant, folder: Path, paths: Any) -> None:
+    from mlembed.mini import pipeline
+
+    overrides = [*variant.overrides, f"training.output_dir={json.dumps(str(folder))}"]
+    config = pipeline.load_recipe(variant.config, pipeline.minilm_path(), paths, overrides)
+    pipeline.train(config)
+
+
+def model_folder(variant: Variant, paths: Any) -> Path:
+    return paths.stock if variant.config is None else paths.root / "ablation" / variant.name / "final"
+
+
+def score_variant(variant: Variant, paths: Any, sets: dict[str, Any], redo: bool) -> dict[str, Any]:
+    """{set: rows} for the variant's model, cached in `ablation/<name>/eval.json` until the model changes."""
+    from mlembed.mini import pipeline
+
+    folder = model_folder(variant, paths)
+    cached = paths.root / "ablation" / variant.name / "eval.json"
+    if not redo and pipeline._newer(cached, folder) and set(json.loads(cached.read_text())) == set(sets):
+        return json.loads(cached.read_text())
+    start = time.perf_counter()
+    results = pipeline.evaluate_model(folder, sets)
+    logging.getLogger("ablation").info("%s scored in %.0f s", variant.name, time.perf_counter() - start)
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    cached.write_text(json.dumps(results, indent=2) + "\n")
+    return results
+
+
+def grid_table(rows: dict[str, dict[str, Any]], set_name: str, set_title: str, labels: dict[str, str]) -> str:
+    """nDCG@10 at every setting, MRR@10 at full, and the goal ratios against plain fine-tuning on one held-out set."""
+    from mlembed.mini.pipeline import _by_axis
+
+    head = [
+        "model",
+        *(label for _, label in SETTINGS),
+        "MRR@10 full",
+        "full - plain",
+        "layers=3 / full",
+        "dim=96 / full",
+        "steps",
+        "train s",
+    ]
+    text = f"**{set_title}** (nDCG@10 unless named)\n\n| " + " | ".join(head) + " |\n|---|"
+    text += "---:|" * (len(head) - 1) + "\n"
+    plain = _by_axis(rows["plain"]["eval"][set_name])["full"]["ndcg_at_10"] if "plain" in rows else None
+    for name, row in rows.items():
+        cells = _by_axis(row["eval"][set_name])
+        full = cells["full"]["ndcg_at_10"]
+        values = [f"{cells[a]['ndcg_at_10']:.3f}" if a in cells else "n/a" for a, _ in SETTINGS]
+        if "combined" in cells and cells["combined"]["rank"] is None:
+            values[-1] += "*"
+        values.append(f"{cells['full']['mrr_at_10']:.3f}")
+        values.append("-" if plain is None or name == "plain" else f"{full - plain:+.3f}")
+        values += [f"{cells['layers']['ndcg_at_10'] / full:.0%}", f"{cells['dim']['ndcg_at_10'] / full:.0%}"]
+        train = row.get("train") or {}
+        values += [str(train.get("steps", "-")), str(round(train["seconds"])) if train.get("seconds") else "-"]
+        text += f"| {labels[name]} | " + " | ".join(values) + " |\n"
+    return text + "\n\\* dense model, no rank axis: layers=3 + dim=96 only.\n"
+
+
+def main() -> int:
+    args = parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import torch
+
+    from mlembed.mini import pipeline
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    paths = pipeline.MiniPaths((args.cache_dir or pipeline.default_cache_dir()).expanduser())
+    chosen = [v for v in VARIANTS if args.only is None or v.name in args.only.split(",")]
+    redo = set(filter(None, args.redo.split(",")))
+    prepare(paths)
+    for variant in chosen:  # all training first: a half-finished grid still has every model it trained
+        folder = model_folder(variant, paths)
+        if variant.config is not None and (variant.name in redo or not (folder / "model.safetensors").is_file()):
+            print(f"training {variant.name}: {variant.label}", flush=True)
+            train_variant(variant, folder.parent, paths)
+    if args.train_only:
+        return 0
+    sets = pipeline.load_eval_sets(paths)
+    rows = {}
+    for variant in chosen:
+        summary = model_folder(variant, paths).parent / "summary.json"
+        rows[variant.name] = {
+            "label": variant.label,
+            "config": variant.config,
+            "overrides": list(variant.overrides),
+            "train": json.loads(summary.read_text()) if variant.config and summary.is_file() else None,
+            "eval": score_variant(variant, paths, sets, variant.name in redo),
+        }
+    labels = {name: row["label"] for name, row in rows.items()}
+    parts = []
+    for name, title in pipeline.EVAL_SETS:
+        data = sets[name]
+        parts.append(grid_table(rows, name, f"{title}, {len(data.queries)} queries", labels))
+    for name, title in pipeline.EVAL_SETS:
+        results = {variant: row["eval"][name] for variant, row in rows.items()}
+        parts.append(pipeline.language_table(results, title, labels))
+    table = "\n".join(parts)
+    out = args.output or paths.root / "ablation"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "table.md").write_text(table, encoding="utf-8")
+    (out / "results.json").write_text(json.dumps(rows, indent=2) + "\n")
+    print(table)
+    print(f"wrote {out / 'table.md'} and {out / 'results.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
