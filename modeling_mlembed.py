@@ -344,7 +344,7 @@ class MLEmbedModel(MLEmbedPreTrainedModel):
         backbone_kwargs: dict[str, Any] = {"attention_mask": attention_mask, "inputs_embeds": inputs_embeds}
         if self.config.is_decoder_backbone:
             # positions from the mask make left padding give the same result as right padding
-            backbone_kwargs["position_ids"] = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)  # (B, T)
+            backbone_kwargs["position_ids"] = positions_from_mask(attention_mask)  # (B, T)
             backbone_kwargs["use_cache"] = False
         elif bool((attention_mask[:, 0] == 0).any()):
             raise ValueError("encoder backbones need right padding (attention_mask[:, 0] must be 1)")
@@ -389,15 +389,7 @@ class MLEmbedModel(MLEmbedPreTrainedModel):
 
     def pool(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """(B, T, d) token states -> (B, d) by the configured pooling (padding-side agnostic)."""
-        mask = attention_mask.to(hidden.dtype)
-        if self.config.pooling == "mean":
-            return (hidden * mask.unsqueeze(-1)).sum(1) / mask.sum(1, keepdim=True).clamp(min=1)
-        positions = torch.arange(hidden.shape[1], device=hidden.device)  # (T,)
-        masked = torch.where(
-            attention_mask.bool(), positions, -1 if self.config.pooling == "last_token" else hidden.shape[1]
-        )
-        index = masked.max(-1).values if self.config.pooling == "last_token" else masked.min(-1).values  # (B,)
-        return hidden[torch.arange(hidden.shape[0], device=hidden.device), index]
+        return pool_embeddings(hidden, attention_mask, self.config.pooling)
 
     def _apply_final_norm(self, hidden: torch.Tensor) -> torch.Tensor:
         return getattr(self.backbone, self._final_norm_name)(hidden) if self._final_norm_name else hidden
@@ -479,6 +471,32 @@ class MLEmbedModel(MLEmbedPreTrainedModel):
     def tokenize(self, texts: Sequence[str], tokenizer: Any, max_length: int = 512) -> dict[str, torch.Tensor]:
         """`tokenize_with_eos` with this model's EOS rule (decoders append it, encoders do not)."""
         return tokenize_with_eos(tokenizer, texts, max_length, append_eos=bool(self.config.append_eos))
+
+
+def pool_embeddings(hidden: torch.Tensor, attention_mask: torch.Tensor, pooling: str) -> torch.Tensor:
+    """Pool token states by `pooling` (`last_token`, `mean`, `cls`), positions read from the mask (either padding side).
+
+    Branch-free on the data (a `torch.export` / ONNX graph of the same code gives the same vectors).
+
+    Shapes:
+        hidden: (B, T, d), attention_mask: (B, T) -> (B, d)
+    """
+    mask = attention_mask.to(hidden.dtype)
+    if pooling == "mean":
+        return (hidden * mask.unsqueeze(-1)).sum(1) / mask.sum(1, keepdim=True).clamp(min=1)
+    positions = torch.arange(hidden.shape[1], device=hidden.device)  # (T,)
+    masked = torch.where(attention_mask.bool(), positions, -1 if pooling == "last_token" else hidden.shape[1])
+    index = masked.max(-1).values if pooling == "last_token" else masked.min(-1).values  # (B,)
+    return hidden[torch.arange(hidden.shape[0], device=hidden.device), index]
+
+
+def positions_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Decoder position ids counted over real tokens only, so left and right padding give the same vectors.
+
+    Shapes:
+        attention_mask: (B, T) -> (B, T)
+    """
+    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
 
 
 def truncate_embeddings(embeddings: torch.Tensor, dim: int, normalize: bool = True) -> torch.Tensor:
