@@ -4,7 +4,8 @@
   embedding (singular values folded into U).
 * `convert_released`: the reference's release layout (a standard Qwen3 folder whose embedding is U V, plus
   `U.pth` / `V.pth` bare-tensor pickles, read with `torch.load(weights_only=True)` only) -> ML-Embed folder.
-* `export_compat`: ML-Embed -> plain backbone folder (dense E = U V), loadable by stock code.
+* `export_compat`: ML-Embed -> plain backbone folder (dense E = U V), loadable by stock code and servable by engines
+  (with the keys and files of `mlembed.engines`).
 * `export_slim`: ML-Embed -> physically smaller ML-Embed (first k layers, rank r, default dim d), or with
   `compat=True` a plain backbone folder serving exactly that elastic setting.
 """
@@ -20,6 +21,7 @@ import torch
 from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedConfig
 
 from configuration_mlembed import MLEmbedConfig, check_mel_rank
+from mlembed import engines
 from modeling_mlembed import MLEmbedModel
 
 logger = logging.getLogger(__name__)
@@ -187,15 +189,27 @@ def _embedding_key(stock: torch.nn.Module) -> str:
 
 
 def export_compat(
-    src: str | Path, out: str | Path, layers: int | None = None, rank: int | None = None, dtype: str = "auto"
+    src: str | Path,
+    out: str | Path,
+    layers: int | None = None,
+    rank: int | None = None,
+    dtype: str = "auto",
+    dim: int | None = None,
+    max_seq_length: int | None = None,
 ) -> Path:
-    """ML-Embed folder -> plain backbone folder (stock `AutoModel`, no remote code) at (layers, rank).
+    """ML-Embed folder -> plain backbone folder (stock `AutoModel`, no remote code) at (layers, rank), ready to serve.
 
-    `dtype`: of the written weights (`auto` keeps the source's)."""
+    Besides the weights (dense E = U[:, :rank] V[:rank], the first `layers` layers) it writes what engines read
+    (`mlembed.engines`): `matryoshka_dimensions` / `is_matryoshka` in `config.json` (the trained dims up to `dim`),
+    the sentence-transformers module files (pooling, normalisation, prompts, max length) and a tokenizer that
+    appends EOS itself (decoders). `dtype`: of the written weights (`auto` keeps the source's)."""
     model = MLEmbedModel.from_pretrained(src, dtype=dtype)
+    _, dim, _ = model.resolve_axes(layers, dim, rank)  # every axis checked before anything is written
     out = Path(out)
     stock_backbone(model, layers, rank).save_pretrained(out)
-    load_tokenizer(src).save_pretrained(out)
+    max_seq_length = max_seq_length or engines.default_max_seq_length(model.config)
+    engines.prepare_tokenizer(load_tokenizer(src), model.config.append_eos, max_seq_length).save_pretrained(out)
+    engines.write_engine_files(out, model.config, dim=dim, max_seq_length=max_seq_length)
     return out
 
 
