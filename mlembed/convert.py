@@ -208,7 +208,7 @@ def export_compat(
     out = Path(out)
     stock_backbone(model, layers, rank).save_pretrained(out)
     max_seq_length = max_seq_length or engines.default_max_seq_length(model.config)
-    engines.prepare_tokenizer(load_tokenizer(src), model.config.append_eos, max_seq_length).save_pretrained(out)
+    engines.save_tokenizer(load_tokenizer(src), out, model.config.append_eos, max_seq_length)
     engines.write_engine_files(out, model.config, dim=dim, max_seq_length=max_seq_length)
     return out
 

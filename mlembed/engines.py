@@ -4,7 +4,8 @@ Every export (compat, slim `--compat`, hub, onnx) calls `write_engine_files`, so
 
 * `config.json` gets `matryoshka_dimensions` (the trained dims up to the exported size, that size included) and
   `is_matryoshka: true`. vLLM and SGLang accept an OpenAI `dimensions` parameter only with one of them (and only a
-  listed value when a list is given), then truncate and L2-normalise: exactly our `dim=`.
+  listed value when a list is given), then truncate and L2-normalise: exactly our `dim=`. It also gets the rotary
+  settings in transformers 4's spelling (`legacy_rope_keys`) for engines still on transformers 4.
 * The sentence-transformers module files in their classic layout: `modules.json` typed
   `sentence_transformers.models.Transformer / Pooling / Normalize`, `1_Pooling/config.json` with one
   `pooling_mode_*: true`, `sentence_bert_config.json` with `max_seq_length`, and `config_sentence_transformers.json`
@@ -15,7 +16,8 @@ Every export (compat, slim `--compat`, hub, onnx) calls `write_engine_files`, so
   `sentence_transformers.base`, `"pooling_mode": "lasttoken"`, the length only in the tokenizer) that neither engine
   parses, but still loads the classic one (tested), so that is the one written here.
 * The tokenizer appends EOS itself for decoders (last-token pooling needs it; engines tokenise with
-  `tokenizer.json` alone) and records `model_max_length` (fastembed refuses a tokenizer without a finite one).
+  `tokenizer.json` alone), records `model_max_length` (fastembed refuses a tokenizer without a finite one) and
+  names a class transformers 4 knows (`save_tokenizer`).
 
 Standard library only: the compat export needs it without the `st` extra.
 """
@@ -81,7 +83,7 @@ def write_engine_files(
     out = Path(out)
     size = int(dim or config.hidden_size)
     keys = matryoshka_keys(config.matryoshka_dims, size)
-    update_config_json(out, keys)
+    update_config_json(out, keys | legacy_rope_keys(json.loads((out / "config.json").read_text())))
     write_sentence_transformers_files(
         out,
         embedding_dim=int(config.hidden_size),
@@ -90,6 +92,22 @@ def write_engine_files(
         prompts=dict(config.prompts or {}),
         max_seq_length=max_seq_length or default_max_seq_length(config),
     )
+    return keys
+
+
+def legacy_rope_keys(config: Mapping[str, Any]) -> dict[str, Any]:
+    """`rope_theta` (and `rope_scaling`) as transformers 4 reads them, from transformers 5's `rope_parameters`.
+
+    Readers on transformers 4 (infinity pins transformers < 5 and sentence-transformers 3) ignore
+    `rope_parameters` and would fall back to the class default theta (10,000 for Qwen3; the released Qwen3 models
+    use 1,000,000). transformers 5 reads `rope_parameters` and ignores the top-level keys, so both agree.
+    """
+    rope = config.get("rope_parameters")
+    if not isinstance(rope, Mapping) or "rope_theta" not in rope or "rope_theta" in config:
+        return {}
+    keys: dict[str, Any] = {"rope_theta": rope["rope_theta"]}
+    if rope.get("rope_type", "default") != "default":
+        keys["rope_scaling"] = {k: v for k, v in rope.items() if k != "rope_theta"}
     return keys
 
 
@@ -140,13 +158,20 @@ def write_sentence_transformers_files(
         (out / name).write_text(json.dumps(content, indent=2) + "\n")
 
 
-def prepare_tokenizer(tokenizer: Any, append_eos: bool, max_seq_length: int) -> Any:
-    """The tokenizer as engines need it: EOS appended by `tokenizer.json` itself (decoders), a finite max length.
+def save_tokenizer(tokenizer: Any, out: str | Path, append_eos: bool, max_seq_length: int) -> None:
+    """Save the tokenizer as engines need it: EOS appended by `tokenizer.json` itself (decoders), a finite max
+    length, and a class name transformers 4 knows too.
 
     With `add_eos_token` the fast tokenizer's post-processor appends EOS and truncation keeps room for it, which is
-    what `tokenize_with_eos` does for the elastic model.
+    what `tokenize_with_eos` does for the elastic model. transformers 5 saves a generic fast tokenizer as
+    `TokenizersBackend`, a name transformers 4 (infinity's) cannot load; `PreTrainedTokenizerFast` loads in both.
     """
     if append_eos:
         tokenizer.add_eos_token = True
     tokenizer.model_max_length = int(max_seq_length)
-    return tokenizer
+    tokenizer.save_pretrained(out)
+    path = Path(out) / "tokenizer_config.json"
+    config = json.loads(path.read_text())
+    if config.get("tokenizer_class") == "TokenizersBackend":
+        config["tokenizer_class"] = "PreTrainedTokenizerFast"
+        path.write_text(json.dumps(config, indent=2) + "\n")

@@ -87,8 +87,9 @@ def export_hub(
     }
     model.config.save_pretrained(out)
     max_seq_length = max_seq_length or engines.default_max_seq_length(model.config)
+    save_folder_files(out)
     # EOS appended by tokenizer.json itself (persisted; truncation keeps room for it), a finite max length
-    save_folder_files(out, engines.prepare_tokenizer(load_tokenizer(src), model.config.append_eos, max_seq_length))
+    engines.save_tokenizer(load_tokenizer(src), out, model.config.append_eos, max_seq_length)
     # stock loaders read the dense checkpoint; engines read the Matryoshka keys and the module files
     engines.update_config_json(out, {"model_type": model.config.backbone_type})
     engines.write_engine_files(out, model.config, max_seq_length=max_seq_length)

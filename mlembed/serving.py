@@ -108,7 +108,7 @@ def export_onnx(
             extra_options={"MatMulConstBOnly": True},
             use_external_data_format=weight_bytes > 4 * _EXTERNAL_DATA_BYTES,
         )
-    engines.prepare_tokenizer(tokenizer, cfg.append_eos, max_seq_length).save_pretrained(out)
+    engines.save_tokenizer(tokenizer, out, cfg.append_eos, max_seq_length)
     stock.config.save_pretrained(out)
     setting = {
         "layers": layers,

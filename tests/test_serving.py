@@ -191,7 +191,12 @@ def test_compat_export_carries_what_engines_read(sources, tmp_path, kind):
     config = json.loads((out / "config.json").read_text())
     assert config["model_type"] == kind and "auto_map" not in config  # native type: stock code, TEI, vLLM
     assert config["matryoshka_dimensions"] == [8, 16] and config["is_matryoshka"] is True
+    if kind == "qwen3":  # transformers 4 readers (infinity) see the same rotary base as transformers 5
+        assert config["rope_theta"] == config["rope_parameters"]["rope_theta"]
     assert (out / "tokenizer.json").is_file()
+    tokenizer_config = json.loads((out / "tokenizer_config.json").read_text())
+    assert tokenizer_config["tokenizer_class"] != "TokenizersBackend"  # a name transformers 4 (infinity) loads too
+    assert tokenizer_config["model_max_length"] == MAX_LEN
     modules = json.loads((out / "modules.json").read_text())
     assert [m["type"] for m in modules] == [
         "sentence_transformers.models.Transformer",
@@ -249,6 +254,19 @@ def test_engine_files_name_the_allowed_values(tmp_path):
         "matryoshka_dimensions": [8, 16, 24],
         "is_matryoshka": True,
     }
+
+
+def test_legacy_rope_keys_spell_rope_parameters_as_transformers_4():
+    llama3 = {"rope_type": "llama3", "rope_theta": 5e5, "factor": 8.0}
+    assert engines.legacy_rope_keys({"rope_parameters": llama3}) == {
+        "rope_theta": 5e5,
+        "rope_scaling": {"rope_type": "llama3", "factor": 8.0},
+    }
+    assert engines.legacy_rope_keys({"rope_parameters": {"rope_type": "default", "rope_theta": 1e6}}) == {
+        "rope_theta": 1e6
+    }
+    assert engines.legacy_rope_keys({"rope_theta": 1e4, "rope_parameters": llama3}) == {}  # never overwritten
+    assert engines.legacy_rope_keys({"hidden_size": 8}) == {}  # BERT: no rotary embedding
 
 
 # ------------------------------------------------------------------------------------------------ command line
