@@ -50,7 +50,6 @@ ST_MODULE_TYPES = {
 }
 ENGINE_CONFIG_KEYS = ("matryoshka_dimensions", "is_matryoshka")
 ST_FILES = ("modules.json", "sentence_bert_config.json", "config_sentence_transformers.json", "1_Pooling/config.json")
-MAX_DEFAULT_SEQ_LENGTH = 8192
 
 
 def matryoshka_keys(dims: Sequence[int], size: int) -> dict[str, Any]:
@@ -58,17 +57,7 @@ def matryoshka_keys(dims: Sequence[int], size: int) -> dict[str, Any]:
     return {"matryoshka_dimensions": sorted({d for d in dims if d <= size} | {size}), "is_matryoshka": True}
 
 
-def default_max_seq_length(config: Any) -> int:
-    """The config's `max_seq_length` when it records one, else its position limit (at most 8192)."""
-    recorded = getattr(config, "max_seq_length", None)
-    if recorded:
-        return int(recorded)
-    return min(int(getattr(config, "max_position_embeddings", 512) or 512), MAX_DEFAULT_SEQ_LENGTH)
-
-
-def write_engine_files(
-    out: str | Path, config: Any, dim: int | None = None, max_seq_length: int | None = None
-) -> dict[str, Any]:
+def write_engine_files(out: str | Path, config: Any, max_seq_length: int, dim: int | None = None) -> dict[str, Any]:
     """Write the engine keys into `out/config.json` and the sentence-transformers module files; returns the keys.
 
     Args:
@@ -78,7 +67,7 @@ def write_engine_files(
         dim: the output size of the exported setting (`None`: the full hidden size). A plain backbone still returns
             the full size; `matryoshka_dimensions` then lists only the dims up to `dim`, so engines that check the
             list refuse larger requests.
-        max_seq_length: tokens per text (default `default_max_seq_length(config)`).
+        max_seq_length: tokens per text the export records (`mlembed.convert.export_max_seq_length`).
     """
     out = Path(out)
     size = int(dim or config.hidden_size)
@@ -90,7 +79,7 @@ def write_engine_files(
         pooling=config.pooling,
         normalize=bool(config.normalize),
         prompts=dict(config.prompts or {}),
-        max_seq_length=max_seq_length or default_max_seq_length(config),
+        max_seq_length=max_seq_length,
     )
     return keys
 
@@ -158,9 +147,10 @@ def write_sentence_transformers_files(
         (out / name).write_text(json.dumps(content, indent=2) + "\n")
 
 
-def save_tokenizer(tokenizer: Any, out: str | Path, append_eos: bool, max_seq_length: int) -> None:
-    """Save the tokenizer as engines need it: EOS appended by `tokenizer.json` itself (decoders), a finite max
-    length, and a class name transformers 4 knows too.
+def save_tokenizer(tokenizer: Any, out: str | Path, max_seq_length: int, append_eos: bool = False) -> None:
+    """Save a tokenizer whose `model_max_length` is the model's, so plain tokenizer users and engines truncate alike
+    (fastembed refuses a tokenizer without a finite one); for decoders served by engines (`append_eos`) EOS is
+    appended by `tokenizer.json` itself; the class name is one transformers 4 knows too.
 
     With `add_eos_token` the fast tokenizer's post-processor appends EOS and truncation keeps room for it, which is
     what `tokenize_with_eos` does for the elastic model. transformers 5 saves a generic fast tokenizer as

@@ -66,15 +66,18 @@ def export_hub(
     * sentence-transformers files with built-in modules only (Transformer -> Pooling -> Normalize, prompts) in the
       classic layout serving engines parse, `matryoshka_dimensions` / `is_matryoshka` in `config.json`
       (`mlembed.engines`), and a tokenizer that appends EOS after truncation (decoders).
+    * `max_seq_length` (default: the model's, what it was trained or evaluated for) in `config.json`,
+      `sentence_bert_config.json` and the tokenizer's `model_max_length`.
     """
     from safetensors.torch import save_file
 
     from mlembed import engines
-    from mlembed.convert import load_tokenizer, save_folder_files, stock_backbone
+    from mlembed.convert import export_max_seq_length, load_tokenizer, save_folder_files, stock_backbone
     from modeling_mlembed import MEL_WEIGHTS_NAME, MLEmbedModel
 
     src, out = Path(src), Path(out)
     model = MLEmbedModel.from_pretrained(src, dtype=dtype)  # `auto`: the source's dtype
+    model.config.max_seq_length = export_max_seq_length(model.config, max_seq_length)
     stock = stock_backbone(model)
     stock.save_pretrained(out)
     if model.mel is not None:
@@ -86,13 +89,12 @@ def export_hub(
         "AutoModel": "modeling_mlembed.MLEmbedModel",
     }
     model.config.save_pretrained(out)
-    max_seq_length = max_seq_length or engines.default_max_seq_length(model.config)
     save_folder_files(out)
-    # EOS appended by tokenizer.json itself (persisted; truncation keeps room for it), a finite max length
-    engines.save_tokenizer(load_tokenizer(src), out, model.config.append_eos, max_seq_length)
+    # EOS appended by tokenizer.json itself (persisted; truncation keeps room for it), the model's max length
+    engines.save_tokenizer(load_tokenizer(src), out, model.config.max_seq_length, append_eos=model.config.append_eos)
     # stock loaders read the dense checkpoint; engines read the Matryoshka keys and the module files
     engines.update_config_json(out, {"model_type": model.config.backbone_type})
-    engines.write_engine_files(out, model.config, max_seq_length=max_seq_length)
+    engines.write_engine_files(out, model.config, max_seq_length=model.config.max_seq_length)
     from mlembed.cards import render_card
 
     render_card(model.config, repo_id=repo_id).save(out / "README.md")

@@ -62,12 +62,11 @@ def export_onnx(
         out: the folder to write.
         layers / rank / dim: the setting (`None`: the source's default, the full model unless it records one).
         quantize: also write the int8 variant (`onnx/model_quantized.onnx`).
-        max_seq_length: tokens per text, recorded in the tokenizer (default: the config's, else the position limit
-            up to 8192).
+        max_seq_length: tokens per text, recorded in the tokenizer (default: the model's `max_seq_length`).
         opset: ONNX opset (default: torch's recommended one).
     """
     from mlembed import engines
-    from mlembed.convert import load_tokenizer, stock_backbone
+    from mlembed.convert import export_max_seq_length, load_tokenizer, stock_backbone
     from modeling_mlembed import MLEmbedModel
 
     model = MLEmbedModel.from_pretrained(src, dtype=torch.float32).eval()
@@ -78,7 +77,7 @@ def export_onnx(
     stock = stock_backbone(model, layers, rank).eval()
     graph = EmbeddingGraph(stock, cfg.pooling, dim, bool(cfg.normalize), cfg.is_decoder_backbone).eval()
     tokenizer = load_tokenizer(src)
-    max_seq_length = max_seq_length or engines.default_max_seq_length(cfg)
+    max_seq_length = export_max_seq_length(cfg, max_seq_length)
     example = tokenizer(["an example", "a longer example text"], padding=True, return_tensors="pt")
     batch, sequence = torch.export.Dim("batch"), torch.export.Dim("sequence")
     with torch.no_grad():
@@ -108,7 +107,8 @@ def export_onnx(
             extra_options={"MatMulConstBOnly": True},
             use_external_data_format=weight_bytes > 4 * _EXTERNAL_DATA_BYTES,
         )
-    engines.save_tokenizer(tokenizer, out, cfg.append_eos, max_seq_length)
+    engines.save_tokenizer(tokenizer, out, max_seq_length, append_eos=bool(cfg.append_eos))
+    stock.config.max_seq_length = max_seq_length
     stock.config.save_pretrained(out)
     setting = {
         "layers": layers,
