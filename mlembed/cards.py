@@ -123,12 +123,11 @@ def _hub_files(config: MLEmbedConfig, counts: Mapping[str, Any]) -> list[dict[st
             "loaded_by": "`trust_remote_code=True` (`auto_map`)",
         },
         {
-            "file": "`modules.json`, `sentence_bert_config.json`, `config_sentence_transformers.json`, `1_Pooling/`"
-            + (", `2_Normalize/`" if config.normalize else ""),
+            "file": "`modules.json`, `sentence_bert_config.json`, `config_sentence_transformers.json`, `1_Pooling/`",
             "contents": "built-in sentence-transformers modules: Transformer -> Pooling"
             + (" -> Normalize" if config.normalize else "")
-            + "; the prompts",
-            "loaded_by": "`SentenceTransformer`",
+            + "; the max length and the prompts",
+            "loaded_by": "`SentenceTransformer`, text-embeddings-inference, vLLM, infinity",
         },
         {
             "file": "tokenizer files",
