@@ -551,82 +551,93 @@ def encode_corpus(
     job = EncodeJob(
         model, str(out), source, precision, layers, rank, prompt_name, max_length, batch_size, device, dtype
     )
-    old = read_manifest(out) if (out / MANIFEST_NAME).is_file() else None
+    old = read_manifest(out) if (out / MANIFEST_NAME).is_file() else None  # resuming
     if old is None and out.exists() and any(out.iterdir()):
         raise ValueError(f"{out} is not empty and has no {MANIFEST_NAME}; choose an empty or new folder")
     job.ranges = None if old is None else old.get("int8_ranges")
-    if engine == "ray":
-        ray = _ray_start(address, num_workers * num_cpus_per_worker)
-        resources = {
-            "num_cpus": num_cpus_per_worker,
-            **({"num_gpus": num_gpus_per_worker} if num_gpus_per_worker else {}),
-        }
-        task = ray.remote(**resources)(_probe_and_calibrate)  # the driver never loads the model: it may have no GPU
-        setting, probe, ranges = ray.get(task.remote(job, sample, max(1, int(num_cpus_per_worker))))
-        job.layers, job.rank, job.max_length = setting["layers"], setting["rank"], setting["max_length"]
-        encoder = None
-    else:
-        encoder = ShardEncoder(job)
-        setting, probe, ranges = _probe_and_calibrate_with(encoder, sample)
-    header = {
-        "format": FORMAT,
-        "model": str(model),
-        "setting": setting,
-        "precision": precision,
-        "input": {
-            "path": str(input_path),
-            "kind": source.kind,
-            "id_column": id_column,
-            "text_column": text_column,
-            "rows": source.num_rows,
-        },
-        "shard_size": shard_size,
-    }
-    if old is not None:  # resuming: same settings, same model (nothing is touched before these checks pass)
-        _check_same_run(old, header, out)
-        check_fingerprint(old, probe, f"model {model!r}")
-        manifest = old
-    else:
-        job.ranges = ranges
-        out.mkdir(parents=True, exist_ok=True)
-        manifest = {**header, "dim": len(probe), "fingerprint": probe, "int8_ranges": ranges, "shards": []}
-        manifest["complete"] = False
-        _write_manifest(out, manifest)
-    for stale in out.glob(".shard-*.tmp"):  # a killed run's unfinished shard
-        stale.unlink()
+    ray, started_ray = _ray_start(address, num_workers * num_cpus_per_worker) if engine == "ray" else (None, False)
+    try:
+        encoder, manifest = _open_run(job, sample, old, ray, num_cpus_per_worker, num_gpus_per_worker)
+        bounds = source.shard_bounds()
+        done = _finished_shards(out, bounds, manifest)
+        pending = [i for i in range(len(bounds)) if shard_name(i) not in done]
 
-    bounds = source.shard_bounds()
-    done = {s["file"]: s["rows"] for s in manifest["shards"]}
-    for i, (start, stop) in enumerate(bounds):  # a shard renamed just before a kill is finished too
-        if (
-            shard_name(i) not in done
-            and (out / shard_name(i)).is_file()
-            and _rows_of(out / shard_name(i)) == stop - start
-        ):
-            done[shard_name(i)] = stop - start
-    pending = [i for i in range(len(bounds)) if shard_name(i) not in done]
-    if len(done) > 0:
-        logger.info("%s: %d of %d shards already written; encoding %d", out, len(done), len(bounds), len(pending))
+        def finished(index: int, rows: int) -> None:
+            done[shard_name(index)] = rows
+            manifest["shards"] = [
+                {"file": shard_name(i), "first_row": bounds[i][0], "rows": done[shard_name(i)]}
+                for i in range(len(bounds))
+                if shard_name(i) in done
+            ]
+            _write_manifest(out, manifest)
 
-    def finished(index: int, rows: int) -> None:
-        done[shard_name(index)] = rows
-        manifest["shards"] = [
-            {"file": shard_name(i), "first_row": bounds[i][0], "rows": done[shard_name(i)]}
-            for i in range(len(bounds))
-            if shard_name(i) in done
-        ]
-        _write_manifest(out, manifest)
-
-    finished_rows = sum(done.values())
-    with tqdm(total=source.num_rows, initial=finished_rows, unit="doc", desc="encode-corpus", smoothing=0.1) as bar:
-        if engine == "local":
-            for i in pending:
-                finished(i, encoder.write_shard(i, progress=bar))
-        else:
-            _run_ray(job, pending, num_workers, num_cpus_per_worker, num_gpus_per_worker, bar, finished)
+        with tqdm(total=source.num_rows, initial=sum(done.values()), unit="doc", desc="encode-corpus") as bar:
+            if encoder is not None:
+                for i in pending:
+                    finished(i, encoder.write_shard(i, progress=bar))
+            else:
+                _run_ray(job, pending, num_workers, num_cpus_per_worker, num_gpus_per_worker, bar, finished)
+    finally:
+        if started_ray:  # a Ray instance this call started ends with it (no processes left behind)
+            ray.shutdown()
     manifest["complete"] = True
     _write_manifest(out, manifest)
     return manifest
+
+
+def _open_run(
+    job: EncodeJob, sample: list[str], old: dict | None, ray: Any, num_cpus: float, num_gpus: float
+) -> tuple[ShardEncoder | None, dict[str, Any]]:
+    """The fingerprint, resolved setting and int8 ranges (in a Ray task for the Ray engine: the driver never loads
+    the model, it may have no GPU); then a new manifest, or the old one after checking this run matches it."""
+    if ray is not None:
+        resources = {"num_cpus": num_cpus, **({"num_gpus": num_gpus} if num_gpus else {})}
+        task = ray.remote(**resources)(_probe_and_calibrate)
+        encoder, (setting, probe, ranges) = None, ray.get(task.remote(job, sample, max(1, int(num_cpus))))
+        job.layers, job.rank, job.max_length = setting["layers"], setting["rank"], setting["max_length"]
+    else:
+        encoder = ShardEncoder(job)
+        setting, probe, ranges = _probe_and_calibrate_with(encoder, sample)
+    source = job.input
+    header = {
+        "format": FORMAT,
+        "model": str(job.model),
+        "setting": setting,
+        "precision": job.precision,
+        "input": {
+            "path": source.path,
+            "kind": source.kind,
+            "id_column": source.id_column,
+            "text_column": source.text_column,
+            "rows": source.num_rows,
+        },  # fmt: skip
+        "shard_size": source.shard_size,
+    }
+    out = Path(job.out_dir)
+    if old is not None:  # resuming: same settings, same model (nothing is touched before these checks pass)
+        _check_same_run(old, header, out)
+        check_fingerprint(old, probe, f"model {job.model!r}")
+        return encoder, old
+    job.ranges = ranges
+    out.mkdir(parents=True, exist_ok=True)
+    manifest = {**header, "dim": len(probe), "fingerprint": probe, "int8_ranges": ranges, "shards": []}
+    manifest["complete"] = False
+    _write_manifest(out, manifest)
+    return encoder, manifest
+
+
+def _finished_shards(out: Path, bounds: list[tuple[int, int]], manifest: dict[str, Any]) -> dict[str, int]:
+    """Shards already written: those in the manifest, and any renamed just before a kill (whole: row count)."""
+    for stale in out.glob(".shard-*.tmp"):  # a killed run's unfinished shard
+        stale.unlink()
+    done = {s["file"]: s["rows"] for s in manifest["shards"]}
+    for i, (start, stop) in enumerate(bounds):
+        name = shard_name(i)
+        if name not in done and (out / name).is_file() and _rows_of(out / name) == stop - start:
+            done[name] = stop - start
+    if done:
+        logger.info("%s: %d of %d shards already written", out, len(done), len(bounds))
+    return done
 
 
 def _rows_of(path: Path) -> int:
@@ -638,16 +649,18 @@ def _rows_of(path: Path) -> int:
         return -1
 
 
-def _ray_start(address: str | None, cpus: float) -> Any:
-    """The running Ray instance, the cluster at `address`, or a new local one sized for the actor pool."""
+def _ray_start(address: str | None, cpus: float) -> tuple[Any, bool]:
+    """The running Ray instance, the cluster at `address`, or a new local one sized for the actor pool; and
+    whether this call started it."""
     import ray
 
-    if not ray.is_initialized():
-        if address:
-            ray.init(address=address, include_dashboard=False)
-        else:
-            ray.init(num_cpus=max(1, int(np.ceil(cpus))), include_dashboard=False, log_to_driver=False)
-    return ray
+    if ray.is_initialized():
+        return ray, False
+    if address:
+        ray.init(address=address, include_dashboard=False)
+    else:
+        ray.init(num_cpus=max(1, int(np.ceil(cpus))), include_dashboard=False, log_to_driver=False)
+    return ray, True
 
 
 def _run_ray(
