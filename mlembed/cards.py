@@ -170,6 +170,9 @@ def _template_values(config: MLEmbedConfig, counts: Mapping[str, Any]) -> dict[s
         "non_embedding_text": _count(counts["non_embedding"]),
         "pooling_text": _POOLING_TEXT[config.pooling] + (", L2-normalised" if config.normalize else ""),
         "max_positions_text": f"{positions:,}" if positions else "n/a",
+        "max_seq_length": config.sequence_length,
+        "max_seq_length_text": f"{config.sequence_length:,} tokens"
+        + (" (the training length)" if config.max_seq_length else " (no length recorded: the default)"),
         "normalize": config.normalize,
         "has_mel": bool(config.mel_rank),
         "exit_layers": ", ".join(map(str, config.exit_layers)),

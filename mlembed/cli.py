@@ -182,10 +182,14 @@ def cmd_export(args: argparse.Namespace) -> None:
     if args.mode == "compat" or (args.mode == "slim" and args.compat):
         if args.mode == "slim" and args.dim is not None:
             logger.warning("a plain backbone folder cannot record --dim; truncate to %d dims when serving", args.dim)
-        convert.export_compat(args.src, out, layers=args.layers, rank=args.rank, dtype=args.dtype)
+        convert.export_compat(
+            args.src, out, layers=args.layers, rank=args.rank, dtype=args.dtype, max_seq_length=args.max_seq_length
+        )
         print(f"wrote plain backbone folder {out}", file=args.results)
     elif args.mode == "slim":
-        info = convert.export_slim(args.src, out, layers=args.layers, rank=args.rank, dim=args.dim, dtype=args.dtype)
+        info = convert.export_slim(
+            args.src, out, args.layers, args.rank, args.dim, dtype=args.dtype, max_seq_length=args.max_seq_length
+        )
         print(
             f"wrote {out}: layers={info['layers']} rank={info['rank']} dim={info['dim']}; weights "
             f"{info['bytes_before'] / 2**20:.1f} MiB -> {info['bytes_after'] / 2**20:.1f} MiB "
@@ -196,7 +200,7 @@ def cmd_export(args: argparse.Namespace) -> None:
         _needs("st")  # the Hub folder carries sentence-transformers' files, written by its own classes
         from mlembed import hub
 
-        hub.export_hub(args.src, out, repo_id=args.repo_id, dtype=args.dtype)
+        hub.export_hub(args.src, out, repo_id=args.repo_id, dtype=args.dtype, max_seq_length=args.max_seq_length)
         print(f"wrote Hub folder {out}", file=args.results)
 
 
@@ -351,7 +355,9 @@ def build_parser() -> argparse.ArgumentParser:
     _setting(p)
     p.add_argument("--prompt", default=None, help="prompt name from the model config (query, document)")
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--max-length", type=int, default=512, help="tokens per text")
+    p.add_argument(
+        "--max-length", type=int, default=None, help="tokens per text (default: the model's max_seq_length)"
+    )
     _runtime(p)
     _output(p, "write a .npy file instead of printing JSON")
     p.set_defaults(func=cmd_encode)
@@ -374,6 +380,9 @@ def build_parser() -> argparse.ArgumentParser:
     _setting(p)
     p.add_argument("--compat", action="store_true", help="with --mode slim: write a plain backbone folder")
     p.add_argument("--repo-id", default=None, help="with --mode hub: the Hub repo named in the model card (org/name)")
+    p.add_argument(
+        "--max-seq-length", type=int, default=None, help="tokens per text to record (default: the source model's)"
+    )
     _runtime(p, device=False)  # an export computes nothing worth a device; --dtype is the written weights' dtype
     p.set_defaults(func=cmd_export)
 
@@ -402,7 +411,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ranks", nargs="+", action=IntList, default=None, help="MEL ranks to try")
     p.add_argument("--grid", choices=("axes", "full"), default="axes", help="one axis at a time, or every combination")
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--max-length", type=int, default=512)
+    p.add_argument(
+        "--max-length", type=int, default=None, help="tokens per text (default: the model's max_seq_length)"
+    )
     p.add_argument("--no-plot", action="store_true", help="skip plot.png (no matplotlib needed)")
     _output(p, "folder for table.md, results.json, plot.png (default eval_out)")
     _runtime(p, dtype="float32")

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedConfig
 
-from configuration_mlembed import MLEmbedConfig, check_mel_rank
+from configuration_mlembed import MLEmbedConfig, check_max_seq_length, check_mel_rank
 from modeling_mlembed import MLEmbedModel
 
 logger = logging.getLogger(__name__)
@@ -187,16 +187,38 @@ def _embedding_key(stock: torch.nn.Module) -> str:
 
 
 def export_compat(
-    src: str | Path, out: str | Path, layers: int | None = None, rank: int | None = None, dtype: str = "auto"
+    src: str | Path,
+    out: str | Path,
+    layers: int | None = None,
+    rank: int | None = None,
+    dtype: str = "auto",
+    max_seq_length: int | None = None,
 ) -> Path:
     """ML-Embed folder -> plain backbone folder (stock `AutoModel`, no remote code) at (layers, rank).
 
-    `dtype`: of the written weights (`auto` keeps the source's)."""
+    `dtype`: of the written weights (`auto` keeps the source's). `max_seq_length` (default: the source's) is written
+    into `config.json` and the tokenizer's `model_max_length`."""
     model = MLEmbedModel.from_pretrained(src, dtype=dtype)
     out = Path(out)
-    stock_backbone(model, layers, rank).save_pretrained(out)
-    load_tokenizer(src).save_pretrained(out)
+    length = export_max_seq_length(model.config, max_seq_length)
+    stock = stock_backbone(model, layers, rank)
+    stock.config.max_seq_length = length
+    stock.save_pretrained(out)
+    save_tokenizer(load_tokenizer(src), out, length)
     return out
+
+
+def export_max_seq_length(config: MLEmbedConfig, override: int | None = None) -> int:
+    """The tokens per text an export records: `override`, else what the model was trained or evaluated for (its
+    `max_seq_length`; 512 capped by the positions for older folders); never above the backbone's positions."""
+    length = config.sequence_length if override is None else override
+    return check_max_seq_length(length, config.max_positions)
+
+
+def save_tokenizer(tokenizer: Any, out: str | Path, max_seq_length: int) -> None:
+    """Save a tokenizer whose `model_max_length` is the model's, so plain tokenizer users truncate alike."""
+    tokenizer.model_max_length = max_seq_length
+    tokenizer.save_pretrained(out)
 
 
 def export_slim(
@@ -206,14 +228,16 @@ def export_slim(
     rank: int | None = None,
     dim: int | None = None,
     dtype: str = "auto",
+    max_seq_length: int | None = None,
 ) -> dict[str, Any]:
     """Physically smaller ML-Embed folder whose default output equals the source at (layers, dim, rank).
 
-    `dtype`: of the written weights (`auto` keeps the source's)."""
+    `dtype`: of the written weights (`auto` keeps the source's); `max_seq_length`: default the source's."""
     model = MLEmbedModel.from_pretrained(src, dtype=dtype)
     layers, dim, rank = model.resolve_axes(layers, dim, rank)
     cfg = model.config
     axes = {
+        "max_seq_length": export_max_seq_length(cfg, max_seq_length),
         "exit_layers": sorted({l for l in cfg.exit_layers if l <= layers} | {layers}),
         "matryoshka_dims": cfg.matryoshka_dims,
         "default_dim": dim,
@@ -231,7 +255,8 @@ def export_slim(
         with torch.no_grad():
             slim.mel.U.copy_(model.mel.U[:, :rank])
             slim.mel.V.copy_(model.mel.V[:rank])
-    save_folder(slim, out, load_tokenizer(src))
+    save_folder(slim, out)
+    save_tokenizer(load_tokenizer(src), out, slim_config.max_seq_length)
     before, after = _weights_bytes(src), _weights_bytes(out)
     return {
         "layers": layers,

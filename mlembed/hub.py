@@ -71,14 +71,23 @@ def export_hub(
       remote code and gets a clear error instead of random factors. `repo_id` here only names the model card's repo.
     * sentence-transformers files with built-in modules only (Transformer -> Pooling -> Normalize, prompts), and a
       tokenizer that appends EOS after truncation (decoders).
+    * `max_seq_length` (default: the model's, what it was trained or evaluated for) in `config.json`,
+      `sentence_bert_config.json` and the tokenizer's `model_max_length`.
     """
     from safetensors.torch import save_file
 
-    from mlembed.convert import load_tokenizer, save_folder_files, stock_backbone
+    from mlembed.convert import (
+        export_max_seq_length,
+        load_tokenizer,
+        save_folder_files,
+        save_tokenizer,
+        stock_backbone,
+    )
     from modeling_mlembed import MEL_WEIGHTS_NAME, MLEmbedModel
 
     src, out = Path(src), Path(out)
     model = MLEmbedModel.from_pretrained(src, dtype=dtype)  # `auto`: the source's dtype
+    model.config.max_seq_length = export_max_seq_length(model.config, max_seq_length)
     stock = stock_backbone(model)
     stock.save_pretrained(out)
     if model.mel is not None:
@@ -93,11 +102,12 @@ def export_hub(
     tokenizer = load_tokenizer(src)
     if model.config.append_eos:
         tokenizer.add_eos_token = True  # persisted in tokenizer_config.json; truncation keeps room for it
-    save_folder_files(out, tokenizer)
+    save_tokenizer(tokenizer, out, model.config.max_seq_length)
+    save_folder_files(out)
     config = json.loads((out / "config.json").read_text())
     config["model_type"] = model.config.backbone_type  # stock loaders read the dense checkpoint
     (out / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
-    write_sentence_transformers_files(out, model.config, max_seq_length)
+    write_sentence_transformers_files(out, model.config)
     from mlembed.cards import render_card
 
     render_card(model.config, repo_id=repo_id).save(out / "README.md")
@@ -138,14 +148,15 @@ def hub_config(folder: str | Path, repo_id: str) -> bytes:
     return (json.dumps(config, indent=2, sort_keys=True) + "\n").encode()
 
 
-def write_sentence_transformers_files(out: Path, config: Any, max_seq_length: int | None = None) -> None:
-    """Write sentence-transformers' module files by building the pipeline with its own classes and saving it."""
+def write_sentence_transformers_files(out: Path, config: Any) -> None:
+    """Write sentence-transformers' module files by building the pipeline with its own classes and saving it.
+
+    `max_seq_length` in `sentence_bert_config.json` (and the tokenizer's `model_max_length`, written by the export) is
+    the model's: without it sentence-transformers takes the tokenizer's limit and pads long passages to it."""
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.models import Normalize, Pooling, Transformer
 
-    if max_seq_length is None:
-        max_seq_length = min(int(getattr(config, "max_position_embeddings", 512) or 512), 8192)
-    transformer = Transformer(str(out), max_seq_length=max_seq_length)
+    transformer = Transformer(str(out), max_seq_length=config.sequence_length)
     pooling = Pooling(transformer.get_embedding_dimension(), pooling_mode=_ST_POOLING[config.pooling])
     modules = [transformer, pooling] + ([Normalize()] if config.normalize else [])
     st = SentenceTransformer(modules=modules, prompts=dict(config.prompts), similarity_fn_name="cosine", device="cpu")
@@ -156,3 +167,7 @@ def write_sentence_transformers_files(out: Path, config: Any, max_seq_length: in
         for folder in Path(tmp).iterdir():
             if folder.is_dir() and folder.name[0].isdigit():  # 1_Pooling, 2_Normalize
                 shutil.copytree(folder, out / folder.name, dirs_exist_ok=True)
+    # sentence-transformers 6 keeps the length in the tokenizer only; older versions and serving engines read it here
+    module_config = json.loads((out / "sentence_bert_config.json").read_text())
+    module_config["max_seq_length"] = config.sequence_length
+    (out / "sentence_bert_config.json").write_text(json.dumps(module_config, indent=4) + "\n")

@@ -122,6 +122,8 @@ def test_end_to_end_train_lowers_loss_and_writes_loadable_folders(workdir, capsy
     assert len(speeds) == len(losses) and all(s > 0 for s in speeds)
     model = AutoModel.from_pretrained(workdir / "out" / "final", trust_remote_code=True)
     assert model.encode(["cat dog"], layers=2).shape == (1, 32)
+    assert model.config.max_seq_length == 32  # the training length (data.max_length) is recorded
+    assert json.loads((workdir / "out" / "hub" / "sentence_bert_config.json").read_text())["max_seq_length"] == 32
     hub_files = {p.name for p in (workdir / "out" / "hub").iterdir()}
     assert {"mel.safetensors", "modules.json", "README.md", "modeling_mlembed.py"} <= hub_files
     assert "wrote" in capsys.readouterr().out
