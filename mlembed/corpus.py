@@ -23,7 +23,6 @@ Output folder: `shard-00000.parquet`, ... (columns `id` and `embedding`, a fixed
 
 from __future__ import annotations
 
-import inspect
 import json
 import logging
 import os
@@ -341,11 +340,10 @@ class ShardEncoder:
             dtype = "bfloat16" if device.startswith("cuda") else "float32"
         self.model = MLEmbedModel.from_pretrained(job.model, dtype=getattr(torch, dtype)).to(device).eval()
         # the manifest records the resolved setting (a bad one fails here, before any shard), so `layers=None` and
-        # `layers=<all>` are one setting; `max_length` is passed explicitly, whatever encode's default becomes
+        # `layers=<all>` are one setting, and `max_length=None` is the model's `max_seq_length` spelled out
         job.layers, _, job.rank = self.model.resolve_axes(job.layers, None, job.rank)
-        if job.max_length is None:
-            default = inspect.signature(self.model.encode).parameters["max_length"].default
-            job.max_length = int(getattr(self.model.config, "max_seq_length", None) or default or 512)
+        if job.max_length is None:  # encode's own default: the model's max_seq_length
+            job.max_length = int(self.model.config.sequence_length)
 
     @property
     def width(self) -> int:
