@@ -197,6 +197,7 @@ def qdrant_runs(corpus: np.ndarray, queries: np.ndarray, db: str, configs: list[
         name, mode, dim, precision, shortlist = config
         path = db if db == ":memory:" else str(work / name.replace(" ", "_").replace(">", ""))
         client = open_db(path)
+        dim = dim or corpus.shape[1]  # None: the full width (build_index alone would take 128 for a funnel)
         info = build_index(work / "corpus", path, mode=mode, dim=dim, precision=precision, client=client)
         start = time.perf_counter()
         hits = query_vectors(client, queries, info, k=10, shortlist=shortlist or 10)
