@@ -45,7 +45,7 @@ setup(
         # mlembed encode-corpus / index / search: Ray Data (--engine ray), Qdrant, parquet, int8 / binary precision
         "corpus": [
             "ray[data]>=2.40,<3",
-            "qdrant-client>=1.20,<2"  # collection metadata, prefetch, Memory placement: checked on 1.20,
+            "qdrant-client>=1.20,<2",  # checked on 1.20: collection metadata, prefetch, query_batch_points
             "pyarrow>=15",
             "pandas>=2.0",
             "datasets>=3.0",
