@@ -12,7 +12,7 @@ from conftest import ROOT, tiny_model
 
 from mlembed.cli import build_parser, main
 
-MODEL_COMMANDS = ("encode", "convert", "eval", "train")  # commands that run a model
+MODEL_COMMANDS = ("encode", "convert", "eval", "train", "encode-corpus", "search")  # commands that run a model
 
 
 def parse(*argv: str):
@@ -93,9 +93,11 @@ def run_python(code: str, *args: str) -> subprocess.CompletedProcess:
 def test_help_does_not_import_torch():
     code = (
         "import sys\nfrom mlembed.cli import main\n"
-        "for argv in (['--help'], ['mini', '--help'], ['train', '--help'], ['data', 'debian', '--help']):\n"
+        "for argv in (['--help'], ['mini', '--help'], ['train', '--help'], ['data', 'debian', '--help'],\n"
+        "             ['encode-corpus', '--help'], ['index', '--help'], ['search', '--help']):\n"
         "    try:\n        main(argv)\n    except SystemExit:\n        pass\n"
-        "print('HEAVY', [m for m in ('torch', 'transformers', 'datasets') if m in sys.modules])"
+        "heavy = ('torch', 'transformers', 'datasets', 'ray', 'qdrant_client')\n"
+        "print('HEAVY', [m for m in heavy if m in sys.modules])"
     )
     proc = run_python(code)
     assert proc.returncode == 0, proc.stderr
@@ -128,6 +130,15 @@ def test_a_missing_extra_is_one_line_naming_it(tmp_path):
     assert proc.returncode == 2
     assert (
         proc.stderr.strip().splitlines()[-1] == 'mlembed train: needs the "train" extra: pip install "ml-embed[train]"'
+    )
+
+
+def test_the_ray_engine_without_ray_is_one_line_naming_the_corpus_extra(tmp_path):
+    code = "import sys\nsys.modules['ray'] = None\nfrom mlembed.cli import main\nmain(sys.argv[1:])"
+    proc = run_python(code, "encode-corpus", "m", "in.jsonl", str(tmp_path / "o"), "--engine", "ray")
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1] == (
+        'mlembed encode-corpus: needs the "corpus" extra: pip install "ml-embed[corpus]"'
     )
 
 
