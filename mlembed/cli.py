@@ -532,8 +532,20 @@ def add_debian_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-fetch", action="store_true", help="fail instead of running apt-get update")
 
 
+def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Parse a command line. argparse fills an optional positional (OUT) before it has seen the flags, so an OUT
+    written after them (`convert BASE --rank 16 OUT`) is left over: it is taken as OUT here."""
+    parser = build_parser()
+    args, rest = parser.parse_known_args(argv)
+    if len(rest) == 1 and not rest[0].startswith("-") and getattr(args, "out", "unset") is None:
+        args.out = rest[0]
+    elif rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    return args
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
     command = args.command if args.command != "data" else f"data {args.source}"
     args.results = sys.stdout

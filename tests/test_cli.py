@@ -11,6 +11,7 @@ import pytest
 from conftest import ROOT, tiny_model
 
 from mlembed.cli import build_parser, main
+from mlembed.cli import parse as parse_cli
 
 MODEL_COMMANDS = ("encode", "convert", "eval", "train", "encode-corpus", "search")  # commands that run a model
 
@@ -72,6 +73,14 @@ def test_two_different_outputs_are_refused(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["convert", str(tmp_path), str(tmp_path / "a"), "-o", str(tmp_path / "b")])
     assert "two outputs given" in capsys.readouterr().err
+
+
+def test_out_may_follow_the_flags(capsys):
+    assert parse_cli(["convert", "base", "--rank", "16", "out"]).out == "out"
+    assert parse_cli(["convert", "base", "out", "--rank", "16"]).out == "out"
+    with pytest.raises(SystemExit):
+        parse_cli(["convert", "base", "--rank", "16", "out", "extra"])
+    assert "unrecognized arguments: extra" in capsys.readouterr().err
 
 
 def test_resume_is_a_plain_flag():
