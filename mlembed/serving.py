@@ -270,8 +270,13 @@ def register_fastembed(folder: str | Path, name: str | None = None, int8: bool =
     (`PoolingType.DISABLED`, no normalisation). fastembed does not add prompts: prefix queries with
     `OnnxEmbedder(folder).prompts["query"]` yourself.
     """
-    from fastembed import TextEmbedding
-    from fastembed.common.model_description import ModelSource, PoolingType
+    try:
+        from fastembed import TextEmbedding
+        from fastembed.common.model_description import ModelSource, PoolingType
+    except ModuleNotFoundError as err:  # not in the serve extra: fastembed pins huggingface_hub < 2
+        raise ModuleNotFoundError(
+            "register_fastembed needs fastembed: pip install fastembed (it pins huggingface_hub < 2)", name="fastembed"
+        ) from err
 
     setting = read_setting(folder)
     kind = "int8" if int8 else "fp32"

@@ -2,7 +2,7 @@
 
 * ONNX exports (`mlembed.serving.export_onnx`) against the elastic model at the same setting, which computes the
   embedding another way (factorised MEL lookup, depth view of the full backbone), for Qwen3 and BERT backbones.
-* fastembed loading an export by its own custom-model registration.
+* fastembed: in its own environment (`tests/personas/test_serve_user.py`; it pins huggingface_hub < 2).
 * compat exports read the way engines read them: vLLM's module-type and `pooling_mode_*` matching, TEI's required
   pooling fields and max length, the Matryoshka keys, then truncate-and-normalise as vLLM / SGLang do.
 """
@@ -105,24 +105,6 @@ def test_int8_is_quantised_and_close_to_fp32(onnx_folders, kind):
     int8 = serving.OnnxEmbedder(onnx_folders[kind], int8=True).encode(TEXTS * 4, prompt_name="query")
     assert not np.array_equal(int8, fp32)
     assert cosines(int8, fp32).mean() >= 0.99
-
-
-@pytest.mark.parametrize("kind", ["qwen3", "bert"])
-def test_fastembed_loads_the_export_and_gives_the_same_vectors(sources, onnx_folders, kind, tmp_path):
-    fastembed = pytest.importorskip("fastembed")
-    folder = onnx_folders[kind]
-    model = elastic(sources, kind)
-    queries = [model.config.prompts["query"] + t for t in TEXTS]  # fastembed adds no prompts
-    ref = model.encode(TEXTS, max_length=MAX_LEN, prompt_name="query", **SETTING)
-    for int8 in (False, True):
-        name = serving.register_fastembed(folder, int8=int8)
-        assert serving.register_fastembed(folder, int8=int8) == name  # registering twice is harmless
-        embedder = fastembed.TextEmbedding(name, specific_model_path=str(folder), cache_dir=str(tmp_path), threads=1)
-        got = np.stack(list(embedder.embed(queries, batch_size=2)))
-        ours = serving.OnnxEmbedder(folder, int8=int8).encode(TEXTS, prompt_name="query")
-        np.testing.assert_allclose(got, ours, atol=1e-5, rtol=0)
-        if not int8:
-            np.testing.assert_allclose(got, ref, atol=1e-4, rtol=0)
 
 
 def test_the_onnx_folder_describes_its_setting(sources, onnx_folders):

@@ -69,6 +69,8 @@ def test_convert_encode_export(tmp_path):
         (["train", "--config", "{tmp}/recipe.json"], "train"),
         (["eval", "{ml}", "--data", "{tmp}/pairs.jsonl", "--no-plot"], "eval"),
         (["mini", "--smoke"], "mini"),
+        (["encode-corpus", "{ml}", "{tmp}/pairs.jsonl", "{tmp}/corpus"], "corpus"),
+        (["search", "{tmp}/db", "a query"], "corpus"),
     ],
 )
 def test_a_command_needing_an_extra_says_which_in_one_line(tmp_path, argv, extra):
