@@ -36,7 +36,9 @@ AXIS_FIELDS = (
     "normalize",
     "prompts",
     "append_eos",
+    "max_seq_length",
 )
+DEFAULT_MAX_SEQ_LENGTH = 512  # for folders that record none (older exports): the common limit of embedding models
 # Fields of PreTrainedConfig itself that must not be forwarded to the backbone config.
 _META_KEYS = ("model_type", "auto_map", "architectures", "transformers_version", "_name_or_path")
 
@@ -80,6 +82,15 @@ def check_mel_rank(rank: Any, vocab_size: int, hidden_size: int) -> int:
     return rank
 
 
+def check_max_seq_length(value: Any, max_positions: int | None) -> int:
+    """Tokens per text: an integer >= 2 (one token plus the EOS), never above the backbone's position limit."""
+    upper = max_positions if max_positions else None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 2 or (upper and value > upper):
+        allowed = f"2..{upper} (the backbone's max_position_embeddings)" if upper else ">= 2"
+        raise ValueError(f"max_seq_length must be an integer in {allowed}, got {value!r}")
+    return value
+
+
 def _check_nested(name: str, values: list[int], maximum: int) -> list[int]:
     """Sorted, unique, within 1..maximum and containing the maximum; errors name the allowed range."""
     if not values or any(not isinstance(v, int) or isinstance(v, bool) for v in values):
@@ -110,6 +121,9 @@ class MLEmbedConfig(PreTrainedConfig):
         normalize: L2-normalise the returned embeddings.
         prompts: prompt prefixes by name; default `query` = the instruction template, `document` = "".
         append_eos: append the EOS token to every text where the tokenizer does not (decoders); `None` = auto.
+        max_seq_length: tokens per text (EOS included) the model was trained or evaluated for: `encode`'s default,
+            written into every export (sentence-transformers and serving engines read it); `None` = 512 capped by
+            the backbone's positions. Recorded at training time; at most the backbone's `max_position_embeddings`.
         **kwargs: the backbone's own fields (`hidden_size`, `num_hidden_layers`, `vocab_size`, ...).
     """
 
@@ -127,6 +141,7 @@ class MLEmbedConfig(PreTrainedConfig):
     normalize: bool = True
     prompts: dict[str, str] | None = None
     append_eos: bool | None = None
+    max_seq_length: int | None = None
 
     def __post_init__(self, **kwargs: Any) -> None:
         super().__post_init__(**kwargs)
@@ -174,6 +189,22 @@ class MLEmbedConfig(PreTrainedConfig):
     def embedding_dim(self) -> int:
         return int(self.hidden_size)
 
+    @property
+    def max_positions(self) -> int | None:
+        """The backbone's position limit (`max_position_embeddings`), `None` when it has none. RoBERTa-style
+        backbones number positions from `padding_idx + 1`, so two of their positions hold no token."""
+        value = getattr(self, "max_position_embeddings", None)
+        if not value:
+            return None
+        return int(value) - (2 if self.backbone_type in ("roberta", "xlm-roberta") else 0)
+
+    @property
+    def sequence_length(self) -> int:
+        """Tokens per text to use: `max_seq_length`, else 512 capped by the backbone's positions."""
+        if self.max_seq_length is not None:
+            return int(self.max_seq_length)
+        return min(DEFAULT_MAX_SEQ_LENGTH, self.max_positions or DEFAULT_MAX_SEQ_LENGTH)
+
     def _validate_axes(self) -> None:
         """All cross-field rules in one place; errors list the allowed values."""
         hidden, layers, vocab = (getattr(self, k, None) for k in ("hidden_size", "num_hidden_layers", "vocab_size"))
@@ -196,6 +227,8 @@ class MLEmbedConfig(PreTrainedConfig):
         self.matryoshka_dims = _check_nested(
             "matryoshka_dims", self.matryoshka_dims or default_matryoshka_dims(hidden), hidden
         )
+        if self.max_seq_length is not None:
+            check_max_seq_length(self.max_seq_length, self.max_positions)
         if self.prompts is None:
             self.prompts = default_prompts()
         if not isinstance(self.prompts, dict) or not all(isinstance(v, str) for v in self.prompts.values()):

@@ -344,7 +344,7 @@ class MLEmbedModel(MLEmbedPreTrainedModel):
         backbone_kwargs: dict[str, Any] = {"attention_mask": attention_mask, "inputs_embeds": inputs_embeds}
         if self.config.is_decoder_backbone:
             # positions from the mask make left padding give the same result as right padding
-            backbone_kwargs["position_ids"] = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)  # (B, T)
+            backbone_kwargs["position_ids"] = positions_from_mask(attention_mask)  # (B, T)
             backbone_kwargs["use_cache"] = False
         elif bool((attention_mask[:, 0] == 0).any()):
             raise ValueError("encoder backbones need right padding (attention_mask[:, 0] must be 1)")
@@ -389,15 +389,7 @@ class MLEmbedModel(MLEmbedPreTrainedModel):
 
     def pool(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """(B, T, d) token states -> (B, d) by the configured pooling (padding-side agnostic)."""
-        mask = attention_mask.to(hidden.dtype)
-        if self.config.pooling == "mean":
-            return (hidden * mask.unsqueeze(-1)).sum(1) / mask.sum(1, keepdim=True).clamp(min=1)
-        positions = torch.arange(hidden.shape[1], device=hidden.device)  # (T,)
-        masked = torch.where(
-            attention_mask.bool(), positions, -1 if self.config.pooling == "last_token" else hidden.shape[1]
-        )
-        index = masked.max(-1).values if self.config.pooling == "last_token" else masked.min(-1).values  # (B,)
-        return hidden[torch.arange(hidden.shape[0], device=hidden.device), index]
+        return pool_embeddings(hidden, attention_mask, self.config.pooling)
 
     def _apply_final_norm(self, hidden: torch.Tensor) -> torch.Tensor:
         return getattr(self.backbone, self._final_norm_name)(hidden) if self._final_norm_name else hidden
@@ -430,31 +422,44 @@ class MLEmbedModel(MLEmbedPreTrainedModel):
         prompt_name: str | None = None,
         prompt: str | None = None,
         batch_size: int = 32,
-        max_length: int = 512,
+        max_length: int | None = None,
         tokenizer: Any = None,
     ) -> np.ndarray:
         """Embed raw texts; returns a float32 array (N, dim) (one row per text, input order).
 
         `prompt_name` picks a prefix from `config.prompts` (`query`, `document`); `prompt` gives one directly.
+        `max_length` (tokens per text, EOS included) defaults to `config.max_seq_length`, the length the model was
+        trained or evaluated for; longer texts are truncated, with one warning per call.
         """
         out_dim = self.resolve_axes(layers, dim, rank)[1]  # fail before tokenising
         if isinstance(texts, str):
             texts = [texts]
+        max_length = self.config.sequence_length if max_length is None else max_length
         prefix = self._prompt(prompt_name, prompt)
         tokenizer = tokenizer or self.get_tokenizer()
         order = np.argsort([-len(t) for t in texts], kind="stable")  # similar lengths batch together
         out = np.zeros((len(texts), out_dim), dtype=np.float32)
+        truncated = 0
         was_training = self.training
         self.eval()  # no dropout, also when called in the middle of training
         try:
             for start in range(0, len(texts), batch_size):
                 idx = order[start : start + batch_size]
-                batch = self.tokenize([prefix + texts[i] for i in idx], tokenizer, max_length)
+                batch, cut = _tokenize(tokenizer, [prefix + texts[i] for i in idx], max_length, self.config.append_eos)
+                truncated += cut
                 batch = {k: v.to(self.device) for k, v in batch.items()}
                 emb = self(**batch, layers=layers, dim=dim, rank=rank).embeddings
                 out[idx] = emb.float().cpu().numpy()
         finally:
             self.train(was_training)
+        if truncated:
+            logger.warning(
+                "%d of %d texts are longer than max_length=%d tokens and were truncated (the model's "
+                "max_seq_length; pass max_length= to change it)",
+                truncated,
+                len(texts),
+                max_length,
+            )
         return out
 
     def _prompt(self, prompt_name: str | None, prompt: str | None) -> str:
@@ -476,9 +481,36 @@ class MLEmbedModel(MLEmbedPreTrainedModel):
             self.tokenizer = AutoTokenizer.from_pretrained(self.name_or_path, config=self.config)
         return self.tokenizer
 
-    def tokenize(self, texts: Sequence[str], tokenizer: Any, max_length: int = 512) -> dict[str, torch.Tensor]:
-        """`tokenize_with_eos` with this model's EOS rule (decoders append it, encoders do not)."""
+    def tokenize(self, texts: Sequence[str], tokenizer: Any, max_length: int | None = None) -> dict[str, torch.Tensor]:
+        """`tokenize_with_eos` with this model's EOS rule and, by default, its `max_seq_length`."""
+        max_length = self.config.sequence_length if max_length is None else max_length
         return tokenize_with_eos(tokenizer, texts, max_length, append_eos=bool(self.config.append_eos))
+
+
+def pool_embeddings(hidden: torch.Tensor, attention_mask: torch.Tensor, pooling: str) -> torch.Tensor:
+    """Pool token states by `pooling` (`last_token`, `mean`, `cls`); positions come from the mask (any padding side).
+
+    Branch-free on the data (a `torch.export` / ONNX graph of the same code gives the same vectors).
+
+    Shapes:
+        hidden: (B, T, d), attention_mask: (B, T) -> (B, d)
+    """
+    mask = attention_mask.to(hidden.dtype)
+    if pooling == "mean":
+        return (hidden * mask.unsqueeze(-1)).sum(1) / mask.sum(1, keepdim=True).clamp(min=1)
+    positions = torch.arange(hidden.shape[1], device=hidden.device)  # (T,)
+    masked = torch.where(attention_mask.bool(), positions, -1 if pooling == "last_token" else hidden.shape[1])
+    index = masked.max(-1).values if pooling == "last_token" else masked.min(-1).values  # (B,)
+    return hidden[torch.arange(hidden.shape[0], device=hidden.device), index]
+
+
+def positions_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Decoder position ids counted over real tokens only, so left and right padding give the same vectors.
+
+    Shapes:
+        attention_mask: (B, T) -> (B, T)
+    """
+    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
 
 
 def truncate_embeddings(embeddings: torch.Tensor, dim: int, normalize: bool = True) -> torch.Tensor:
@@ -494,34 +526,48 @@ def truncate_embeddings(embeddings: torch.Tensor, dim: int, normalize: bool = Tr
 def tokenize_with_eos(
     tokenizer: Any, texts: Sequence[str], max_length: int = 512, append_eos: bool = True
 ) -> dict[str, torch.Tensor]:
-    """Right-padded tokenisation; with `append_eos`, EOS ends every row, added AFTER truncation.
+    """Right-padded tokenisation to at most `max_length` tokens; with `append_eos`, EOS ends every row.
 
-    Decoder embeddings pool the EOS token, so truncation must never cut it off: texts are truncated to
-    `max_length - 1` tokens and EOS is appended unless the tokenizer already put it there. Shared by `encode`
-    and the training collator.
+    Decoder embeddings pool the EOS token, so truncation must never cut it off: a long text keeps its first
+    `max_length - 1` tokens and then the EOS (added here unless the tokenizer adds it), exactly what
+    sentence-transformers' tokenisation gives with the Hub folder's tokenizer. Shared by `encode` and the training
+    collator.
 
     Shapes:
         -> input_ids, attention_mask: (len(texts), T) with T <= max_length.
     """
+    return _tokenize(tokenizer, texts, max_length, append_eos)[0]
+
+
+def _tokenize(
+    tokenizer: Any, texts: Sequence[str], max_length: int, append_eos: bool
+) -> tuple[dict[str, torch.Tensor], int]:
+    """`tokenize_with_eos` and the number of texts that were truncated.
+
+    Texts are tokenised to `max_length + 1` tokens: a row that long (content beyond the limit) was cut.
+    """
+    if max_length < 2:
+        raise ValueError(f"max_length must be an integer >= 2 (one token plus the EOS), got {max_length!r}")
     eos = tokenizer.eos_token_id if append_eos else None
     if append_eos and eos is None:
         raise ValueError("append_eos=True needs a tokenizer with an eos_token; set append_eos=False for encoders")
+    texts = list(texts)
     if eos is None:
+        probe = tokenizer(texts, truncation=True, max_length=max_length + 1)["input_ids"]
+        cut = sum(len(ids) > max_length for ids in probe)
         encoded = tokenizer(
-            list(texts),
-            padding=True,
-            truncation=True,
-            max_length=max_length,
-            padding_side="right",
-            return_tensors="pt",
+            texts, padding=True, truncation=True, max_length=max_length, padding_side="right", return_tensors="pt"
         )
-        return dict(encoded)
-    encoded = tokenizer(list(texts), truncation=True, max_length=max_length - 1)["input_ids"]
-    rows = [torch.tensor(ids if ids and ids[-1] == eos else ids + [eos], dtype=torch.long) for ids in encoded]
+        return dict(encoded), cut
+    rows, cut = [], 0
+    for ids in tokenizer(texts, truncation=True, max_length=max_length + 1)["input_ids"]:
+        content = ids[:-1] if ids and ids[-1] == eos else ids  # the tokenizer may append the EOS itself
+        cut += len(content) > max_length - 1
+        rows.append(torch.tensor(content[: max_length - 1] + [eos], dtype=torch.long))
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
     input_ids = nn.utils.rnn.pad_sequence(rows, batch_first=True, padding_value=pad)  # (B, T) right padded
     attention_mask = nn.utils.rnn.pad_sequence([torch.ones_like(r) for r in rows], batch_first=True)  # (B, T)
-    return {"input_ids": input_ids, "attention_mask": attention_mask}
+    return {"input_ids": input_ids, "attention_mask": attention_mask}, cut
 
 
 def _resolve(path: str, filename: str, hub_kwargs: dict[str, Any]) -> str | None:

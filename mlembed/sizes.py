@@ -37,6 +37,7 @@ logger = logging.getLogger(__name__)
 HUB_ORG = "ml-embed"
 QWEN3_VOCAB_ROWS = 151_936  # rows of the embedding matrix in every Qwen3 checkpoint
 QWEN3_TOKENIZER_ROWS = 151_669  # len(tokenizer): the rows a token id can reach; the paper counts these
+REFERENCE_MAX_SEQ_LENGTH = 1024  # the reference recipe trains every size at 1024 tokens per text
 
 
 def _qwen3(hidden: int, layers: int, heads: int, kv_heads: int, ffn: int, tied: bool) -> Mapping[str, Any]:
@@ -116,6 +117,7 @@ def size_config(name: str, **axes: Any) -> MLEmbedConfig:
     """The ML-Embed config of a released size (default axes unless `axes` override them)."""
     size = get_size(name)
     axes.setdefault("mel_rank", size.mel_rank)
+    axes.setdefault("max_seq_length", REFERENCE_MAX_SEQ_LENGTH)
     return MLEmbedConfig.from_backbone(Qwen3Config(**copy.deepcopy(dict(size.backbone))), **axes)
 
 

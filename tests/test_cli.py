@@ -11,8 +11,9 @@ import pytest
 from conftest import ROOT, tiny_model
 
 from mlembed.cli import build_parser, main
+from mlembed.cli import parse as parse_cli
 
-MODEL_COMMANDS = ("encode", "convert", "eval", "train")  # commands that run a model
+MODEL_COMMANDS = ("encode", "convert", "eval", "train", "encode-corpus", "search")  # commands that run a model
 
 
 def parse(*argv: str):
@@ -76,6 +77,14 @@ def test_two_different_outputs_are_refused(tmp_path, capsys):
     assert "two outputs given" in capsys.readouterr().err
 
 
+def test_out_may_follow_the_flags(capsys):
+    assert parse_cli(["convert", "base", "--rank", "16", "out"]).out == "out"
+    assert parse_cli(["convert", "base", "out", "--rank", "16"]).out == "out"
+    with pytest.raises(SystemExit):
+        parse_cli(["convert", "base", "--rank", "16", "out", "extra"])
+    assert "unrecognized arguments: out extra" in capsys.readouterr().err
+
+
 def test_resume_is_a_plain_flag():
     assert parse("train", "--config", "c.json", "--resume").resume is True
     assert parse("train", "--config", "c.json").resume is False
@@ -96,9 +105,11 @@ def test_help_does_not_import_torch():
     code = (
         "import sys\nfrom mlembed.cli import main\n"
         "for argv in (['--help'], ['mini', '--help'], ['train', '--help'], ['data', 'debian', '--help'],\n"
-        "             ['data', 'catalogues', '--help']):\n"
+        "             ['data', 'catalogues', '--help'], ['encode-corpus', '--help'], ['index', '--help'],\n"
+        "             ['search', '--help']):\n"
         "    try:\n        main(argv)\n    except SystemExit:\n        pass\n"
-        "print('HEAVY', [m for m in ('torch', 'transformers', 'datasets') if m in sys.modules])"
+        "heavy = ('torch', 'transformers', 'datasets', 'ray', 'qdrant_client')\n"
+        "print('HEAVY', [m for m in heavy if m in sys.modules])"
     )
     proc = run_python(code)
     assert proc.returncode == 0, proc.stderr
@@ -131,6 +142,15 @@ def test_a_missing_extra_is_one_line_naming_it(tmp_path):
     assert proc.returncode == 2
     assert (
         proc.stderr.strip().splitlines()[-1] == 'mlembed train: needs the "train" extra: pip install "ml-embed[train]"'
+    )
+
+
+def test_the_ray_engine_without_ray_is_one_line_naming_the_corpus_extra(tmp_path):
+    code = "import sys\nsys.modules['ray'] = None\nfrom mlembed.cli import main\nmain(sys.argv[1:])"
+    proc = run_python(code, "encode-corpus", "m", "in.jsonl", str(tmp_path / "o"), "--engine", "ray")
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1] == (
+        'mlembed encode-corpus: needs the "corpus" extra: pip install "ml-embed[corpus]"'
     )
 
 

@@ -206,3 +206,33 @@ assert not heavy, heavy
 def test_tiny_model_fixture_is_deterministic():
     a, b = tiny_model(seed=3), tiny_model(seed=3)
     assert abs(a.encode(TEXTS) - b.encode(TEXTS)).max() == 0
+
+
+def test_every_export_records_max_seq_length(tmp_path, capsys):
+    """compat, slim and hub folders carry the source's length (or --max-seq-length), never above the positions."""
+    model = tiny_model("bert", max_seq_length=24)
+    convert.save_folder(model, tmp_path / "ml", model.tokenizer)
+    convert.export_compat(tmp_path / "ml", tmp_path / "compat")
+    assert json.loads((tmp_path / "compat" / "config.json").read_text())["max_seq_length"] == 24
+    assert json.loads((tmp_path / "compat" / "tokenizer_config.json").read_text())["model_max_length"] == 24
+    cli(
+        [
+            "export",
+            str(tmp_path / "ml"),
+            str(tmp_path / "slim"),
+            "--mode",
+            "slim",
+            "--layers",
+            "2",
+            "--max-seq-length",
+            "40",
+        ]
+    )
+    assert json.loads((tmp_path / "slim" / "config.json").read_text())["max_seq_length"] == 40
+    hub.export_hub(tmp_path / "ml", tmp_path / "hub")
+    assert json.loads((tmp_path / "hub" / "sentence_bert_config.json").read_text())["max_seq_length"] == 24
+    assert json.loads((tmp_path / "hub" / "config.json").read_text())["max_seq_length"] == 24
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        cli(["export", str(tmp_path / "ml"), str(tmp_path / "x"), "--mode", "compat", "--max-seq-length", "999"])
+    assert "max_seq_length must be an integer in 2..128" in capsys.readouterr().err

@@ -341,3 +341,36 @@ def test_num_parameters_matches_formula():
     with torch.device("meta"):  # counts need no memory: the same numbers on the meta device
         meta = MLEmbedModel(model.config)
     assert meta.num_parameters(layers=2, rank=16) == model.num_parameters(layers=2, rank=16)
+
+
+def test_encode_truncates_at_max_seq_length_with_one_warning_and_keeps_the_eos(caplog):
+    model = tiny_model(max_seq_length=8)
+    tok = model.tokenizer
+    long, short = "abcdefghijklmnopqrstuvwxyz", "abc"
+    with caplog.at_level(logging.WARNING, logger="modeling_mlembed"):
+        got = model.encode([long, short, long + "z"], batch_size=1)
+    warnings = [r for r in caplog.records if "truncated" in r.getMessage()]
+    assert len(warnings) == 1 and "2 of 3 texts are longer than max_length=8" in warnings[0].getMessage()
+    batch = model.tokenize([long], tok)
+    assert batch["input_ids"][0].tolist() == tok(long[:7])["input_ids"] + [tok.eos_token_id]  # 7 tokens + EOS
+    np.testing.assert_allclose(got[0], model.encode([long[:7]])[0], atol=1e-6)  # truncation = the cut text
+    np.testing.assert_allclose(got[1], model.encode([short])[0], atol=1e-6)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="modeling_mlembed"):
+        longer = model.encode([long], max_length=64)  # a longer limit: nothing cut, no warning
+    assert not [r for r in caplog.records if "truncated" in r.getMessage()]
+    assert np.abs(longer[0] - got[0]).max() > 1e-3
+
+
+def test_encoder_truncation_is_counted_too(caplog):
+    model = tiny_model("bert", max_seq_length=6)
+    with caplog.at_level(logging.WARNING, logger="modeling_mlembed"):
+        model.encode(["abcdefgh", "ab"])
+    assert "1 of 2 texts are longer than max_length=6" in caplog.text
+
+
+def test_max_seq_length_is_checked_against_the_positions():
+    with pytest.raises(ValueError, match=r"max_seq_length must be an integer in 2\.\.128 \(the backbone's max_posi"):
+        tiny_model("bert", max_seq_length=129)  # the tiny BERT has 128 positions
+    assert tiny_model("bert").config.sequence_length == 128  # no length recorded: 512 capped by the positions
+    assert tiny_model("qwen3").config.sequence_length == 512

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import types
@@ -77,6 +78,19 @@ try:
     AutoModel.from_pretrained(f"{work}/stock-resaved", trust_remote_code=True)
 except Exception as err:
     out["stock_resaved_remote_error"] = f"{type(err).__name__}: {err}"
+
+long_texts = ["a long text that goes on and on " * 6, "tiny"]            # 192 characters: tokens in the char tokenizer
+st_short = SentenceTransformer(f"{work}/hub-short")                      # exported with max_seq_length=12
+el_short = AutoModel.from_pretrained(f"{work}/hub-short", trust_remote_code=True)
+out["short_st_max_seq_length"] = st_short.max_seq_length
+out["short_st_vs_elastic"] = float(abs(st_short.encode(long_texts, normalize_embeddings=True)
+                                       - el_short.encode(long_texts)).max())
+out["short_cut_changes_the_vector"] = float(abs(el_short.encode(long_texts)[0]
+                                                - el_short.encode(long_texts, max_length=256)[0]).max())
+st_old = SentenceTransformer(f"{work}/hub-old")                          # an older export: no length recorded
+el_old = AutoModel.from_pretrained(f"{work}/hub-old", trust_remote_code=True)
+out["old_st_vs_elastic"] = float(abs(st_old.encode(long_texts, normalize_embeddings=True)
+                                     - el_old.encode(long_texts)).max())
 print("RESULT " + json.dumps(out))
 """
 
@@ -103,6 +117,13 @@ def report(tmp_path_factory):
     convert.convert_base(tmp / "base", tmp / "ml", rank=64)
     hub.export_hub(tmp / "ml", tmp / "hub", repo_id=REPO)
     snapshot = hub.install_into_cache(tmp / "hub", REPO, cache_dir=tmp / "cache")
+    hub.export_hub(tmp / "ml", tmp / "hub-short", max_seq_length=12)
+    shutil.copytree(tmp / "hub", tmp / "hub-old")  # as exports were before max_seq_length was recorded
+    for name, key in (("config.json", "max_seq_length"), ("tokenizer_config.json", "model_max_length")):
+        data = json.loads((tmp / "hub-old" / name).read_text())
+        data.pop(key)
+        (tmp / "hub-old" / name).write_text(json.dumps(data))
+    (tmp / "hub-old" / "sentence_bert_config.json").write_text(json.dumps({"do_lower_case": False}))
     env = {
         **os.environ,
         "HF_HUB_OFFLINE": "1",
@@ -139,7 +160,9 @@ def test_hub_folder_layout(report):
     assert [m["type"].rsplit(".", 1)[1] for m in modules] == ["Transformer", "Pooling", "Normalize"]
     assert all(m["type"].startswith("sentence_transformers.") for m in modules)  # built-in modules: no remote code
     pooling = json.loads((report["hub"] / "1_Pooling" / "config.json").read_text())
-    assert pooling["pooling_mode"] == "lasttoken"
+    # the classic layout serving engines parse (mlembed.engines; checked further in tests/test_serving.py)
+    assert [k for k, v in pooling.items() if v is True] == ["pooling_mode_lasttoken", "include_prompt"]
+    assert config["matryoshka_dimensions"][-1] == 384 and config["is_matryoshka"] is True  # full size included
     st_config = json.loads((report["hub"] / "config_sentence_transformers.json").read_text())
     assert (
         st_config["prompts"]["query"].startswith("Instruct: Given a question")
@@ -239,3 +262,14 @@ def test_exported_folder_loads_from_its_path_before_it_is_pushed(report, tmp_pat
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "MLEmbedModel (1, 384)" in proc.stdout
+
+
+def test_sentence_transformers_and_the_elastic_model_truncate_alike(report):
+    """A text longer than the exported max_seq_length: the same cut (EOS kept) and the same vector in both."""
+    assert report["short_st_max_seq_length"] == 12
+    assert report["short_st_vs_elastic"] < 1e-5
+    assert report["short_cut_changes_the_vector"] > 1e-3  # the text really was longer than 12 tokens
+
+
+def test_an_older_folder_without_a_length_keeps_working(report):
+    assert report["old_st_vs_elastic"] < 1e-5  # loads in both; texts under both fallback limits embed alike

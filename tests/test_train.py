@@ -127,9 +127,28 @@ def test_end_to_end_train_lowers_loss_and_writes_loadable_folders(workdir, capsy
     assert len(speeds) == len(losses) and all(s > 0 for s in speeds)
     model = AutoModel.from_pretrained(workdir / "out" / "final", trust_remote_code=True)
     assert model.encode(["cat dog"], layers=2).shape == (1, 32)
+    assert model.config.max_seq_length == 32  # the training length (data.max_length) is recorded
+    assert json.loads((workdir / "out" / "hub" / "sentence_bert_config.json").read_text())["max_seq_length"] == 32
     hub_files = {p.name for p in (workdir / "out" / "hub").iterdir()}
     assert {"mel.safetensors", "modules.json", "README.md", "modeling_mlembed.py"} <= hub_files
     assert "wrote" in capsys.readouterr().out
+
+
+# `mlembed train` (the CLI's own `main`), then the threads left for the interpreter's exit, written per rank
+CLI_THEN_THREADS = """
+import json, os, sys
+from pathlib import Path
+from mlembed.cli import main
+
+main(sys.argv[2:])
+names = []
+for comm in Path("/proc/self/task").glob("*/comm"):  # native threads too (threading.enumerate shows Python's only)
+    try:
+        names.append(comm.read_text().strip())
+    except OSError:  # ended meanwhile
+        pass
+Path(sys.argv[1], f"threads.{os.environ['RANK']}.json").write_text(json.dumps(sorted(names)))
+"""
 
 
 def train_cli(
@@ -138,9 +157,11 @@ def train_cli(
     """`mlembed train` on tiny.json for 3 steps, batch 8 split over `nproc` processes (torchrun + gloo when > 1).
 
     `nnodes` > 1 starts one torchrun per "node" on this machine, as on a cluster (node ranks, a master address),
-    each with nproc / nnodes processes.
+    each with nproc / nnodes processes. With several processes, each must end `mlembed train` with no gloo thread
+    left: one alive at the interpreter's exit can abort the finished run with SIGABRT (see `distributed.close`).
     """
     import os
+    import shutil
     import subprocess
     import sys
 
@@ -163,7 +184,14 @@ def train_cli(
             [sys.executable, "-m", "torch.distributed.run", *per_node, "--node_rank", str(node)]
             for node in range(nnodes)
         ]
-    tail = ["-m", "mlembed.cli", "train", "--config", str(workdir / "tiny.json")]
+    tail = ["-m", "mlembed.cli"]
+    threads = workdir / f"{name}.threads"
+    if nproc > 1:
+        shutil.rmtree(threads, ignore_errors=True)
+        threads.mkdir()
+        (workdir / "cli_then_threads.py").write_text(CLI_THEN_THREADS)
+        tail = [str(workdir / "cli_then_threads.py"), str(threads)]
+    tail += ["train", "--config", str(workdir / "tiny.json")]
     tail += (["--resume-from", resume] if resume else []) + ["--set", *overrides]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     logs = [workdir / f"{name}.{node}.log" for node in range(len(launchers))]  # files: no pipe fills up and blocks
@@ -174,6 +202,9 @@ def train_cli(
     for proc, log in zip(procs, logs):
         assert proc.wait(timeout=600) == 0, log.read_text()[-3000:]
     (workdir / f"{name}.log").write_text("\n".join(log.read_text() for log in logs))
+    if nproc > 1:
+        left = {p.name: [t for t in json.loads(p.read_text()) if "gloo" in t] for p in threads.glob("threads.*.json")}
+        assert len(left) == nproc and not any(left.values()), left
     return load_file(workdir / name / "final" / "model.safetensors")
 
 
@@ -418,6 +449,10 @@ with deepspeed.zero.GatheredParameters(list(model.parameters())):
     embeddings = model.encode(["cat dog", "sun moon"], layers=2).tolist()
 if torch.distributed.get_rank() == 0:
     print(json.dumps(embeddings))
+del model
+from mlembed import distributed
+left = distributed.close()  # gloo threads alive at the interpreter's exit can abort the finished run (SIGABRT)
+assert not left, left
 """
 
 

@@ -53,7 +53,7 @@ class MLEmbedMTEBEncoder(AbsEncoder):
     Args:
         model: the elastic model (with its tokenizer attached or loadable from `name_or_path`).
         layers, dim, rank: the elastic setting (`None` = full); validated here, before any task runs.
-        batch_size, max_length: passed to `model.encode`.
+        batch_size, max_length: passed to `model.encode` (`max_length=None`: the model's `max_seq_length`).
         instructions: extra instructions by task name or task type (override `TASK_TYPE_INSTRUCTIONS`).
         name: model name for mteb's results (`org/name`); default from the model's path.
         revision: recorded in the results; default the checkpoint's commit hash, else `local`.
@@ -69,14 +69,15 @@ class MLEmbedMTEBEncoder(AbsEncoder):
         dim: int | None = None,
         rank: int | None = None,
         batch_size: int = 32,
-        max_length: int = 512,
+        max_length: int | None = None,
         instructions: Mapping[str, str] | None = None,
         name: str | None = None,
         revision: str | None = None,
     ) -> None:
         self.model = model
         self.layers, self.dim, self.rank = model.resolve_axes(layers, dim, rank)
-        self.batch_size, self.max_length = batch_size, max_length
+        self.batch_size = batch_size
+        self.max_length = model.config.sequence_length if max_length is None else max_length
         self.prompts_dict = {**TASK_TYPE_INSTRUCTIONS, **(instructions or {})}
         self.mteb_model_meta = self._model_meta(name, revision)
 

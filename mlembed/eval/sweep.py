@@ -93,7 +93,7 @@ def sweep(
     ranks: Sequence[int] | None = None,
     grid: str = "axes",
     batch_size: int = 32,
-    max_length: int = 512,
+    max_length: int | None = None,
     combined: bool = True,
     progress: bool = True,
 ) -> list[dict[str, Any]]:
@@ -104,7 +104,7 @@ def sweep(
         data: a `.jsonl` / `.parquet` file of relevant (query, passage) pairs, or loaded `RetrievalData`.
         layers, dims, ranks: values to try per axis (`None` = the full value only). See `build_grid`.
         grid: `axes` (one axis at a time) or `full` (cartesian product).
-        batch_size, max_length: passed to `model.encode`.
+        batch_size, max_length: passed to `model.encode` (`max_length=None`: the model's `max_seq_length`).
         combined: with `grid='axes'`, also evaluate all given axes at their smallest value together.
         progress: show a tqdm bar over the grid.
 

@@ -99,4 +99,15 @@ def run(config: TrainConfig, resume_from_checkpoint: str | bool | None = None, *
         from mlembed.hub import export_hub
 
         export_hub(final, Path(trainer.args.output_dir) / "hub", repo_id=config.export.repo_id)
+    release(trainer)
     return final
+
+
+def release(trainer: Any) -> None:
+    """Tear a finished trainer's DeepSpeed engine down (`engine.destroy()`, through accelerate's `free_memory`).
+
+    Why: the engine's hooks on the model and on the gradient accumulators make reference cycles through C++ that
+    `gc` cannot break, so the engine, and the process groups it holds, would live to the interpreter's exit (see
+    `distributed.close`). The trainer cannot train afterwards."""
+    if getattr(trainer, "is_deepspeed_enabled", False):
+        trainer.accelerator.free_memory()

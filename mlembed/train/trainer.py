@@ -65,6 +65,7 @@ class MLEmbedTrainer(Trainer):
                 self.args.device.type,
             )
         self.objective = objective if objective is not None else ThreeDObjective.from_config(model.config)
+        _record_sequence_length(model.config, self.data_collator)
         self.teacher = teacher.eval().requires_grad_(False) if teacher is not None else None
         if self.teacher is not None and self.objective.kd_weight <= 0:
             raise ValueError("a teacher needs the objective's kd_weight > 0 (the weight of the distillation term)")
@@ -137,13 +138,14 @@ def _default_collator(model: Any, tokenizer: Any) -> MLEmbedCollator:
     if tokenizer is None:
         raise ValueError("MLEmbedTrainer needs processing_class= (the tokenizer) or data_collator= to tokenise texts")
     config = model.config
-    return MLEmbedCollator(tokenizer, max_length=default_max_length(config, tokenizer), append_eos=config.append_eos)
+    return MLEmbedCollator(tokenizer, max_length=config.sequence_length, append_eos=config.append_eos)
 
 
-def default_max_length(config: Any, tokenizer: Any = None) -> int:
-    """Tokens per text for training: the model's `max_seq_length`, else the tokenizer's and the backbone's limits,
-    capped at 512 (tokenizers often report a huge `model_max_length`)."""
-    if getattr(config, "max_seq_length", None):
-        return int(config.max_seq_length)
-    limits = [512, getattr(tokenizer, "model_max_length", None), getattr(config, "max_position_embeddings", None)]
-    return int(min(v for v in limits if isinstance(v, int) and v > 1))
+def _record_sequence_length(config: Any, collator: Any) -> None:
+    """The length the model is trained for becomes its `max_seq_length` (what `encode` and every export use)."""
+    length = getattr(collator, "max_length", None)
+    positions = getattr(config, "max_positions", None)
+    if isinstance(length, int) and length >= 2 and (positions is None or length <= positions):
+        if config.max_seq_length != length:
+            logger.info("recording max_seq_length=%d (the training length) in the model config", length)
+        config.max_seq_length = length

@@ -55,7 +55,7 @@ def test_convert_encode_export(tmp_path):
     expected = json.loads((FIXTURES / "expected.json").read_text())
     row = next(s for s in expected["settings"] if (s["layers"], s["dim"], s["rank"], s["prompt"]) == (1, 8, 8, None))
     np.testing.assert_allclose(np.array(json.loads(proc.stdout))[0], row["embeddings"][1], atol=1e-5)
-    for mode, extra in (("slim", ["--layers", "1", "--rank", "8"]), ("compat", [])):
+    for mode, extra in (("slim", ["--layers", "1", "--rank", "8"]), ("compat", []), ("hub", [])):
         proc = mlembed("export", str(tmp_path / "ml"), str(tmp_path / mode), "--mode", mode, *extra)
         assert proc.returncode == 0, proc.stderr
         assert (tmp_path / mode / "config.json").is_file()
@@ -64,10 +64,13 @@ def test_convert_encode_export(tmp_path):
 @pytest.mark.parametrize(
     "argv, extra",
     [
-        (["export", "{ml}", "{tmp}/hub", "--mode", "hub"], "st"),
+        (["export", "{ml}", "{tmp}/onnx", "--mode", "onnx"], "serve"),
+        (["encode", "--onnx", "{tmp}/onnx", "text"], "serve"),
         (["train", "--config", "{tmp}/recipe.json"], "train"),
         (["eval", "{ml}", "--data", "{tmp}/pairs.jsonl", "--no-plot"], "eval"),
         (["mini", "--smoke"], "mini"),
+        (["encode-corpus", "{ml}", "{tmp}/pairs.jsonl", "{tmp}/corpus"], "corpus"),
+        (["search", "{tmp}/db", "a query"], "corpus"),
     ],
 )
 def test_a_command_needing_an_extra_says_which_in_one_line(tmp_path, argv, extra):

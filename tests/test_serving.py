@@ -1,0 +1,272 @@
+"""Serving: the exported folders give the elastic model's vectors on the runtimes and engines people use.
+
+* ONNX exports (`mlembed.serving.export_onnx`) against the elastic model at the same setting, which computes the
+  embedding another way (factorised MEL lookup, depth view of the full backbone), for Qwen3 and BERT backbones.
+* fastembed: in its own environment (`tests/personas/test_serve_user.py`; it pins huggingface_hub < 2).
+* compat exports read the way engines read them: vLLM's module-type and `pooling_mode_*` matching, TEI's required
+  pooling fields and max length, the Matryoshka keys, then truncate-and-normalise as vLLM / SGLang do.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from conftest import tiny_model
+
+from mlembed import engines
+from mlembed.cli import main
+from mlembed.convert import export_compat, save_folder
+
+ort = pytest.importorskip("onnxruntime")
+pytest.importorskip("onnxscript")
+serving = pytest.importorskip("mlembed.serving")
+
+SETTING = {"layers": 2, "rank": 16, "dim": 16}
+MAX_LEN = 64
+TEXTS = [
+    "hello world",
+    "a",
+    "the same cat sat on the same mat, again and again, until the text is longer than the limit of 64",
+    "rain",
+    "sun and moon",
+]
+pytestmark = pytest.mark.slow  # a tiny export still takes ~20 s (torch.export + the ONNX translation)
+
+
+@pytest.fixture(scope="module")
+def sources(tmp_path_factory):
+    root = tmp_path_factory.mktemp("serving")
+    folders = {}
+    for kind in ("qwen3", "bert"):
+        model = tiny_model(kind, mel_rank=32, mel_ranks=[16, 32], seed=1)
+        folders[kind] = save_folder(model, root / f"ml-{kind}", model.tokenizer)
+    return root, folders
+
+
+@pytest.fixture(scope="module")
+def onnx_folders(sources):
+    root, folders = sources
+    out = {}
+    for kind, src in folders.items():
+        out[kind] = root / f"onnx-{kind}"
+        serving.export_onnx(src, out[kind], max_seq_length=MAX_LEN, **SETTING)
+    return out
+
+
+def elastic(sources, kind):
+    from modeling_mlembed import MLEmbedModel
+
+    return MLEmbedModel.from_pretrained(sources[1][kind]).eval()
+
+
+def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+
+
+# ------------------------------------------------------------------------------------------------ ONNX Runtime
+@pytest.mark.parametrize("kind", ["qwen3", "bert"])
+def test_onnx_fp32_equals_the_elastic_model(sources, onnx_folders, kind):
+    model = elastic(sources, kind)
+    runner = serving.OnnxEmbedder(onnx_folders[kind])
+    assert runner.setting.items() >= {**SETTING, "max_seq_length": MAX_LEN}.items()
+    for texts, prompt_name in ((TEXTS, None), (TEXTS, "query"), (TEXTS[:1], None), (TEXTS[2:3], "document")):
+        ref = model.encode(texts, max_length=MAX_LEN, prompt_name=prompt_name, **SETTING)
+        got = runner.encode(texts, prompt_name=prompt_name, batch_size=4)  # padding inside every batch of 4
+        assert got.shape == (len(texts), SETTING["dim"])
+        np.testing.assert_allclose(got, ref, atol=1e-4, rtol=0)
+    assert np.linalg.norm(got, axis=1) == pytest.approx(1.0, abs=1e-5)  # normalised inside the graph
+    assert len(runner.tokenize(TEXTS[2:3])["input_ids"][0]) == MAX_LEN  # the long text was cut to the max length
+
+
+def test_decoder_graph_reads_positions_from_the_mask(onnx_folders):
+    """Left and right padding give the same vectors (as `MLEmbedModel.forward`): the graph takes any padding."""
+    runner = serving.OnnxEmbedder(onnx_folders["qwen3"])
+    right = runner.tokenize(TEXTS)
+    lengths = right["attention_mask"].sum(1)
+    left = {k: np.zeros_like(v) for k, v in right.items()}
+    for i, n in enumerate(lengths):
+        width = right["input_ids"].shape[1]
+        left["input_ids"][i, width - n :] = right["input_ids"][i, :n]
+        left["attention_mask"][i, width - n :] = 1
+    run = runner.session.run
+    np.testing.assert_allclose(run(None, left)[0], run(None, right)[0], atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("kind", ["qwen3", "bert"])
+def test_int8_is_quantised_and_close_to_fp32(onnx_folders, kind):
+    import onnx
+
+    graph = onnx.load(onnx_folders[kind] / serving.ONNX_INT8_FILE)
+    assert any(node.op_type == "MatMulInteger" for node in graph.graph.node)  # int8 weights really used
+    fp32 = serving.OnnxEmbedder(onnx_folders[kind]).encode(TEXTS * 4, prompt_name="query")
+    int8 = serving.OnnxEmbedder(onnx_folders[kind], int8=True).encode(TEXTS * 4, prompt_name="query")
+    assert not np.array_equal(int8, fp32)
+    assert cosines(int8, fp32).mean() >= 0.99
+
+
+def test_the_onnx_folder_describes_its_setting(sources, onnx_folders):
+    folder = onnx_folders["qwen3"]
+    config = json.loads((folder / "config.json").read_text())
+    assert config["model_type"] == "qwen3" and config["num_hidden_layers"] == SETTING["layers"]
+    assert config["matryoshka_dimensions"] == [8, 16] and config["is_matryoshka"] is True  # trained dims <= 16
+    assert config[serving.SETTING_KEY]["rank"] == 16
+    assert json.loads((folder / "tokenizer_config.json").read_text())["model_max_length"] == MAX_LEN
+    prompts = json.loads((folder / "config_sentence_transformers.json").read_text())["prompts"]
+    assert prompts == elastic(sources, "qwen3").config.prompts
+    with pytest.raises(ValueError, match="not an ML-Embed ONNX export"):
+        serving.read_setting(sources[1]["qwen3"])
+
+
+def test_export_refuses_a_setting_outside_the_model_before_writing(sources, tmp_path):
+    with pytest.raises(ValueError, match=r"layers must be an integer in 1\.\.4"):
+        serving.export_onnx(sources[1]["qwen3"], tmp_path / "x", layers=5)
+    assert not (tmp_path / "x").exists()
+
+
+# --------------------------------------------------------------------------------------- compat exports, engines
+def engine_embed(folder, texts, dimensions=None):
+    """What a serving engine computes from the folder's files alone (no ML-Embed code): tokenizer.json with the
+    max length of sentence_bert_config.json (TEI), the stock backbone, the pooling whose `pooling_mode_*` key is
+    true (vLLM), and for `dimensions` the vLLM / SGLang rule: a listed Matryoshka dim, truncate, then normalise."""
+    from tokenizers import Tokenizer
+    from transformers import AutoModel
+
+    config = json.loads((folder / "config.json").read_text())
+    modules = json.loads((folder / "modules.json").read_text())
+    pooling_module = next(m for m in modules if m["type"] == "sentence_transformers.models.Pooling")
+    pooling = json.loads((folder / pooling_module["path"] / "config.json").read_text())
+    mode = next(k for k, v in pooling.items() if v is True and k.startswith("pooling_mode_"))
+    normalize = any(m["type"] == "sentence_transformers.models.Normalize" for m in modules)
+    tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
+    tokenizer.enable_truncation(json.loads((folder / "sentence_bert_config.json").read_text())["max_seq_length"])
+    tokenizer.enable_padding(pad_id=config["pad_token_id"])
+    encodings = tokenizer.encode_batch(list(texts))
+    ids = torch.tensor([e.ids for e in encodings])
+    mask = torch.tensor([e.attention_mask for e in encodings])
+    with torch.no_grad():
+        hidden = AutoModel.from_pretrained(folder).eval()(input_ids=ids, attention_mask=mask).last_hidden_state
+    hidden, mask = hidden.numpy(), mask.numpy()
+    lengths = mask.sum(1)
+    if mode == "pooling_mode_lasttoken":
+        pooled = hidden[np.arange(len(texts)), lengths - 1]
+    elif mode == "pooling_mode_mean_tokens":
+        pooled = (hidden * mask[..., None]).sum(1) / lengths[:, None]
+    else:
+        pooled = hidden[:, 0]
+    if dimensions is not None:
+        if not (config.get("is_matryoshka") or config.get("matryoshka_dimensions")):
+            raise ValueError("does not support matryoshka representation")  # vLLM's 400
+        if config.get("matryoshka_dimensions") and dimensions not in config["matryoshka_dimensions"]:
+            raise ValueError(f"only supports {config['matryoshka_dimensions']} matryoshka dimensions")
+        pooled = pooled[:, :dimensions]
+        normalize = True
+    return pooled / np.linalg.norm(pooled, axis=1, keepdims=True) if normalize else pooled
+
+
+@pytest.mark.parametrize("kind", ["qwen3", "bert"])
+def test_compat_export_carries_what_engines_read(sources, tmp_path, kind):
+    model = elastic(sources, kind)
+    out = export_compat(sources[1][kind], tmp_path / "compat", layers=2, rank=16, dim=16, max_seq_length=MAX_LEN)
+    config = json.loads((out / "config.json").read_text())
+    assert config["model_type"] == kind and "auto_map" not in config  # native type: stock code, TEI, vLLM
+    assert config["matryoshka_dimensions"] == [8, 16] and config["is_matryoshka"] is True
+    if kind == "qwen3":  # transformers 4 readers (infinity) see the same rotary base as transformers 5
+        assert config["rope_theta"] == config["rope_parameters"]["rope_theta"]
+    assert (out / "tokenizer.json").is_file()
+    tokenizer_config = json.loads((out / "tokenizer_config.json").read_text())
+    assert tokenizer_config["tokenizer_class"] != "TokenizersBackend"  # a name transformers 4 (infinity) loads too
+    assert tokenizer_config["model_max_length"] == MAX_LEN
+    modules = json.loads((out / "modules.json").read_text())
+    assert [m["type"] for m in modules] == [
+        "sentence_transformers.models.Transformer",
+        "sentence_transformers.models.Pooling",
+        "sentence_transformers.models.Normalize",
+    ]
+    pooling = json.loads((out / "1_Pooling" / "config.json").read_text())
+    # TEI's PoolConfig: these two booleans are required, lasttoken optional; exactly one mode is on
+    assert isinstance(pooling["pooling_mode_cls_token"], bool) and isinstance(
+        pooling["pooling_mode_mean_tokens"], bool
+    )
+    assert [k for k, v in pooling.items() if v is True and k.startswith("pooling_mode_")] == [
+        engines.POOLING_KEYS[model.config.pooling]
+    ]
+    assert pooling["word_embedding_dimension"] == model.config.hidden_size
+    assert json.loads((out / "sentence_bert_config.json").read_text())["max_seq_length"] == MAX_LEN  # TEI needs it
+    st_config = json.loads((out / "config_sentence_transformers.json").read_text())
+    assert st_config["prompts"] == model.config.prompts and "default_prompt_name" in st_config
+
+
+@pytest.mark.parametrize("kind", ["qwen3", "bert"])
+def test_engine_truncate_then_normalise_equals_dim(sources, tmp_path, kind):
+    model = elastic(sources, kind)
+    out = export_compat(sources[1][kind], tmp_path / "compat", layers=2, rank=16, max_seq_length=MAX_LEN)
+    assert json.loads((out / "config.json").read_text())["matryoshka_dimensions"] == [8, 16, 32]
+    for dimensions in (8, 16, None):
+        ref = model.encode(TEXTS, max_length=MAX_LEN, layers=2, rank=16, dim=dimensions)
+        np.testing.assert_allclose(engine_embed(out, TEXTS, dimensions), ref, atol=1e-5, rtol=0)
+    prompt = json.loads((out / "config_sentence_transformers.json").read_text())["prompts"]["query"]
+    ref = model.encode(TEXTS, max_length=MAX_LEN, layers=2, rank=16, dim=16, prompt_name="query")
+    np.testing.assert_allclose(engine_embed(out, [prompt + t for t in TEXTS], 16), ref, atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="only supports"):
+        engine_embed(out, TEXTS, 12)  # vLLM refuses a dim the model was not trained on
+
+
+def test_sentence_transformers_loads_the_classic_files(sources, tmp_path):
+    """sentence-transformers 6 reads the layout engines parse: stock modules, prompts, the max length."""
+    from sentence_transformers import SentenceTransformer
+
+    model = elastic(sources, "qwen3")
+    out = export_compat(sources[1]["qwen3"], tmp_path / "compat", layers=2, rank=16, max_seq_length=MAX_LEN)
+    st = SentenceTransformer(str(out), device="cpu")
+    assert st.max_seq_length == MAX_LEN and st.prompts == model.config.prompts
+    assert st.similarity_fn_name == "cosine"
+    ref = model.encode(TEXTS, max_length=MAX_LEN, layers=2, rank=16, prompt_name="query")
+    np.testing.assert_allclose(st.encode_query(TEXTS), ref, atol=1e-5, rtol=0)
+
+
+def test_engine_files_name_the_allowed_values(tmp_path):
+    with pytest.raises(ValueError, match=r"pooling must be one of \['cls', 'last_token', 'mean'\]"):
+        engines.write_sentence_transformers_files(tmp_path, 8, "max", True, {}, 16)
+    with pytest.raises(ValueError, match=r"default_prompt_name must be one of \['query'\] or None"):
+        engines.write_sentence_transformers_files(tmp_path, 8, "mean", True, {"query": "q: "}, 16, "document")
+    assert engines.matryoshka_keys([8, 16, 32, 64], 24) == {
+        "matryoshka_dimensions": [8, 16, 24],
+        "is_matryoshka": True,
+    }
+
+
+def test_legacy_rope_keys_spell_rope_parameters_as_transformers_4():
+    llama3 = {"rope_type": "llama3", "rope_theta": 5e5, "factor": 8.0}
+    assert engines.legacy_rope_keys({"rope_parameters": llama3}) == {
+        "rope_theta": 5e5,
+        "rope_scaling": {"rope_type": "llama3", "factor": 8.0},
+    }
+    assert engines.legacy_rope_keys({"rope_parameters": {"rope_type": "default", "rope_theta": 1e6}}) == {
+        "rope_theta": 1e6
+    }
+    assert engines.legacy_rope_keys({"rope_theta": 1e4, "rope_parameters": llama3}) == {}  # never overwritten
+    assert engines.legacy_rope_keys({"hidden_size": 8}) == {}  # BERT: no rotary embedding
+
+
+# ------------------------------------------------------------------------------------------------ command line
+def test_cli_exports_and_encodes_onnx(sources, tmp_path, capsys):
+    src, out = sources[1]["qwen3"], tmp_path / "onnx"
+    main(["export", str(src), str(out), "--mode", "onnx"])  # the full setting
+    assert "wrote ONNX folder" in capsys.readouterr().out
+    main(["encode", "--onnx", str(out), *TEXTS[:3], "--prompt", "query", "--max-length", str(MAX_LEN)])
+    got = np.array(json.loads(capsys.readouterr().out))
+    ref = elastic(sources, "qwen3").encode(TEXTS[:3], prompt_name="query", max_length=MAX_LEN)
+    np.testing.assert_allclose(got, ref, atol=1e-4, rtol=0)
+    main(["encode", "--onnx", "--int8", str(out), TEXTS[0], "--dim", "32"])  # naming the baked setting is fine
+    assert len(json.loads(capsys.readouterr().out)[0]) == 32
+    for argv, message in (
+        (["encode", "--onnx", str(out), "x", "--layers", "2"], "this ONNX export computes layers=4, rank=32, dim=32"),
+        (["encode", str(src), "x", "--int8"], "--int8 runs the int8 graph of an ONNX export; add --onnx"),
+        (["export", str(src), str(tmp_path / "y"), "--mode", "onnx", "--dtype", "bfloat16"], "--dtype bfloat16"),
+    ):
+        with pytest.raises(SystemExit):
+            main(argv)
+        assert message in capsys.readouterr().err
