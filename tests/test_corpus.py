@@ -23,15 +23,7 @@ from mlembed.corpus import PROBE_TEXT, dequantize, encode_corpus, read_corpus, r
 pytest.importorskip("pyarrow")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run fastest on one thread (two spin against each other on a busy 2-core machine)."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def texts(n: int, seed: int = 0) -> list[str]:

@@ -25,14 +25,7 @@ def exact_top(corpus: np.ndarray, queries: np.ndarray, k: int = 10) -> np.ndarra
     return np.argsort(-(queries @ corpus.T), axis=1, kind="stable")[:, :k]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
