@@ -246,6 +246,7 @@ def cmd_export(args: argparse.Namespace) -> None:
             dim=args.dim,
             quantize=not args.no_int8,
             max_seq_length=args.max_seq_length,
+            fuse=False if args.no_fuse else None,
         )
         sizes = ", ".join(f"{f} {(out / f).stat().st_size / 2**20:.1f} MiB" for f in info["files"].values())
         print(
@@ -472,6 +473,9 @@ def build_parser() -> argparse.ArgumentParser:
     _setting(p)
     p.add_argument("--compat", action="store_true", help="with --mode slim: write a plain backbone folder")
     p.add_argument("--no-int8", action="store_true", help="with --mode onnx: skip the int8 variant")
+    p.add_argument(
+        "--no-fuse", action="store_true", help="with --mode onnx: no ONNX Runtime fusion (a graph of standard ops only)"
+    )
     p.add_argument("--repo-id", default=None, help="with --mode hub: the Hub repo named in the model card (org/name)")
     p.add_argument(
         "--max-seq-length", type=int, default=None, help="tokens per text to record (default: the source model's)"

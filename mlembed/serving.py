@@ -6,7 +6,13 @@ as the stock backbone cut to k layers with the dense embedding E = U[:, :r] V[:r
 pooling (`pool_embeddings`, positions read from the mask), the first d dims and the L2 normalisation
 (`truncate_embeddings`). The graph is traced from that PyTorch code with `torch.onnx.export(dynamo=True)` (dynamic
 batch and sequence axes) and run with ONNX Runtime; `onnxruntime.quantization.quantize_dynamic` writes an int8
-variant next to it. sentence-transformers' own ONNX backend is not used: it goes through optimum-onnx, which pins
+variant next to it. BERT backbones are traced instead with eager attention by torch's TorchScript exporter
+and fused by ONNX Runtime's transformer optimizer (`onnxruntime.transformers.optimizer`: one `Attention`,
+`SkipLayerNormalization`, `BiasGelu` and `EmbedLayerNormalization` node where the plain graph has dozens): its fusion
+rules match that exporter's attention pattern, not the dynamo graph's nor sdpa's, and the fused graph is what makes
+ONNX Runtime faster than PyTorch on a CPU (`bench/serving.py`). The fused nodes are ONNX Runtime's own
+(`com.microsoft` domain), so that graph needs ONNX Runtime, as fastembed uses.
+sentence-transformers' own ONNX backend is not used: it goes through optimum-onnx, which pins
 transformers 4.x (we need 5.x), and it exports the token states only, leaving pooling and truncation outside.
 
 The folder (`export_onnx`):
@@ -54,6 +60,7 @@ def export_onnx(
     quantize: bool = True,
     max_seq_length: int | None = None,
     opset: int | None = None,
+    fuse: bool | None = None,
 ) -> dict[str, Any]:
     """ML-Embed folder -> ONNX folder computing the final embedding at (layers, rank, dim); returns the setting.
 
@@ -64,6 +71,8 @@ def export_onnx(
         quantize: also write the int8 variant (`onnx/model_quantized.onnx`).
         max_seq_length: tokens per text, recorded in the tokenizer (default: the model's `max_seq_length`).
         opset: ONNX opset (default: torch's recommended one).
+        fuse: fuse attention, layer norms and GELU with ONNX Runtime's transformer optimizer; default: where it has
+            a fusion for the backbone (`ORT_FUSIONS`); `True` for another backbone is an error naming those.
     """
     from mlembed import engines
     from mlembed.convert import export_max_seq_length, load_tokenizer, stock_backbone
@@ -73,27 +82,34 @@ def export_onnx(
     layers, dim, rank = model.resolve_axes(layers, dim, rank)
     cfg = model.config
     max_seq_length = export_max_seq_length(cfg, max_seq_length)  # checked, like the setting, before writing
+    stock = stock_backbone(model, layers, rank).eval()
+    fusion = _fusion_type(stock.config.model_type, fuse)
+    graph = EmbeddingGraph(stock, cfg.pooling, dim, bool(cfg.normalize), cfg.is_decoder_backbone).eval()
     out = Path(out)
     (out / ONNX_FILE).parent.mkdir(parents=True, exist_ok=True)
-    stock = stock_backbone(model, layers, rank).eval()
-    graph = EmbeddingGraph(stock, cfg.pooling, dim, bool(cfg.normalize), cfg.is_decoder_backbone).eval()
     tokenizer = load_tokenizer(src)
     example = tokenizer(["an example", "a longer example text"], padding=True, return_tensors="pt")
-    batch, sequence = torch.export.Dim("batch"), torch.export.Dim("sequence")
-    with torch.no_grad():
-        program = torch.onnx.export(
-            graph,
-            (example["input_ids"], example["attention_mask"]),
-            input_names=list(INPUT_NAMES),
-            output_names=[OUTPUT_NAME],
-            dynamic_shapes={name: {0: batch, 1: sequence} for name in INPUT_NAMES},
-            opset_version=opset,
-            dynamo=True,
-            verbose=False,
-        )
     weight_bytes = sum(p.numel() * p.element_size() for p in stock.parameters())
-    program.save(out / ONNX_FILE, external_data=weight_bytes > _EXTERNAL_DATA_BYTES)
+    if fusion:
+        _export_fused(
+            graph, stock.config, fusion, example, out / ONNX_FILE, opset, weight_bytes > _EXTERNAL_DATA_BYTES
+        )
+    else:
+        batch, sequence = torch.export.Dim("batch"), torch.export.Dim("sequence")
+        with torch.no_grad():
+            program = torch.onnx.export(
+                graph,
+                (example["input_ids"], example["attention_mask"]),
+                input_names=list(INPUT_NAMES),
+                output_names=[OUTPUT_NAME],
+                dynamic_shapes={name: {0: batch, 1: sequence} for name in INPUT_NAMES},
+                opset_version=opset,
+                dynamo=True,
+                verbose=False,
+            )
+        program.save(out / ONNX_FILE, external_data=weight_bytes > _EXTERNAL_DATA_BYTES)
     if quantize:
+        import onnx
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
         # int8 weights per output channel, only MatMuls with a constant weight (the attention products of two
@@ -103,8 +119,9 @@ def export_onnx(
             out / ONNX_INT8_FILE,
             weight_type=QuantType.QInt8,
             per_channel=True,
-            op_types_to_quantize=["MatMul"],
-            extra_options={"MatMulConstBOnly": True},
+            op_types_to_quantize=["MatMul", "Attention"],  # a fused Attention holds the Q, K, V projections
+            # the fused nodes are outside ONNX's shape inference: their outputs are float32
+            extra_options={"MatMulConstBOnly": True, "DefaultTensorType": onnx.TensorProto.FLOAT},
             use_external_data_format=weight_bytes > 4 * _EXTERNAL_DATA_BYTES,
         )
     engines.save_tokenizer(tokenizer, out, max_seq_length, append_eos=bool(cfg.append_eos))
@@ -117,6 +134,7 @@ def export_onnx(
         "pooling": cfg.pooling,
         "normalize": bool(cfg.normalize),
         "max_seq_length": max_seq_length,
+        "fused": fusion,
         "files": {"fp32": ONNX_FILE} | ({"int8": ONNX_INT8_FILE} if quantize else {}),
     }
     engines.update_config_json(out, engines.matryoshka_keys(cfg.matryoshka_dims, dim) | {SETTING_KEY: setting})
@@ -126,6 +144,66 @@ def export_onnx(
     )
     logger.info("wrote %s: layers=%d rank=%s dim=%d", out, layers, rank, dim)
     return setting
+
+
+ORT_FUSIONS = {"bert": "bert"}  # backbone model_type -> ONNX Runtime optimizer model_type (tested ones only)
+
+
+def _fusion_type(model_type: str, fuse: bool | None) -> str | None:
+    """The optimizer model type to fuse the backbone with, or None for the plain dynamo graph."""
+    if fuse is None:
+        return ORT_FUSIONS.get(model_type)
+    if fuse and model_type not in ORT_FUSIONS:
+        raise ValueError(
+            f"fuse=True needs a backbone with an ONNX Runtime fusion, one of {sorted(ORT_FUSIONS)}; "
+            f"got {model_type!r} (fuse=None exports it unfused)"
+        )
+    return ORT_FUSIONS[model_type] if fuse else None
+
+
+def _export_fused(
+    graph: torch.nn.Module, config: Any, fusion: str, example: Any, path: Path, opset: int | None, external: bool
+) -> None:
+    """Trace `graph` with eager attention (TorchScript exporter), then fuse it with ONNX Runtime's optimizer."""
+    import warnings
+
+    from onnxruntime.transformers.fusion_options import AttentionMaskFormat, FusionOptions
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    backbone = graph.backbone
+    previous = backbone.config._attn_implementation
+    backbone.set_attn_implementation("eager")  # the attention pattern the optimizer's fusion rules match
+    axes = {name: {0: "batch", 1: "sequence"} for name in INPUT_NAMES} | {OUTPUT_NAME: {0: "batch"}}
+    try:
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the legacy exporter's deprecation and tracer notes
+            torch.onnx.export(
+                graph,
+                (example["input_ids"], example["attention_mask"]),
+                str(path),
+                input_names=list(INPUT_NAMES),
+                output_names=[OUTPUT_NAME],
+                dynamic_axes=axes,
+                opset_version=opset or 17,
+                dynamo=False,
+            )
+    finally:
+        backbone.set_attn_implementation(previous)
+    options = FusionOptions(fusion)
+    options.attention_mask_format = AttentionMaskFormat.AttentionMask  # the (B, T) mask as given, any padding side
+    fused = optimize_model(
+        str(path),
+        model_type=fusion,
+        num_heads=config.num_attention_heads,
+        hidden_size=config.hidden_size,
+        optimization_options=options,
+    )
+    counts = fused.get_fused_operator_statistics()
+    if not counts.get("Attention"):
+        raise RuntimeError(
+            f"ONNX Runtime's {fusion} fusion found no attention to fuse ({counts}); export with fuse=False"
+        )
+    fused.save_model_to_file(str(path), use_external_data_format=external)
 
 
 class EmbeddingGraph(torch.nn.Module):

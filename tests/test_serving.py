@@ -120,6 +120,32 @@ def test_the_onnx_folder_describes_its_setting(sources, onnx_folders):
         serving.read_setting(sources[1]["qwen3"])
 
 
+def _custom_ops(path) -> set[str]:
+    import onnx
+
+    return {node.op_type for node in onnx.load(path).graph.node if node.domain == "com.microsoft"}
+
+
+def test_bert_graph_is_fused_and_gives_the_unfused_vectors(sources, onnx_folders, tmp_path):
+    """BERT exports are fused by ONNX Runtime's optimizer (the speed on CPUs); the plain graph computes the same."""
+    assert {"Attention", "SkipLayerNormalization"} <= _custom_ops(onnx_folders["bert"] / serving.ONNX_FILE)
+    assert serving.read_setting(onnx_folders["bert"])["fused"] == "bert"
+    assert not _custom_ops(onnx_folders["qwen3"] / serving.ONNX_FILE)  # no fusion for this backbone: plain graph
+    assert serving.read_setting(onnx_folders["qwen3"])["fused"] is None
+    plain = tmp_path / "plain"
+    serving.export_onnx(sources[1]["bert"], plain, max_seq_length=MAX_LEN, quantize=False, fuse=False, **SETTING)
+    assert not _custom_ops(plain / serving.ONNX_FILE)
+    fused = serving.OnnxEmbedder(onnx_folders["bert"]).encode(TEXTS, prompt_name="query", batch_size=4)
+    unfused = serving.OnnxEmbedder(plain).encode(TEXTS, prompt_name="query", batch_size=4)
+    np.testing.assert_allclose(fused, unfused, atol=1e-5, rtol=0)
+
+
+def test_fuse_names_the_backbones_it_supports(sources, tmp_path):
+    with pytest.raises(ValueError, match=r"one of \['bert'\]; got 'qwen3'"):
+        serving.export_onnx(sources[1]["qwen3"], tmp_path / "x", fuse=True, **SETTING)
+    assert not (tmp_path / "x").exists()
+
+
 def test_export_refuses_a_setting_outside_the_model_before_writing(sources, tmp_path):
     with pytest.raises(ValueError, match=r"layers must be an integer in 1\.\.4"):
         serving.export_onnx(sources[1]["qwen3"], tmp_path / "x", layers=5)
@@ -270,3 +296,10 @@ def test_cli_exports_and_encodes_onnx(sources, tmp_path, capsys):
         with pytest.raises(SystemExit):
             main(argv)
         assert message in capsys.readouterr().err
+
+
+def test_cli_no_fuse_writes_standard_ops_only(sources, tmp_path, capsys):
+    out = tmp_path / "plain"
+    main(["export", str(sources[1]["bert"]), str(out), "--mode", "onnx", "--no-fuse", "--no-int8", "--layers", "2"])
+    assert not _custom_ops(out / serving.ONNX_FILE) and serving.read_setting(out)["fused"] is None
+    assert serving.read_setting(out)["files"] == {"fp32": serving.ONNX_FILE}
