@@ -34,6 +34,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+UNIFORM_DIMS = '{"384": 1, "192": 1, "96": 1, "48": 1, "24": 1}'  # MRL's own weighting (Kusupati et al. 2022)
 AXES_ON = ("model.mel_rank=128", "loss.mel=true", "loss.mll=true", "loss.mrl=true")  # the paper's 3D-ML
 
 
@@ -70,7 +71,38 @@ VARIANTS = (
         "3d-dimsu",
         "all three + uniform MRL weights",
         "mini-plain.json",
-        (*AXES_ON, 'loss.dim_weights={"384": 1, "192": 1, "96": 1, "48": 1, "24": 1}'),
+        (*AXES_ON, f"loss.dim_weights={UNIFORM_DIMS}"),
+    ),
+    Variant(
+        "3d-tuned",
+        "all three + rank 384 + full exit 3x + uniform MRL weights",
+        "mini-plain.json",
+        (*AXES_ON, "model.mel_rank=384", 'loss.exit_weights={"6": 3.0}', f"loss.dim_weights={UNIFORM_DIMS}"),
+    ),
+    Variant(
+        "3d-tuned-lr2",
+        "all three tuned (the row above) + learning rate 2e-4",
+        "mini-plain.json",
+        (
+            *AXES_ON,
+            "model.mel_rank=384",
+            'loss.exit_weights={"6": 3.0}',
+            f"loss.dim_weights={UNIFORM_DIMS}",
+            "training.learning_rate=0.0002",
+        ),
+    ),
+    Variant(
+        "3d-r384-exitw",
+        "all three + rank 384 + full exit 3x",
+        "mini-plain.json",
+        (*AXES_ON, "model.mel_rank=384", 'loss.exit_weights={"6": 3.0}'),
+    ),
+    Variant("plain-300", "plain fine-tuning, 300 steps", "mini-plain.json", ("training.max_steps=300",)),
+    Variant(
+        "3d-r384-exitw-300",
+        "all three + rank 384 + full exit 3x, 300 steps",
+        "mini-plain.json",
+        (*AXES_ON, "model.mel_rank=384", 'loss.exit_weights={"6": 3.0}', "training.max_steps=300"),
     ),
     Variant("default", "ml-embed-mini: the shipped default (mini.json)", "mini.json"),
 )
