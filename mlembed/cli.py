@@ -474,7 +474,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compat", action="store_true", help="with --mode slim: write a plain backbone folder")
     p.add_argument("--no-int8", action="store_true", help="with --mode onnx: skip the int8 variant")
     p.add_argument(
-        "--no-fuse", action="store_true", help="with --mode onnx: no ONNX Runtime fusion (a graph of standard ops only)"
+        "--no-fuse", action="store_true", help="with --mode onnx: no ONNX Runtime fusion (standard ONNX ops only)"
     )
     p.add_argument("--repo-id", default=None, help="with --mode hub: the Hub repo named in the model card (org/name)")
     p.add_argument(
