@@ -22,6 +22,10 @@ FIXTURES = Path(os.environ["PERSONA_FIXTURES"])
 EXPECTED = json.loads((FIXTURES / "expected.json").read_text())
 REPO_ID, TEXTS = EXPECTED["repo_id"], EXPECTED["texts"]
 SOURCES = {"repo id": REPO_ID, "local path": str(FIXTURES / "hub")}
+# The expected vectors come from another process in another environment. On one CI machine the full-depth vector of
+# one padded text differed there by 2.6e-5 (on this tiny model fp32 against fp64 differs by 1e-7 here): 1e-4, as
+# for ONNX Runtime, still tells a wrong setting apart (`test_the_tolerance_tells_settings_apart`).
+ATOL = 1e-4
 
 
 def expected(layers=None, dim=None, rank=None, prompt=None) -> np.ndarray:
@@ -36,6 +40,16 @@ def test_this_is_a_bare_environment():
     assert os.environ.get("HF_HUB_OFFLINE") == "1"
 
 
+def test_the_tolerance_tells_settings_apart():
+    """Every other setting of the same width (another depth or rank, the query prompt) is far outside ATOL."""
+    rows = {(s["layers"], s["dim"], s["rank"], s["prompt"]): np.array(s["embeddings"]) for s in EXPECTED["settings"]}
+    full = rows[(None, None, None, None)]
+    others = [key for key, row in rows.items() if key != (None, None, None, None) and row.shape == full.shape]
+    assert len(others) >= 3, others
+    for key in others:
+        assert np.abs(rows[key] - full).max() > 100 * ATOL, key
+
+
 @pytest.mark.parametrize("source", list(SOURCES))
 def test_elastic_model_with_remote_code(source):
     model = AutoModel.from_pretrained(SOURCES[source], trust_remote_code=True)
@@ -43,7 +57,7 @@ def test_elastic_model_with_remote_code(source):
     for row in EXPECTED["settings"]:
         setting = {k: row[k] for k in ("layers", "dim", "rank")}
         got = model.encode(TEXTS, prompt_name=row["prompt"], **setting)
-        np.testing.assert_allclose(got, np.array(row["embeddings"]), atol=1e-5, err_msg=f"{source} {row}")
+        np.testing.assert_allclose(got, np.array(row["embeddings"]), atol=ATOL, err_msg=f"{source} {row}")
 
 
 @pytest.mark.parametrize("source", list(SOURCES))
@@ -56,18 +70,18 @@ def test_stock_model_without_remote_code_is_the_full_setting(source):
         hidden = model(**batch).last_hidden_state  # (B, T, d), right padded
     last = batch["attention_mask"].sum(1) - 1
     pooled = F.normalize(hidden[torch.arange(len(TEXTS)), last], dim=-1).numpy()
-    np.testing.assert_allclose(pooled, expected(), atol=1e-5)
+    np.testing.assert_allclose(pooled, expected(), atol=ATOL)
 
 
 @pytest.mark.parametrize("source", list(SOURCES))
 def test_sentence_transformers_stock_modules(source):
     st = SentenceTransformer(SOURCES[source], truncate_dim=16)
-    np.testing.assert_allclose(st.encode(TEXTS, normalize_embeddings=True), expected(dim=16), atol=1e-5)
+    np.testing.assert_allclose(st.encode(TEXTS, normalize_embeddings=True), expected(dim=16), atol=ATOL)
     np.testing.assert_allclose(
-        st.encode_query(TEXTS, normalize_embeddings=True), expected(dim=16, prompt="query"), atol=1e-5
+        st.encode_query(TEXTS, normalize_embeddings=True), expected(dim=16, prompt="query"), atol=ATOL
     )
     full = SentenceTransformer(SOURCES[source])
-    np.testing.assert_allclose(full.encode(TEXTS), expected(), atol=1e-5)
+    np.testing.assert_allclose(full.encode(TEXTS), expected(), atol=ATOL)
 
 
 @pytest.mark.parametrize("source", list(SOURCES))
@@ -76,4 +90,4 @@ def test_sentence_transformers_elastic_setting(source):
         SOURCES[source], trust_remote_code=True, truncate_dim=8, config_kwargs={"default_layers": 1, "default_rank": 8}
     )
     assert type(st[0].auto_model).__name__ == "MLEmbedModel"
-    np.testing.assert_allclose(st.encode(TEXTS, normalize_embeddings=True), expected(1, 8, 8), atol=1e-5)
+    np.testing.assert_allclose(st.encode(TEXTS, normalize_embeddings=True), expected(1, 8, 8), atol=ATOL)
