@@ -40,12 +40,14 @@ AXES_ON = ("model.mel_rank=128", "loss.mel=true", "loss.mll=true", "loss.mrl=tru
 
 @dataclass(frozen=True)
 class Variant:
-    """One row: a shipped mini recipe changed by `overrides` (`section.key=value`); `config=None` = no training."""
+    """One row: a shipped mini recipe changed by `overrides` (`section.key=value`); `config=None` = no training;
+    `init`: the variant whose trained model this one starts from (instead of stock MiniLM)."""
 
     name: str
     label: str
     config: str | None
     overrides: tuple[str, ...] = ()
+    init: str | None = None
 
 
 VARIANTS = (
@@ -104,6 +106,20 @@ VARIANTS = (
         "mini-plain.json",
         (*AXES_ON, "model.mel_rank=384", 'loss.exit_weights={"6": 3.0}', "training.max_steps=300"),
     ),
+    Variant("plain-400", "plain fine-tuning, 400 steps", "mini-plain.json", ("training.max_steps=400",)),
+    Variant(
+        "3d-warm",
+        "plain fine-tuning (200 steps), then 200 steps of all three + rank 384 + full exit 3x",
+        "mini-plain.json",
+        (*AXES_ON, "model.mel_rank=384", 'loss.exit_weights={"6": 3.0}'),
+        init="plain",
+    ),
+    Variant(
+        "3d-exits36",
+        "all three + rank 384 + exits 3 and 6 only, full exit 3x",
+        "mini-plain.json",
+        (*AXES_ON, "model.mel_rank=384", "model.exit_layers=[3, 6]", 'loss.exit_weights={"6": 3.0}'),
+    ),
     Variant("default", "ml-embed-mini: the shipped default (mini.json)", "mini.json"),
 )
 SETTINGS = (("full", "full"), ("layers", "layers=3"), ("dim", "dim=96"), ("rank", "rank=64"), ("combined", "all 3"))
@@ -132,6 +148,11 @@ def train_variant(variant: Variant, folder: Path, paths: Any) -> None:
     from mlembed.mini import pipeline
 
     overrides = [*variant.overrides, f"training.output_dir={json.dumps(str(folder))}"]
+    if variant.init:
+        init = model_folder(next(v for v in VARIANTS if v.name == variant.init), paths)
+        if not (init / "model.safetensors").is_file():
+            raise SystemExit(f"{variant.name} starts from {variant.init}, which is not trained yet: add it to --only")
+        overrides.append(f"model.base={init}")
     config = pipeline.load_recipe(variant.config, pipeline.minilm_path(), paths, overrides)
     pipeline.train(config)
 

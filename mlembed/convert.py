@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedConfig
 
-from configuration_mlembed import MLEmbedConfig, check_max_seq_length, check_mel_rank
+from configuration_mlembed import AXIS_FIELDS, MLEmbedConfig, check_max_seq_length, check_mel_rank
 from mlembed import engines
 from mlembed.engines import save_tokenizer
 from modeling_mlembed import MLEmbedModel
@@ -62,6 +62,19 @@ def from_backbone(
             model.mel.U.copy_(u)
             model.mel.V.copy_(v)
     return model.to(backbone.dtype)
+
+
+def add_mel(model: MLEmbedModel, rank: int) -> MLEmbedModel:
+    """A dense ML-Embed model (no MEL, e.g. a plain fine-tune) with its token embedding factorised at `rank` (SVD),
+    every other setting kept: MEL training can then continue from it."""
+    if model.mel is not None:
+        raise ValueError(
+            f"the model already has MEL factors (mel_rank={model.config.mel_rank}); add_mel needs a dense one"
+        )
+    axes = {
+        key: getattr(model.config, key) for key in AXIS_FIELDS if key not in ("backbone_type", "mel_rank", "mel_ranks")
+    }
+    return from_backbone(stock_backbone(model), mel_rank=rank, **axes)
 
 
 def save_folder(model: MLEmbedModel, out: str | Path, tokenizer: Any = None) -> Path:

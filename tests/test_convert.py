@@ -236,3 +236,21 @@ def test_every_export_records_max_seq_length(tmp_path, capsys):
     with pytest.raises(SystemExit):
         cli(["export", str(tmp_path / "ml"), str(tmp_path / "x"), "--mode", "compat", "--max-seq-length", "999"])
     assert "max_seq_length must be an integer in 2..128" in capsys.readouterr().err
+
+
+def test_add_mel_factorises_a_dense_model_and_keeps_its_settings():
+    dense = tiny_model("bert", mel_rank=None, exit_layers=[1, 2, 4], matryoshka_dims=[8, 16, 32])
+    dense.config.prompts = {"query": "query: "}
+    elastic = convert.add_mel(dense, HIDDEN).eval()
+    assert elastic.config.mel_rank == HIDDEN and elastic.config.mel_ranks[-1] == HIDDEN
+    for key in ("exit_layers", "matryoshka_dims", "pooling", "prompts", "backbone_type", "append_eos"):
+        assert getattr(elastic.config, key) == getattr(dense.config, key), key
+    elastic.tokenizer = dense.tokenizer
+    for layers, dim in ((None, None), (2, 16)):  # full rank = the dense embedding (SVD, exact up to fp32)
+        want = dense.encode(TEXTS, layers=layers, dim=dim, prompt_name="query")
+        got = elastic.encode(TEXTS, layers=layers, dim=dim, prompt_name="query")
+        np.testing.assert_allclose(got, want, atol=1e-5)
+    low = elastic.encode(TEXTS, rank=8)  # a lower rank is a real cut
+    assert np.abs(low - dense.encode(TEXTS)).max() > 1e-2
+    with pytest.raises(ValueError, match="already has MEL factors"):
+        convert.add_mel(elastic, 16)

@@ -12,7 +12,7 @@ from transformers import AutoModel, TrainerCallback, TrainingArguments
 
 from mlembed.cli import main as cli
 from mlembed.train.config import apply_overrides, load_config, parse_config
-from mlembed.train.recipe import build_trainer
+from mlembed.train.recipe import build_model, build_trainer
 
 CONFIGS = sorted((ROOT / "configs").glob("*.json")) + sorted((ROOT / "mlembed" / "mini" / "configs").glob("*.json"))
 
@@ -533,3 +533,22 @@ def test_fsdp2_model_saves_a_loadable_ml_embed_folder(tmp_path):
     model = AutoModel.from_pretrained(tmp_path / "out", trust_remote_code=True)
     expected = torch.tensor(json.loads(proc.stdout.strip().splitlines()[-1]))
     torch.testing.assert_close(torch.as_tensor(model.encode(["cat dog"], layers=2)), expected, atol=1e-6, rtol=0)
+
+
+def test_recipe_continues_from_a_dense_folder_with_mel_added(workdir):
+    """A plain fine-tune (a dense ML-Embed folder) as `model.base` with `model.mel_rank`: factorised by SVD."""
+    dense = tiny_model(mel_rank=None, exit_layers=[1, 2, 4])
+    dense.save_pretrained(workdir / "plain")
+    tiny_tokenizer().save_pretrained(workdir / "plain")
+    config = load_config(workdir / "tiny.json", [f"model.base={workdir / 'plain'}", "model.mel_rank=16"])
+    model, _ = build_model(config)
+    assert model.config.mel_rank == 16 and model.config.exit_layers == [1, 2, 4]
+    want = torch.linalg.svd(dense.backbone.get_input_embeddings().weight.detach(), full_matrices=False)
+    torch.testing.assert_close(model.mel.dense(16), (want.U[:, :16] * want.S[:16]) @ want.Vh[:16])
+    config = load_config(workdir / "tiny.json", [f"model.base={workdir / 'plain'}", "model.mel_rank=null"])
+    assert build_model(config)[0].mel is None  # no mel_rank: the folder as it is
+    model.save_pretrained(workdir / "factorised")
+    tiny_tokenizer().save_pretrained(workdir / "factorised")
+    config = load_config(workdir / "tiny.json", [f"model.base={workdir / 'factorised'}", "model.mel_rank=8"])
+    with pytest.raises(ValueError, match="is factorised at mel_rank=16"):
+        build_model(config)

@@ -23,10 +23,11 @@ logger = logging.getLogger(__name__)
 
 def build_model(config: TrainConfig) -> tuple[Any, Any]:
     """The student and its tokenizer: an ML-Embed folder as is (the installed classes, never the folder's copy of
-    the code), or a stock backbone converted (SVD init; its own remote code only with `model.trust_remote_code`)."""
+    the code; a dense one factorised when `model.mel_rank` is set), or a stock backbone converted (SVD init; its own
+    remote code only with `model.trust_remote_code`)."""
     from transformers import AutoModel
 
-    from mlembed.convert import from_backbone, is_mlembed_folder, load_tokenizer
+    from mlembed.convert import add_mel, from_backbone, is_mlembed_folder, load_tokenizer
     from modeling_mlembed import MLEmbedModel
 
     spec = config.model
@@ -34,6 +35,13 @@ def build_model(config: TrainConfig) -> tuple[Any, Any]:
     tokenizer = load_tokenizer(spec.base, trust_remote_code=trust)
     if is_mlembed_folder(spec.base):
         model = MLEmbedModel.from_pretrained(spec.base, dtype=torch.float32)
+        if spec.mel_rank is not None and model.mel is None:  # a dense ML-Embed folder (a plain fine-tune) gains MEL
+            model = add_mel(model, spec.mel_rank)
+        elif spec.mel_rank is not None and spec.mel_rank != model.config.mel_rank:
+            raise ValueError(
+                f"model.mel_rank={spec.mel_rank}, but {spec.base} is factorised at mel_rank={model.config.mel_rank}: "
+                "leave model.mel_rank unset (or equal) to continue from it"
+            )
     else:
         axes = {
             k: v for k, v in {"exit_layers": spec.exit_layers, "matryoshka_dims": spec.matryoshka_dims}.items() if v
