@@ -34,6 +34,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from mlembed.mini.pipeline import LONG_MINI_OVERRIDES, LONG_OVERRIDES  # noqa: E402
+
 UNIFORM_DIMS = '{"384": 1, "192": 1, "96": 1, "48": 1, "24": 1}'  # MRL's own weighting (Kusupati et al. 2022)
 AXES_ON = ("model.mel_rank=128", "loss.mel=true", "loss.mll=true", "loss.mrl=true")  # the paper's 3D-ML
 
@@ -100,11 +102,11 @@ VARIANTS = (
         (*AXES_ON, "model.mel_rank=384", 'loss.exit_weights={"6": 3.0}'),
     ),
     Variant("plain-300", "plain fine-tuning, 300 steps", "mini-plain.json", ("training.max_steps=300",)),
-    Variant(
+    Variant(  # the recipe of `mlembed mini --long`
         "3d-r384-exitw-300",
-        "all three + rank 384 + full exit 3x, 300 steps",
+        "all three + rank 384 + full exit 3x, 300 steps (mlembed mini --long)",
         "mini-plain.json",
-        (*AXES_ON, "model.mel_rank=384", 'loss.exit_weights={"6": 3.0}', "training.max_steps=300"),
+        (*AXES_ON, *LONG_MINI_OVERRIDES, *LONG_OVERRIDES),
     ),
     Variant("plain-400", "plain fine-tuning, 400 steps", "mini-plain.json", ("training.max_steps=400",)),
     Variant(

@@ -175,3 +175,27 @@ def test_goal_checks_against_plain_fine_tuning():
     sets = {"debian": {"models": {"mini": rows(0.803, 0.645, 0.723), "plain": rows(0.83, 0.159, 0.765)}}}
     table = mini.goals_table(sets)
     assert "| debian | 0.803 vs 0.830 **missed** | 80.3% met |" in table
+
+
+def test_long_recipe_trains_both_models_longer_and_only_mini_with_its_changes(tmp_path, monkeypatch):
+    trained = {}
+    monkeypatch.setattr(mini, "minilm_path", lambda: "/some/minilm")
+    monkeypatch.setattr(
+        mini, "train", lambda config: trained.setdefault(Path(config.training["output_dir"]).name, config)
+    )
+    pipeline = mini.steps(overrides=mini.LONG_OVERRIDES, mini_overrides=mini.LONG_MINI_OVERRIDES)
+    for step in pipeline:
+        if step.name in ("train", "train-plain"):
+            step.action(mini.MiniPaths(tmp_path))
+    long, plain = trained["mini"], trained["mini-plain"]
+    assert long.training["max_steps"] == plain.training["max_steps"] == 300
+    assert long.model.mel_rank == 384 and long.loss.exit_weights == {"6": 3.0}
+    assert plain.model.mel_rank is None and plain.loss.exit_weights == {}
+    default = load_config(mini.CONFIGS / "mini.json")
+    assert default.training["max_steps"] == 200 and default.model.mel_rank == 128  # the default is untouched
+
+
+def test_smoke_and_long_exclude_each_other(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        cli(["mini", "--smoke", "--long", "--cache-dir", str(tmp_path)])
+    assert "not allowed with argument --smoke" in capsys.readouterr().err
