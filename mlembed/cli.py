@@ -598,17 +598,10 @@ def add_mini_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--skip-ablation", action="store_true", help="do not train the plain fine-tuning ablation")
     parser.add_argument("--redo", nargs="+", action=StrList, default=[], metavar="STEP", help="run these steps again")
     parser.add_argument("--no-demo", action="store_true", help="stop after the evaluation")
-    length = parser.add_mutually_exclusive_group()
-    length.add_argument(
+    parser.add_argument(
         "--smoke",
         action="store_true",
         help="every step on a slice of the data with 3 training steps (checks the pipeline; own cache and model id)",
-    )
-    length.add_argument(
-        "--long",
-        action="store_true",
-        help="the longer recipe: rank 384, full exit 3x, 300 steps for both models (~25 min on 2 cores; own cache, "
-        "model id ml-embed/mini-long)",
     )
     parser.add_argument(
         "--set",

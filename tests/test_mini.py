@@ -37,7 +37,7 @@ def test_shipped_mini_configs_load_and_validate(name, tmp_path):
 def test_plain_config_is_the_3d_recipe_with_the_axes_off():
     full = json.loads((mini.CONFIGS / "mini.json").read_text())
     plain = json.loads((mini.CONFIGS / "mini-plain.json").read_text())
-    assert full["model"]["mel_rank"] == 128 and plain["model"]["mel_rank"] is None
+    assert full["model"]["mel_rank"] == 384 and plain["model"]["mel_rank"] is None  # full rank at full size
     assert all(full["loss"][axis] for axis in ("mel", "mll", "mrl"))
     assert not any(plain["loss"][axis] for axis in ("mel", "mll", "mrl"))
     assert {3, 6} <= set(full["model"]["exit_layers"]) and 96 in full["model"]["matryoshka_dims"]
@@ -137,7 +137,7 @@ def test_short_pipeline_on_minilm_trains_exports_evaluates_and_skips(
     assert summary["steps"] == 2 and summary["final_loss"] is not None
 
     model = AutoModel.from_pretrained(paths.run("mini") / "final", trust_remote_code=True)
-    assert model.config.mel_rank == 128 and model.config.exit_layers == [2, 3, 4, 6]
+    assert model.config.mel_rank == 384 and model.config.exit_layers == [2, 3, 4, 6]
     assert model.encode(["apt installs packages"], layers=3, dim=96, rank=64).shape == (1, 96)
     assert (tmp_path / "hf" / "models--ml-embed--mini" / "refs" / "main").is_file() and mini.installed()
 
@@ -175,27 +175,3 @@ def test_goal_checks_against_plain_fine_tuning():
     sets = {"debian": {"models": {"mini": rows(0.803, 0.645, 0.723), "plain": rows(0.83, 0.159, 0.765)}}}
     table = mini.goals_table(sets)
     assert "| debian | 0.803 vs 0.830 **missed** | 80.3% met |" in table
-
-
-def test_long_recipe_trains_both_models_longer_and_only_mini_with_its_changes(tmp_path, monkeypatch):
-    trained = {}
-    monkeypatch.setattr(mini, "minilm_path", lambda: "/some/minilm")
-    monkeypatch.setattr(
-        mini, "train", lambda config: trained.setdefault(Path(config.training["output_dir"]).name, config)
-    )
-    pipeline = mini.steps(overrides=mini.LONG_OVERRIDES, mini_overrides=mini.LONG_MINI_OVERRIDES)
-    for step in pipeline:
-        if step.name in ("train", "train-plain"):
-            step.action(mini.MiniPaths(tmp_path))
-    long, plain = trained["mini"], trained["mini-plain"]
-    assert long.training["max_steps"] == plain.training["max_steps"] == 300
-    assert long.model.mel_rank == 384 and long.loss.exit_weights == {"6": 3.0}
-    assert plain.model.mel_rank is None and plain.loss.exit_weights == {}
-    default = load_config(mini.CONFIGS / "mini.json")
-    assert default.training["max_steps"] == 200 and default.model.mel_rank == 128  # the default is untouched
-
-
-def test_smoke_and_long_exclude_each_other(tmp_path, capsys):
-    with pytest.raises(SystemExit):
-        cli(["mini", "--smoke", "--long", "--cache-dir", str(tmp_path)])
-    assert "not allowed with argument --smoke" in capsys.readouterr().err

