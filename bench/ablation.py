@@ -123,7 +123,9 @@ VARIANTS = (
         "mini-plain.json",
         (*AXES_ON, "model.mel_rank=384", "model.exit_layers=[3, 6]", 'loss.exit_weights={"6": 3.0}'),
     ),
-    Variant("default", "ml-embed-mini: the shipped default (mini.json: the row above, 300 steps)", "mini.json"),
+    Variant(
+        "default", "ml-embed-mini: the shipped default (mini.json: rank 384 + full exit 3x, 300 steps)", "mini.json"
+    ),
 )
 SETTINGS = (("full", "full"), ("layers", "layers=3"), ("dim", "dim=96"), ("rank", "rank=64"), ("combined", "all 3"))
 
