@@ -38,7 +38,7 @@ sys.path.insert(0, str(ROOT))
 
 UNIFORM_DIMS = '{"384": 1, "192": 1, "96": 1, "48": 1, "24": 1}'  # MRL's own weighting (Kusupati et al. 2022)
 AXES_ON = ("model.mel_rank=128", "loss.mel=true", "loss.mll=true", "loss.mrl=true")  # the paper's 3D-ML
-GRID_STEPS = "training.max_steps=200"  # every row but the shipped default, unless its overrides say otherwise
+GRID_STEPS = "training.max_steps=200"  # every row with grid_steps (all but the shipped default), unless overridden
 
 
 @dataclass(frozen=True)
@@ -51,6 +51,7 @@ class Variant:
     config: str | None
     overrides: tuple[str, ...] = ()
     init: str | None = None
+    grid_steps: bool = True  # train `GRID_STEPS` (False: the recipe's own steps, as shipped)
 
 
 VARIANTS = (
@@ -124,7 +125,22 @@ VARIANTS = (
         (*AXES_ON, "model.mel_rank=384", "model.exit_layers=[3, 6]", 'loss.exit_weights={"6": 3.0}'),
     ),
     Variant(
-        "default", "ml-embed-mini: the shipped default (mini.json: rank 384 + full exit 3x, 300 steps)", "mini.json"
+        "plain-neg1",
+        "plain fine-tuning + 1 mined hard negative per pair",
+        "mini-plain.json",
+        ('data.num_negatives={"retrieval": 1}',),
+    ),
+    Variant(
+        "3d-r384-exitw-neg1",
+        "all three + rank 384 + full exit 3x + 1 mined hard negative per pair",
+        "mini-plain.json",
+        (*AXES_ON, "model.mel_rank=384", 'loss.exit_weights={"6": 3.0}', 'data.num_negatives={"retrieval": 1}'),
+    ),
+    Variant(
+        "default",
+        "ml-embed-mini: the shipped default (mini.json: rank 384 + full exit 3x, 300 steps)",
+        "mini.json",
+        grid_steps=False,
     ),
 )
 SETTINGS = (("full", "full"), ("layers", "layers=3"), ("dim", "dim=96"), ("rank", "rank=64"), ("combined", "all 3"))
@@ -152,8 +168,11 @@ def prepare(paths: Any) -> None:
 def train_variant(variant: Variant, folder: Path, paths: Any) -> None:
     from mlembed.mini import pipeline
 
-    pinned = () if variant.name == "default" else (GRID_STEPS,)  # the shipped recipes changed to 300 steps later
-    overrides = [*pinned, *variant.overrides, f"training.output_dir={json.dumps(str(folder))}"]
+    overrides = [
+        *((GRID_STEPS,) if variant.grid_steps else ()),
+        *variant.overrides,
+        f"training.output_dir={json.dumps(str(folder))}",
+    ]
     if variant.init:
         init = model_folder(next(v for v in VARIANTS if v.name == variant.init), paths)
         if not (init / "model.safetensors").is_file():
