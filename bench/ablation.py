@@ -136,6 +136,13 @@ VARIANTS = (
         "mini-plain.json",
         (*AXES_ON, "model.mel_rank=384", 'loss.exit_weights={"6": 3.0}', 'data.num_negatives={"retrieval": 1}'),
     ),
+    Variant(  # bench/train_bf16.py times the same recipe in fp32 and bf16 on this CPU
+        "default-bf16",
+        "the shipped default trained under bf16 autocast (CPUs with bf16 instructions)",
+        "mini.json",
+        ("training.bf16=true",),
+        grid_steps=False,
+    ),
     Variant(
         "default",
         "ml-embed-mini: the shipped default (mini.json: rank 384 + full exit 3x, 300 steps)",

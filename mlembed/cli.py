@@ -236,6 +236,8 @@ def cmd_export(args: argparse.Namespace) -> None:
         _needs("serve")
         if args.dtype not in ("auto", "float32"):
             raise ValueError(f"the ONNX export is float32 plus an int8 variant; --dtype {args.dtype} is not one")
+        if args.int8_keep_down_proj and args.no_int8:
+            raise ValueError("--int8-keep-down-proj shapes the int8 variant, which --no-int8 skips: give one of them")
         from mlembed.serving import export_onnx
 
         info = export_onnx(
@@ -247,6 +249,7 @@ def cmd_export(args: argparse.Namespace) -> None:
             quantize=not args.no_int8,
             max_seq_length=args.max_seq_length,
             fuse=False if args.no_fuse else None,
+            int8_down_proj=not args.int8_keep_down_proj,
         )
         sizes = ", ".join(f"{f} {(out / f).stat().st_size / 2**20:.1f} MiB" for f in info["files"].values())
         print(
@@ -475,6 +478,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-int8", action="store_true", help="with --mode onnx: skip the int8 variant")
     p.add_argument(
         "--no-fuse", action="store_true", help="with --mode onnx: no ONNX Runtime fusion (standard ONNX ops only)"
+    )
+    p.add_argument(
+        "--int8-keep-down-proj",
+        action="store_true",
+        help="with --mode onnx: the int8 variant keeps the feed-forward down-projections in float (closer, slower)",
     )
     p.add_argument("--repo-id", default=None, help="with --mode hub: the Hub repo named in the model card (org/name)")
     p.add_argument(

@@ -61,6 +61,7 @@ def export_onnx(
     max_seq_length: int | None = None,
     opset: int | None = None,
     fuse: bool | None = None,
+    int8_down_proj: bool = True,
 ) -> dict[str, Any]:
     """ML-Embed folder -> ONNX folder computing the final embedding at (layers, rank, dim); returns the setting.
 
@@ -73,6 +74,10 @@ def export_onnx(
         opset: ONNX opset (default: torch's recommended one).
         fuse: fuse attention, layer norms and GELU with ONNX Runtime's transformer optimizer; default: where it has
             a fusion for the backbone (`ORT_FUSIONS`); `True` for another backbone is an error naming those.
+        int8_down_proj: quantise the feed-forward down-projections too (default). `False` keeps them in float:
+            their input (after GELU / SiLU) has the widest range of any MatMul, so its per-tensor int8 activation
+            loses the most; on ml-embed-mini at layers=3 + rank=64 + dim=96 that halves the int8 graph's nDCG loss
+            at about a quarter of its speed-up (`bench/serving.py`).
     """
     from mlembed import engines
     from mlembed.convert import export_max_seq_length, load_tokenizer, stock_backbone
@@ -108,9 +113,13 @@ def export_onnx(
                 verbose=False,
             )
         program.save(out / ONNX_FILE, external_data=weight_bytes > _EXTERNAL_DATA_BYTES)
+    kept_float: list[str] = []
     if quantize:
         import onnx
         from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        if not int8_down_proj:
+            kept_float = down_projections(onnx.load(out / ONNX_FILE, load_external_data=False), stock.config)
 
         # int8 weights per output channel, only MatMuls with a constant weight (the attention products of two
         # activations stay float): on the MiniLM-based model the cosine to fp32 goes from 0.90 (per tensor) to 0.99
@@ -122,6 +131,7 @@ def export_onnx(
             op_types_to_quantize=["MatMul", "Attention"],  # a fused Attention holds the Q, K, V projections
             # the fused nodes are outside ONNX's shape inference: their outputs are float32
             extra_options={"MatMulConstBOnly": True, "DefaultTensorType": onnx.TensorProto.FLOAT},
+            nodes_to_exclude=kept_float,
             use_external_data_format=weight_bytes > 4 * _EXTERNAL_DATA_BYTES,
         )
     engines.save_tokenizer(tokenizer, out, max_seq_length, append_eos=bool(cfg.append_eos))
@@ -135,6 +145,7 @@ def export_onnx(
         "normalize": bool(cfg.normalize),
         "max_seq_length": max_seq_length,
         "fused": fusion,
+        "int8_down_proj": bool(quantize and int8_down_proj),
         "files": {"fp32": ONNX_FILE} | ({"int8": ONNX_INT8_FILE} if quantize else {}),
     }
     engines.update_config_json(out, engines.matryoshka_keys(cfg.matryoshka_dims, dim) | {SETTING_KEY: setting})
@@ -144,6 +155,20 @@ def export_onnx(
     )
     logger.info("wrote %s: layers=%d rank=%s dim=%d", out, layers, rank, dim)
     return setting
+
+
+def down_projections(graph: Any, config: Any) -> list[str]:
+    """Names of the MatMul nodes whose constant weight maps the feed-forward width back to the hidden size
+    (intermediate x hidden: BERT's `output.dense`, Qwen3's `mlp.down_proj`), one per layer; an error otherwise."""
+    shapes = {init.name: tuple(init.dims) for init in graph.graph.initializer}
+    wanted = (config.intermediate_size, config.hidden_size)
+    names = [n.name for n in graph.graph.node if n.op_type == "MatMul" and shapes.get(n.input[1]) == wanted]
+    if config.intermediate_size == config.hidden_size or len(names) != config.num_hidden_layers:
+        raise ValueError(
+            f"found {len(names)} feed-forward down-projections ({wanted[0]} x {wanted[1]} MatMuls) for "
+            f"{config.num_hidden_layers} layers; export with int8_down_proj=True"
+        )
+    return names
 
 
 ORT_FUSIONS = {"bert": "bert"}  # backbone model_type -> ONNX Runtime optimizer model_type (tested ones only)

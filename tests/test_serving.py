@@ -107,6 +107,34 @@ def test_int8_is_quantised_and_close_to_fp32(onnx_folders, kind):
     assert cosines(int8, fp32).mean() >= 0.99
 
 
+@pytest.mark.parametrize("kind", ["qwen3", "bert"])
+def test_int8_can_keep_the_down_projections_in_float(sources, onnx_folders, tmp_path, kind):
+    """`int8_down_proj=False`: the feed-forward down-projection of every layer stays a float MatMul (its weight
+    intermediate x hidden), everything else is quantised as by default."""
+    import onnx
+
+    out = tmp_path / kind
+    setting = serving.export_onnx(sources[1][kind], out, max_seq_length=MAX_LEN, int8_down_proj=False, **SETTING)
+    assert setting["int8_down_proj"] is False and serving.read_setting(onnx_folders[kind])["int8_down_proj"] is True
+    config = elastic(sources, kind).config
+
+    def ops(path):
+        graph = onnx.load(path)
+        shapes = {init.name: tuple(init.dims) for init in graph.graph.initializer}
+        down = [n for n in graph.graph.node if shapes.get(n.input[1] if len(n.input) > 1 else "") == (64, 32)]
+        return [n.op_type for n in graph.graph.node], [n.op_type for n in down]
+
+    default_ops, default_down = ops(onnx_folders[kind] / serving.ONNX_INT8_FILE)
+    kept_ops, kept_down = ops(out / serving.ONNX_INT8_FILE)
+    assert (config.intermediate_size, config.hidden_size) == (64, 32)
+    assert default_down == ["MatMulInteger"] * SETTING["layers"]  # by default they are quantised
+    assert kept_down == ["MatMul"] * SETTING["layers"]
+    assert kept_ops.count("MatMulInteger") == default_ops.count("MatMulInteger") - SETTING["layers"]
+    fp32 = serving.OnnxEmbedder(out).encode(TEXTS * 4, prompt_name="query")
+    int8 = serving.OnnxEmbedder(out, int8=True).encode(TEXTS * 4, prompt_name="query")
+    assert not np.array_equal(int8, fp32) and cosines(int8, fp32).mean() >= 0.99
+
+
 def test_the_onnx_folder_describes_its_setting(sources, onnx_folders):
     folder = onnx_folders["qwen3"]
     config = json.loads((folder / "config.json").read_text())
@@ -292,6 +320,10 @@ def test_cli_exports_and_encodes_onnx(sources, tmp_path, capsys):
         (["encode", "--onnx", str(out), "x", "--layers", "2"], "this ONNX export computes layers=4, rank=32, dim=32"),
         (["encode", str(src), "x", "--int8"], "--int8 runs the int8 graph of an ONNX export; add --onnx"),
         (["export", str(src), str(tmp_path / "y"), "--mode", "onnx", "--dtype", "bfloat16"], "--dtype bfloat16"),
+        (
+            ["export", str(src), str(tmp_path / "y"), "--mode", "onnx", "--no-int8", "--int8-keep-down-proj"],
+            "--int8-keep-down-proj shapes the int8 variant, which --no-int8 skips",
+        ),
     ):
         with pytest.raises(SystemExit):
             main(argv)
