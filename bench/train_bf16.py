@@ -9,7 +9,8 @@ on the processor: with native bf16 instructions (AVX512_BF16, AMX) oneDNN runs t
 it converts and is slower. The script prints the CPU's bf16 flags, then trains `--steps` steps of `mini.json` in
 each precision, alternating `--rounds` times (fresh trainer each run, so the same steps and data), and reports
 seconds per step and the ratio fp32 / bf16 measured in the same run. The quality of a bf16-trained model is a row
-of the ablation grid (`python bench/ablation.py --only default-bf16`).
+of the ablation grid (`python bench/ablation.py --only default-bf16`). `mlembed mini` trains in bf16 by itself on a
+CPU with those flags (`pipeline.precision_overrides`).
 """
 
 from __future__ import annotations
@@ -24,17 +25,6 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-BF16_FLAGS = ("avx512_bf16", "amx_bf16")
-
-
-def cpu_bf16_flags() -> list[str]:
-    """The bf16 instruction flags of this CPU as Linux reports them (empty elsewhere)."""
-    try:
-        flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags"))
-    except (OSError, StopIteration):
-        return []
-    return [f for f in BF16_FLAGS if f in flags.split()]
 
 
 def main() -> None:
@@ -52,7 +42,7 @@ def main() -> None:
     paths = pipeline.MiniPaths((args.cache_dir or pipeline.default_cache_dir()).expanduser())
     if not any((paths.data / "train").glob("*.parquet")):
         sys.exit(f"no training data in {paths.data}: run `mlembed mini` (or pass --cache-dir)")
-    flags = cpu_bf16_flags() or "none"
+    flags = pipeline.native_bf16_flags() or "none"
     print(f"CPU bf16 flags: {flags}; torch {torch.__version__}, {torch.get_num_threads()} threads")
     seconds: dict[str, list[float]] = {"fp32": [], "bf16": []}
     with tempfile.TemporaryDirectory() as out:

@@ -175,3 +175,15 @@ def test_goal_checks_against_plain_fine_tuning():
     sets = {"debian": {"models": {"mini": rows(0.803, 0.645, 0.723), "plain": rows(0.83, 0.159, 0.765)}}}
     table = mini.goals_table(sets)
     assert "| debian | 0.803 vs 0.830 **missed** | 80.3% met |" in table
+
+
+def test_bf16_is_chosen_only_on_a_cpu_with_native_bf16_and_never_over_the_user():
+    zen4 = "processor\t: 0\nflags\t\t: fpu avx2 avx512f avx512_bf16 avx512_vnni\n\nprocessor\t: 1\nflags\t\t: fpu\n"
+    older = "processor\t: 0\nflags\t\t: fpu avx2 avx512f avx512_vnni\n"
+    assert mini.native_bf16_flags(zen4) == ["avx512_bf16"]  # the first processor's line, whole words only
+    assert mini.native_bf16_flags(older) == [] and mini.native_bf16_flags("") == []
+    assert mini.native_bf16_flags("flags : amx_bf16 amx_tile avx512_bf16") == ["avx512_bf16", "amx_bf16"]
+    assert mini.precision_overrides(["training.max_steps=3"], ["avx512_bf16"]) == ["training.bf16=true"]
+    assert mini.precision_overrides(["training.max_steps=3"], []) == []
+    for chosen in ("training.bf16=false", "training.bf16=true", "training.fp16=true"):
+        assert mini.precision_overrides([chosen], ["amx_bf16"]) == []
