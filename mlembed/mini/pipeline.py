@@ -138,7 +138,7 @@ def native_bf16_flags(cpuinfo: str | None = None) -> list[str]:
 def precision_overrides(overrides: Sequence[str], flags: Sequence[str]) -> list[str]:
     """`training.bf16=true` where the CPU has native bf16 (`flags`) and `overrides` do not choose a precision.
 
-    Why: bf16 autocast trains ml-embed-mini 1.65x faster on such a CPU with the same held-out scores to 0.001
+    Why: bf16 autocast trains ml-embed-mini 1.65x faster on such a CPU with held-out scores within 0.001 of fp32
     (`bench/train_bf16.py`, the ablation's `default-bf16` row); without native bf16 it would be slower.
     """
     chosen = any(item.split("=", 1)[0].strip() in ("training.bf16", "training.fp16") for item in overrides)
