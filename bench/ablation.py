@@ -143,6 +143,21 @@ VARIANTS = (
         ("training.bf16=true",),
         grid_steps=False,
     ),
+    Variant(  # a second phase on the shipped model: only layers 4-6 train, every layers<=3 setting stays as it was
+        "default-freeze3",
+        "the shipped default (bf16), then 100 more steps training only layers 4-6 (`model.frozen_layers=3`; "
+        "exits 4 and 6, full 3x)",
+        "mini.json",
+        (
+            "training.bf16=true",
+            "model.frozen_layers=3",
+            'loss.exit_weights={"2": 0, "3": 0, "6": 3.0}',
+            "training.max_steps=100",
+            "training.seed=1",
+        ),
+        init="default-bf16",
+        grid_steps=False,
+    ),
     Variant(
         "default",
         "ml-embed-mini: the shipped default (mini.json: rank 384 + full exit 3x, 300 steps)",

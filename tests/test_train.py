@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from conftest import ROOT, backbone_config, free_port, synthetic_retrieval, tiny_model, tiny_tokenizer
@@ -12,7 +13,8 @@ from transformers import AutoModel, TrainerCallback, TrainingArguments
 
 from mlembed.cli import main as cli
 from mlembed.train.config import apply_overrides, load_config, parse_config
-from mlembed.train.recipe import build_model, build_trainer
+from mlembed.train.recipe import build_model, build_trainer, run
+from modeling_mlembed import MLEmbedModel
 
 CONFIGS = sorted((ROOT / "configs").glob("*.json")) + sorted((ROOT / "mlembed" / "mini" / "configs").glob("*.json"))
 
@@ -552,3 +554,28 @@ def test_recipe_continues_from_a_dense_folder_with_mel_added(workdir):
     config = load_config(workdir / "tiny.json", [f"model.base={workdir / 'factorised'}", "model.mel_rank=8"])
     with pytest.raises(ValueError, match="is factorised at mel_rank=16"):
         build_model(config)
+
+
+def test_frozen_layers_keep_every_shallow_setting_and_train_the_rest(workdir):
+    """A second phase with `model.frozen_layers=2` on the tiny 4-layer model: layers <= 2 encode exactly as before
+    at every rank, the full depth moves; out-of-range values are errors naming the range."""
+    start = run(load_config(workdir / "tiny.json", ["training.max_steps=2", "export.hub=false"]))
+    before = MLEmbedModel.from_pretrained(start).eval()
+    overrides = [f"model.base={start}", "model.frozen_layers=2", "training.max_steps=3", "export.hub=false"]
+    trainer = build_trainer(load_config(workdir / "tiny.json", overrides), output_dir=str(workdir / "phase2"))
+    trainable = {name for name, p in trainer.model.named_parameters() if p.requires_grad}
+    assert trainable and all(".layers.2." in name or ".layers.3." in name for name in trainable)
+    trainer.train()
+    after = trainer.model.eval()
+    texts = ["cat dog", "a longer text about birds", "x"]
+    for rank in (8, 32):
+        torch.testing.assert_close(
+            after.encode(texts, layers=2, rank=rank), before.encode(texts, layers=2, rank=rank), rtol=0, atol=0
+        )
+    assert not np.allclose(after.encode(texts), before.encode(texts), atol=1e-4)
+    for bad in (4, 9):
+        config = load_config(workdir / "tiny.json", [f"model.frozen_layers={bad}"])
+        with pytest.raises(ValueError, match=r"model.frozen_layers must be in 1..3 \(the model has 4 layers\)"):
+            build_model(config)
+    with pytest.raises(ValueError, match="model.frozen_layers must be an integer >= 0"):
+        load_config(workdir / "tiny.json", ["model.frozen_layers=-1"])

@@ -19,6 +19,9 @@ class ModelSection:
 
     trust_remote_code: allow a stock backbone's own remote code (never needed for ML-Embed folders, which load
     through the installed classes).
+    frozen_layers: train only the layers above the first N; everything else (the token embedding, its MEL factors,
+    the first N layers, any final norm) keeps its weights, so every setting with `layers <= N` stays bit-identical.
+    For a second phase on a trained 3D model (`base` its folder) that gives the full depth more room.
     """
 
     base: str = ""
@@ -27,6 +30,7 @@ class ModelSection:
     exit_layers: list[int] | None = None
     matryoshka_dims: list[int] | None = None
     dtype: str = "float32"
+    frozen_layers: int = 0
 
 
 @dataclass
@@ -132,6 +136,8 @@ def parse_config(raw: dict[str, Any], root: str | Path = ".") -> TrainConfig:
         raise ValueError(f"data.on_invalid must be 'error' or 'skip', got {config.data.on_invalid!r}")
     if config.model.dtype not in ("float32", "bfloat16", "float16"):
         raise ValueError(f"model.dtype must be one of float32, bfloat16, float16, got {config.model.dtype!r}")
+    if not isinstance(config.model.frozen_layers, int) or config.model.frozen_layers < 0:
+        raise ValueError(f"model.frozen_layers must be an integer >= 0, got {config.model.frozen_layers!r}")
     if config.loss.kd_weight < 0 or (config.loss.kd_weight > 0) != bool(config.loss.teacher):
         raise ValueError("loss.kd_weight > 0 and loss.teacher go together (a teacher folder and its weight)")
     if config.loss.self_distill < 0:

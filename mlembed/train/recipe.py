@@ -48,7 +48,20 @@ def build_model(config: TrainConfig) -> tuple[Any, Any]:
         }
         backbone = AutoModel.from_pretrained(spec.base, dtype=torch.float32, trust_remote_code=trust)
         model = from_backbone(backbone, mel_rank=spec.mel_rank, **axes)
+    if spec.frozen_layers:
+        freeze_below(model, spec.frozen_layers)
     return model.to(getattr(torch, spec.dtype)), tokenizer
+
+
+def freeze_below(model: Any, layers: int) -> None:
+    """Leave only the layers after the first `layers` trainable (in place): the outputs at depth <= `layers` then
+    cannot change, at any rank and dim. An error names the allowed range."""
+    total = model.config.num_hidden_layers
+    if not 0 < layers < total:
+        raise ValueError(f"model.frozen_layers must be in 1..{total - 1} (the model has {total} layers), got {layers}")
+    model.requires_grad_(False)
+    for layer in model.layer_stack[layers:]:
+        layer.requires_grad_(True)
 
 
 def build_trainer(config: TrainConfig, **training_overrides: Any) -> Any:
