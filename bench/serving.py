@@ -7,11 +7,12 @@ For each setting (the full model, and layers=3 + rank=64 + dim=96) it exports th
 `mlembed.serving.export_onnx` (cached in `--work`), then
   (a) texts per second on `--threads` threads (2) encoding the same `--texts` passages (batch 32, `--max-length`
       128 tokens) with the elastic PyTorch model (fp32, `torch.inference_mode`), the fp32 ONNX graph and the int8 one
-      under ONNX Runtime, the int8 one also with the feed-forward down-projections kept in float
-      (`--int8-keep-down-proj`), the fp32 and int8 ones also with ONNX Runtime's threads spin-waiting (its default,
-      good on dedicated cores; `OnnxEmbedder` sleeps by default, good on shared ones); the six alternate round by
-      round after a warm-up and report the median and the minimum, and the ratios to PyTorch come from the same run
-      (targets: fp32 >= 1.2x, int8 >= 2x);
+      under ONNX Runtime, the int8 one also with the feed-forward down-projections smoothed (`--calibration`,
+      SmoothQuant calibrated on `--calibration-texts` training texts, half queries, half passages, with their
+      prompts) and kept in float (`--int8-keep-down-proj`), the fp32 and int8 ones also with ONNX Runtime's threads
+      spin-waiting (its default, good on dedicated cores; `OnnxEmbedder` sleeps by default, good on shared ones);
+      the seven alternate round by round after a warm-up and report the median and the minimum, and the ratios to
+      PyTorch come from the same run (targets: fp32 >= 1.2x, int8 >= 2x);
   (b) nDCG@10 of each on the held-out split (queries with the query prompt, the corpus with the document prompt,
       cosine), and the int8 drop against PyTorch (target: within 1 point), plus the mean cosine of each runtime's
       vectors to PyTorch's.
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -36,13 +38,21 @@ from _util import busy_warning, median_times  # noqa: E402
 
 from mlembed.eval.data import load_retrieval_data  # noqa: E402
 from mlembed.eval.metrics import retrieval_metrics  # noqa: E402
-from mlembed.serving import OnnxEmbedder, export_onnx  # noqa: E402
+from mlembed.serving import OnnxEmbedder, export_onnx, quantize_onnx  # noqa: E402
 from modeling_mlembed import MLEmbedModel  # noqa: E402
 
 MINI = Path.home() / ".cache" / "mlembed" / "mini"
 SETTINGS = {"full": {}, "layers=3 rank=64 dim=96": {"layers": 3, "rank": 64, "dim": 96}}
-RUNTIMES = ("torch fp32", "onnx fp32", "onnx int8", "onnx int8 keep-down", "onnx fp32 spin", "onnx int8 spin")
-KEEP_DOWN = " keep-down"  # the int8 graph with the feed-forward down-projections kept in float (int8_down_proj=False)
+RUNTIMES = (
+    "torch fp32",
+    "onnx fp32",
+    "onnx int8",
+    "onnx int8 smooth",
+    "onnx int8 keep-down",
+    "onnx fp32 spin",
+    "onnx int8 spin",
+)
+VARIANTS = ("smooth", "keep-down")  # int8 graphs besides the default one (`export`)
 SPIN = " spin"  # the same graph with ONNX Runtime's threads spin-waiting (its default; OnnxEmbedder's is off)
 
 
@@ -50,6 +60,8 @@ def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--model", type=Path, default=MINI / "runs" / "mini" / "final", help="an ML-Embed folder")
     p.add_argument("--data", type=Path, default=MINI / "data" / "eval" / "debian_test.parquet")
+    p.add_argument("--calibration", type=Path, default=MINI / "data" / "train", help="training parquet folder")
+    p.add_argument("--calibration-texts", type=int, default=256, help="texts to calibrate the smoothed int8 with")
     p.add_argument("--work", type=Path, default=Path("runs/bench-serving"), help="where the ONNX exports go")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--texts", type=int, default=256, help="passages per timed encode")
@@ -60,13 +72,37 @@ def parse_args() -> argparse.Namespace:
     return p.parse_args()
 
 
-def export(model_dir: Path, work: Path, name: str, setting: dict, max_length: int, **kwargs) -> Path:
-    """The setting's ONNX folder, exported once per model (reused while newer than the model's config)."""
-    out = work / (name.replace(" ", "_").replace("=", "") + ("_keep_down" if kwargs else ""))
+def export(model_dir: Path, work: Path, name: str, setting: dict, max_length: int, calibration: list) -> dict:
+    """{variant: ONNX folder} of the setting: the default export (once per model, reused while newer than the
+    model's config), and a copy of it per int8 variant with its own int8 graph (`quantize_onnx`)."""
+    out = work / name.replace(" ", "_").replace("=", "")
     done = out / "config.json"
     if not done.is_file() or done.stat().st_mtime < (model_dir / "config.json").stat().st_mtime:
-        export_onnx(model_dir, out, max_seq_length=max_length, **setting, **kwargs)
-    return out
+        export_onnx(model_dir, out, max_seq_length=max_length, **setting)
+        for variant in VARIANTS:
+            shutil.rmtree(out.with_name(f"{out.name}_{variant}"), ignore_errors=True)
+    options = {
+        "smooth": {"calibration": calibration},  # the down-projections smoothed (SmoothQuant), calibrated
+        "keep-down": {"int8_down_proj": False},  # the feed-forward down-projections kept in float
+    }
+    folders = {"default": out}
+    for variant in VARIANTS:
+        folders[variant] = out.with_name(f"{out.name}_{variant}")
+        if not (folders[variant] / "config.json").is_file():
+            shutil.copytree(out, folders[variant])
+            quantize_onnx(folders[variant], **options[variant])
+    return folders
+
+
+def calibration_texts(folder: Path, prompts: dict, count: int) -> list[str]:
+    """`count` training texts (never the held-out ones), half queries and half passages, each with its prompt."""
+    import pandas as pd
+
+    frames = [pd.read_parquet(path, columns=["query", "passage"]) for path in sorted(folder.glob("*.parquet"))]
+    rows = pd.concat(frames).sample(n=count // 2, random_state=0)
+    return [prompts.get("query", "") + t for t in rows["query"]] + [
+        prompts.get("document", "") + t for t in rows["passage"]
+    ]
 
 
 def encoders(model: MLEmbedModel, folders: dict, setting: dict, args: argparse.Namespace) -> dict:
@@ -78,7 +114,7 @@ def encoders(model: MLEmbedModel, folders: dict, setting: dict, args: argparse.N
         )
     }
     for runtime in RUNTIMES[1:]:
-        folder = folders["keep-down" if runtime.endswith(KEEP_DOWN) else "default"]
+        folder = folders[next((v for v in VARIANTS if runtime.endswith(" " + v)), "default")]
         runner = OnnxEmbedder(folder, int8="int8" in runtime, threads=args.threads, spin=runtime.endswith(SPIN))
         out[runtime] = lambda texts, prompt_name=None, runner=runner: runner.encode(texts, prompt_name, **kwargs)
     return out
@@ -112,13 +148,11 @@ def main() -> None:
     prompts = model.config.prompts or {}
     rng = np.random.default_rng(0)
     texts = [data.corpus[i] for i in rng.choice(len(data.corpus), min(args.texts, len(data.corpus)), replace=False)]
+    calibration = calibration_texts(args.calibration, prompts, args.calibration_texts)
     print(f"model {args.model}, {len(data.queries)} queries / {len(data.corpus)} documents, {args.threads} threads")
     results = {}
     for name, setting in SETTINGS.items():
-        folders = {
-            "default": export(args.model, args.work, name, setting, args.max_length),
-            "keep-down": export(args.model, args.work, name, setting, args.max_length, int8_down_proj=False),
-        }
+        folders = export(args.model, args.work, name, setting, args.max_length, calibration)
         encode = encoders(model, folders, setting, args)
         timings = median_times({r: (lambda fn=fn: fn(texts)) for r, fn in encode.items()}, repeats=args.rounds)
         busy_warning(timings)

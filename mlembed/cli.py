@@ -236,9 +236,19 @@ def cmd_export(args: argparse.Namespace) -> None:
         _needs("serve")
         if args.dtype not in ("auto", "float32"):
             raise ValueError(f"the ONNX export is float32 plus an int8 variant; --dtype {args.dtype} is not one")
-        if args.int8_keep_down_proj and args.no_int8:
-            raise ValueError("--int8-keep-down-proj shapes the int8 variant, which --no-int8 skips: give one of them")
-        from mlembed.serving import export_onnx
+        for flag, given in (("--int8-keep-down-proj", args.int8_keep_down_proj), ("--calibration", args.calibration)):
+            if given and args.no_int8:
+                raise ValueError(f"{flag} shapes the int8 variant, which --no-int8 skips: give one of them")
+        if args.smooth_alpha is not None and not args.calibration:
+            raise ValueError("--smooth-alpha sets the smoothing of --calibration: add --calibration FILE")
+        if args.int8_keep_down_proj and args.calibration:
+            raise ValueError("--calibration smooths the down-projections that --int8-keep-down-proj keeps in float")
+        from mlembed.serving import SMOOTH_ALPHA, export_onnx
+
+        calibration = None
+        if args.calibration:
+            lines = Path(args.calibration).read_text(encoding="utf-8").splitlines()
+            calibration = [line for line in lines if line.strip()]
 
         info = export_onnx(
             args.src,
@@ -250,6 +260,8 @@ def cmd_export(args: argparse.Namespace) -> None:
             max_seq_length=args.max_seq_length,
             fuse=False if args.no_fuse else None,
             int8_down_proj=not args.int8_keep_down_proj,
+            calibration=calibration,
+            smooth_alpha=SMOOTH_ALPHA if args.smooth_alpha is None else args.smooth_alpha,
         )
         sizes = ", ".join(f"{f} {(out / f).stat().st_size / 2**20:.1f} MiB" for f in info["files"].values())
         print(
@@ -484,6 +496,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="with --mode onnx: the int8 variant keeps the feed-forward down-projections in float (closer, slower)",
     )
+    p.add_argument(
+        "--calibration",
+        default=None,
+        help="with --mode onnx: a UTF-8 file of texts, one per line, to smooth the int8 down-projections with",
+    )
+    p.add_argument("--smooth-alpha", type=float, default=None, help="with --calibration: SmoothQuant alpha (0.75)")
     p.add_argument("--repo-id", default=None, help="with --mode hub: the Hub repo named in the model card (org/name)")
     p.add_argument(
         "--max-seq-length", type=int, default=None, help="tokens per text to record (default: the source model's)"

@@ -18,7 +18,7 @@ transformers 4.x (we need 5.x), and it exports the token states only, leaving po
 The folder (`export_onnx`):
 
     onnx/model.onnx              fp32 graph (weights inside; external `model.onnx.data` above 2 GB)
-    onnx/model_quantized.onnx    int8 weights, dynamic activation quantisation
+    onnx/model_quantized.onnx    int8 weights, dynamic activation quantisation (`quantize_onnx`)
     tokenizer.json, tokenizer_config.json, special_tokens_map.json
                                  EOS appended by tokenizer.json itself (decoders), `model_max_length` = max length
     config.json                  the backbone config at depth k, the engine keys, `mlembed_onnx` (the setting)
@@ -49,6 +49,7 @@ INPUT_NAMES = ("input_ids", "attention_mask")
 OUTPUT_NAME = "sentence_embedding"
 SETTING_KEY = "mlembed_onnx"
 _EXTERNAL_DATA_BYTES = 1 << 30  # the protobuf limit is 2 GB; larger graphs keep their weights beside the file
+SMOOTH_ALPHA = 0.75  # SmoothQuant's migration strength for the down-projections (`quantize_onnx`; bench/serving.py)
 
 
 def export_onnx(
@@ -62,6 +63,8 @@ def export_onnx(
     opset: int | None = None,
     fuse: bool | None = None,
     int8_down_proj: bool = True,
+    calibration: Sequence[str] | None = None,
+    smooth_alpha: float = SMOOTH_ALPHA,
 ) -> dict[str, Any]:
     """ML-Embed folder -> ONNX folder computing the final embedding at (layers, rank, dim); returns the setting.
 
@@ -69,20 +72,21 @@ def export_onnx(
         src: an ML-Embed folder (any layout `MLEmbedModel.from_pretrained` reads).
         out: the folder to write.
         layers / rank / dim: the setting (`None`: the source's default, the full model unless it records one).
-        quantize: also write the int8 variant (`onnx/model_quantized.onnx`).
+        quantize: also write the int8 variant (`onnx/model_quantized.onnx`, `quantize_onnx`).
         max_seq_length: tokens per text, recorded in the tokenizer (default: the model's `max_seq_length`).
         opset: ONNX opset (default: torch's recommended one).
         fuse: fuse attention, layer norms and GELU with ONNX Runtime's transformer optimizer; default: where it has
             a fusion for the backbone (`ORT_FUSIONS`); `True` for another backbone is an error naming those.
-        int8_down_proj: quantise the feed-forward down-projections too (default). `False` keeps them in float:
-            their input (after GELU / SiLU) has the widest range of any MatMul, so its per-tensor int8 activation
-            loses the most; on ml-embed-mini at layers=3 + rank=64 + dim=96 the int8 graph's nDCG@10 loss
-            falls from 1.6 to 0.4 points and its speed-up over PyTorch from 2.6x to 1.9x (`bench/serving.py`).
+        int8_down_proj / calibration / smooth_alpha: how the int8 variant treats the feed-forward
+            down-projections (`quantize_onnx`).
     """
     from mlembed import engines
     from mlembed.convert import export_max_seq_length, load_tokenizer, stock_backbone
     from modeling_mlembed import MLEmbedModel
 
+    if not quantize and (calibration is not None or not int8_down_proj):
+        raise ValueError("calibration / int8_down_proj=False shape the int8 variant, which quantize=False skips")
+    _check_int8_options(int8_down_proj, calibration, smooth_alpha)  # before the export, not after it
     model = MLEmbedModel.from_pretrained(src, dtype=torch.float32).eval()
     layers, dim, rank = model.resolve_axes(layers, dim, rank)
     cfg = model.config
@@ -113,27 +117,6 @@ def export_onnx(
                 verbose=False,
             )
         program.save(out / ONNX_FILE, external_data=weight_bytes > _EXTERNAL_DATA_BYTES)
-    kept_float: list[str] = []
-    if quantize:
-        import onnx
-        from onnxruntime.quantization import QuantType, quantize_dynamic
-
-        if not int8_down_proj:
-            kept_float = down_projections(onnx.load(out / ONNX_FILE, load_external_data=False), stock.config)
-
-        # int8 weights per output channel, only MatMuls with a constant weight (the attention products of two
-        # activations stay float): on the MiniLM-based model the cosine to fp32 goes from 0.90 (per tensor) to 0.99
-        quantize_dynamic(
-            out / ONNX_FILE,
-            out / ONNX_INT8_FILE,
-            weight_type=QuantType.QInt8,
-            per_channel=True,
-            op_types_to_quantize=["MatMul", "Attention"],  # a fused Attention holds the Q, K, V projections
-            # the fused nodes are outside ONNX's shape inference: their outputs are float32
-            extra_options={"MatMulConstBOnly": True, "DefaultTensorType": onnx.TensorProto.FLOAT},
-            nodes_to_exclude=kept_float,
-            use_external_data_format=weight_bytes > 4 * _EXTERNAL_DATA_BYTES,
-        )
     engines.save_tokenizer(tokenizer, out, max_seq_length, append_eos=bool(cfg.append_eos))
     stock.config.max_seq_length = max_seq_length
     stock.config.save_pretrained(out)
@@ -145,15 +128,86 @@ def export_onnx(
         "normalize": bool(cfg.normalize),
         "max_seq_length": max_seq_length,
         "fused": fusion,
-        "int8_down_proj": bool(quantize and int8_down_proj),
-        "files": {"fp32": ONNX_FILE} | ({"int8": ONNX_INT8_FILE} if quantize else {}),
+        "files": {"fp32": ONNX_FILE},
     }
     engines.update_config_json(out, engines.matryoshka_keys(cfg.matryoshka_dims, dim) | {SETTING_KEY: setting})
     (out / "config_sentence_transformers.json").write_text(
         json.dumps({"prompts": dict(cfg.prompts or {}), "default_prompt_name": None, "similarity_fn_name": "cosine"})
         + "\n"
     )
+    if quantize:
+        setting = quantize_onnx(out, int8_down_proj, calibration, smooth_alpha)
     logger.info("wrote %s: layers=%d rank=%s dim=%d", out, layers, rank, dim)
+    return setting
+
+
+def _check_int8_options(int8_down_proj: bool, calibration: Sequence[str] | None, smooth_alpha: float) -> None:
+    if calibration is not None:
+        if isinstance(calibration, str) or not calibration or not all(isinstance(t, str) for t in calibration):
+            raise ValueError("calibration must be a non-empty list of texts")
+        if not int8_down_proj:
+            raise ValueError(
+                "calibration smooths the int8 down-projections, which int8_down_proj=False keeps in float: give one"
+            )
+    if not 0 < smooth_alpha <= 1:
+        raise ValueError(f"smooth_alpha must be in (0, 1], got {smooth_alpha}")
+
+
+def quantize_onnx(
+    folder: str | Path,
+    int8_down_proj: bool = True,
+    calibration: Sequence[str] | None = None,
+    smooth_alpha: float = SMOOTH_ALPHA,
+) -> dict[str, Any]:
+    """An ONNX folder's fp32 graph -> its int8 variant (`onnx/model_quantized.onnx`); returns the updated setting.
+
+    ONNX Runtime's dynamic quantisation: int8 weights per output channel, activations quantised per tensor at run
+    time, only MatMuls with a constant weight (the attention products of two activations stay float; a fused
+    `Attention` holds the Q, K, V projections). The feed-forward down-projections lose the most: their input (after
+    GELU / SiLU) has a few channels 10-20x larger than the rest, which set the one activation scale. Two remedies:
+        int8_down_proj=False: keep them in float (closest to fp32, slowest).
+        calibration: texts to smooth them with (SmoothQuant, Xiao et al. 2023, arXiv:2211.10438): each input channel
+            j is divided by s_j = max|x_j|^alpha / max|W_j|^(1 - alpha) (a `Mul` before the MatMul; max|x_j| over
+            the calibration texts' tokens, run through the fp32 graph) and the weight's row j multiplied by it, so
+            the float product is unchanged and the outliers move into the per-channel weight scales. ONNX Runtime
+            offers SmoothQuant only for static quantisation (through Intel Neural Compressor), hence this step.
+    On ml-embed-mini at layers=3 + rank=64 + dim=96 (`bench/serving.py`) calibration takes the nDCG@10 loss against
+    PyTorch from 1.3 to 0.5 points at about the plain int8 graph's speed (2.1x PyTorch); keeping them in float, to
+    0.3 points at 1.7x.
+    """
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from transformers import AutoConfig
+
+    from mlembed import engines
+
+    _check_int8_options(int8_down_proj, calibration, smooth_alpha)
+    folder = Path(folder)
+    setting = read_setting(folder)
+    graph = onnx.load(folder / ONNX_FILE)
+    config = AutoConfig.from_pretrained(folder)
+    down = [] if int8_down_proj and calibration is None else down_projections(graph, config)
+    if calibration is not None:
+        graph = smooth_down_projections(graph, down, folder, calibration, smooth_alpha)
+    quantize_dynamic(
+        graph,
+        folder / ONNX_INT8_FILE,
+        weight_type=QuantType.QInt8,
+        per_channel=True,  # per tensor: cosine to fp32 0.90 on the MiniLM-based model, per channel 0.99
+        op_types_to_quantize=["MatMul", "Attention"],
+        # the fused nodes are outside ONNX's shape inference: their outputs are float32
+        extra_options={"MatMulConstBOnly": True, "DefaultTensorType": onnx.TensorProto.FLOAT},
+        nodes_to_exclude=[] if int8_down_proj else down,
+        use_external_data_format=sum(f.stat().st_size for f in (folder / ONNX_FILE).parent.iterdir())
+        > 4 * _EXTERNAL_DATA_BYTES,  # the int8 weights take a quarter
+    )
+    smooth = {"alpha": smooth_alpha, "texts": len(calibration)} if calibration is not None else None
+    setting |= {
+        "int8_down_proj": int8_down_proj,
+        "int8_smooth": smooth,
+        "files": setting["files"] | {"int8": ONNX_INT8_FILE},
+    }
+    engines.update_config_json(folder, {SETTING_KEY: setting})
     return setting
 
 
@@ -166,9 +220,50 @@ def down_projections(graph: Any, config: Any) -> list[str]:
     if config.intermediate_size == config.hidden_size or len(names) != config.num_hidden_layers:
         raise ValueError(
             f"found {len(names)} feed-forward down-projections ({wanted[0]} x {wanted[1]} MatMuls) for "
-            f"{config.num_hidden_layers} layers; export with int8_down_proj=True"
+            f"{config.num_hidden_layers} layers; quantise with int8_down_proj=True and no calibration"
         )
     return names
+
+
+def smooth_down_projections(graph: Any, names: Sequence[str], folder: Path, texts: Sequence[str], alpha: float) -> Any:
+    """A copy of `graph` with the inputs of the MatMuls `names` smoothed (see `quantize_onnx`): the same function
+    in float, easier to quantise. The calibration runs `folder`'s fp32 graph on `texts` (batches of 32, as given:
+    no prompt added)."""
+    import tempfile
+
+    import onnx
+    import onnxruntime as ort
+    from onnx import helper, numpy_helper
+
+    nodes = {node.name: node for node in graph.graph.node}
+    inputs = [nodes[name].input[0] for name in names]
+    probe = onnx.ModelProto()
+    probe.CopyFrom(graph)
+    probe.graph.output.extend(helper.make_tensor_value_info(t, onnx.TensorProto.FLOAT, None) for t in inputs)
+    peak = [None] * len(inputs)  # per input channel: max |x| over every token of every text
+    tokenizer = load_onnx_tokenizer(folder, int(read_setting(folder)["max_seq_length"]))
+    with tempfile.TemporaryDirectory(dir=folder) as tmp:  # a file with external data: any size, no 2 GB limit
+        onnx.save_model(probe, f"{tmp}/probe.onnx", save_as_external_data=True, location="probe.data")
+        session = ort.InferenceSession(f"{tmp}/probe.onnx", providers=["CPUExecutionProvider"])
+        for start in range(0, len(texts), 32):
+            values = session.run(inputs, tokenize(tokenizer, texts[start : start + 32]))
+            for i, x in enumerate(values):  # (B, T, intermediate)
+                m = np.abs(x).reshape(-1, x.shape[-1]).max(0)
+                peak[i] = m if peak[i] is None else np.maximum(peak[i], m)
+    smoothed = onnx.ModelProto()
+    smoothed.CopyFrom(graph)
+    weights = {init.name: init for init in smoothed.graph.initializer}
+    for name, x, x_max in zip(names, inputs, peak):
+        node = next(n for n in smoothed.graph.node if n.name == name)
+        w = numpy_helper.to_array(weights[node.input[1]])  # (intermediate, hidden): row j meets channel j
+        s = np.maximum(x_max, 1e-5) ** alpha / np.maximum(np.abs(w).max(1), 1e-5) ** (1 - alpha)
+        weights[node.input[1]].CopyFrom(numpy_helper.from_array((w * s[:, None]).astype(w.dtype), node.input[1]))
+        smoothed.graph.initializer.append(numpy_helper.from_array((1 / s).astype(np.float32), f"{name}/smooth_scale"))
+        mul = helper.make_node("Mul", [x, f"{name}/smooth_scale"], [f"{name}/smoothed"], name=f"{name}/smooth")
+        node.input[0] = f"{name}/smoothed"
+        index = next(i for i, n in enumerate(smoothed.graph.node) if n.name == name)
+        smoothed.graph.node.insert(index, mul)  # before its MatMul: the node list stays topologically sorted
+    return smoothed
 
 
 ORT_FUSIONS = {"bert": "bert"}  # backbone model_type -> ONNX Runtime optimizer model_type (tested ones only)
@@ -300,7 +395,6 @@ class OnnxEmbedder:
         spin: bool = False,
     ) -> None:
         import onnxruntime as ort
-        from tokenizers import Tokenizer
 
         self.folder = Path(folder)
         self.setting = read_setting(self.folder)
@@ -319,13 +413,7 @@ class OnnxEmbedder:
             providers=list(providers or ["CPUExecutionProvider"]),
         )
         self.max_length = min(int(max_length or self.setting["max_seq_length"]), int(self.setting["max_seq_length"]))
-        self.tokenizer = Tokenizer.from_file(str(self.folder / "tokenizer.json"))
-        self.tokenizer.enable_truncation(max_length=self.max_length)
-        pad = json.loads((self.folder / "tokenizer_config.json").read_text()).get("pad_token")
-        pad_id = self.tokenizer.token_to_id(pad) if isinstance(pad, str) else None
-        if pad_id is None:  # the id is never read (masked out); any valid one does
-            pad_id = json.loads((self.folder / "config.json").read_text()).get("pad_token_id") or 0
-        self.tokenizer.enable_padding(pad_id=int(pad_id), direction="right")
+        self.tokenizer = load_onnx_tokenizer(self.folder, self.max_length)
         st_config = self.folder / "config_sentence_transformers.json"
         self.prompts = (json.loads(st_config.read_text()).get("prompts") or {}) if st_config.is_file() else {}
 
@@ -335,11 +423,7 @@ class OnnxEmbedder:
 
     def tokenize(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
         """Right-padded int64 `input_ids` and `attention_mask` (B, T), as the graph takes them."""
-        encodings = self.tokenizer.encode_batch(list(texts))
-        return {
-            "input_ids": np.array([e.ids for e in encodings], dtype=np.int64),
-            "attention_mask": np.array([e.attention_mask for e in encodings], dtype=np.int64),
-        }
+        return tokenize(self.tokenizer, texts)
 
     def encode(
         self,
@@ -363,6 +447,30 @@ class OnnxEmbedder:
             batch = self.tokenize([prefix + texts[i] for i in idx])
             out[idx] = self.session.run([OUTPUT_NAME], batch)[0]
         return out
+
+
+def load_onnx_tokenizer(folder: Path, max_length: int) -> Any:
+    """The export's `tokenizer.json` (the `tokenizers` library), truncating at `max_length` and right-padding with
+    the pad token, as fastembed sets it up."""
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
+    tokenizer.enable_truncation(max_length=max_length)
+    pad = json.loads((folder / "tokenizer_config.json").read_text()).get("pad_token")
+    pad_id = tokenizer.token_to_id(pad) if isinstance(pad, str) else None
+    if pad_id is None:  # the id is never read (masked out); any valid one does
+        pad_id = json.loads((folder / "config.json").read_text()).get("pad_token_id") or 0
+    tokenizer.enable_padding(pad_id=int(pad_id), direction="right")
+    return tokenizer
+
+
+def tokenize(tokenizer: Any, texts: Sequence[str]) -> dict[str, np.ndarray]:
+    """Right-padded int64 `input_ids` and `attention_mask` (B, T), as the graph takes them."""
+    encodings = tokenizer.encode_batch(list(texts))
+    return {
+        "input_ids": np.array([e.ids for e in encodings], dtype=np.int64),
+        "attention_mask": np.array([e.attention_mask for e in encodings], dtype=np.int64),
+    }
 
 
 def register_fastembed(folder: str | Path, name: str | None = None, int8: bool = False) -> str:
