@@ -189,18 +189,23 @@ def quantize_onnx(
     down = [] if int8_down_proj and calibration is None else down_projections(graph, config)
     if calibration is not None:
         graph = smooth_down_projections(graph, down, folder, calibration, smooth_alpha)
-    quantize_dynamic(
-        graph,
-        folder / ONNX_INT8_FILE,
-        weight_type=QuantType.QInt8,
-        per_channel=True,  # per tensor: cosine to fp32 0.90 on the MiniLM-based model, per channel 0.99
-        op_types_to_quantize=["MatMul", "Attention"],
-        # the fused nodes are outside ONNX's shape inference: their outputs are float32
-        extra_options={"MatMulConstBOnly": True, "DefaultTensorType": onnx.TensorProto.FLOAT},
-        nodes_to_exclude=[] if int8_down_proj else down,
-        use_external_data_format=sum(f.stat().st_size for f in (folder / ONNX_FILE).parent.iterdir())
-        > 4 * _EXTERNAL_DATA_BYTES,  # the int8 weights take a quarter
-    )
+    quiet = _DropMessage("pre-processing before quantization")
+    logging.getLogger().addFilter(quiet)  # its advice to pre-process: symbolic shape inference fails on fused graphs
+    try:
+        quantize_dynamic(
+            graph,
+            folder / ONNX_INT8_FILE,
+            weight_type=QuantType.QInt8,
+            per_channel=True,  # per tensor: cosine to fp32 0.90 on the MiniLM-based model, per channel 0.99
+            op_types_to_quantize=["MatMul", "Attention"],
+            # the fused nodes are outside ONNX's shape inference: their outputs are float32
+            extra_options={"MatMulConstBOnly": True, "DefaultTensorType": onnx.TensorProto.FLOAT},
+            nodes_to_exclude=[] if int8_down_proj else down,
+            use_external_data_format=sum(f.stat().st_size for f in (folder / ONNX_FILE).parent.iterdir())
+            > 4 * _EXTERNAL_DATA_BYTES,  # the int8 weights take a quarter
+        )
+    finally:
+        logging.getLogger().removeFilter(quiet)
     smooth = {"alpha": smooth_alpha, "texts": len(calibration)} if calibration is not None else None
     setting |= {
         "int8_down_proj": int8_down_proj,
@@ -209,6 +214,17 @@ def quantize_onnx(
     }
     engines.update_config_json(folder, {SETTING_KEY: setting})
     return setting
+
+
+class _DropMessage(logging.Filter):
+    """Drops the log records whose message contains `text`."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.text = text
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return self.text not in record.getMessage()
 
 
 def down_projections(graph: Any, config: Any) -> list[str]:
