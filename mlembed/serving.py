@@ -184,16 +184,17 @@ def quantize_onnx(
     _check_int8_options(int8_down_proj, calibration, smooth_alpha)
     folder = Path(folder)
     setting = read_setting(folder)
-    graph = onnx.load(folder / ONNX_FILE)
-    config = AutoConfig.from_pretrained(folder)
-    down = [] if int8_down_proj and calibration is None else down_projections(graph, config)
+    source: Path | Any = folder / ONNX_FILE  # the file, or the smoothed graph in memory
+    down = []
+    if not int8_down_proj or calibration is not None:
+        down = down_projections(onnx.load(source, load_external_data=False), AutoConfig.from_pretrained(folder))
     if calibration is not None:
-        graph = smooth_down_projections(graph, down, folder, calibration, smooth_alpha)
+        source = smooth_down_projections(onnx.load(source), down, folder, calibration, smooth_alpha)
     quiet = _DropMessage("pre-processing before quantization")
     logging.getLogger().addFilter(quiet)  # its advice to pre-process: symbolic shape inference fails on fused graphs
     try:
         quantize_dynamic(
-            graph,
+            source,
             folder / ONNX_INT8_FILE,
             weight_type=QuantType.QInt8,
             per_channel=True,  # per tensor: cosine to fp32 0.90 on the MiniLM-based model, per channel 0.99
