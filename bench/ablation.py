@@ -44,7 +44,8 @@ GRID_STEPS = "training.max_steps=200"  # every row with grid_steps (all but the 
 @dataclass(frozen=True)
 class Variant:
     """One row: a shipped mini recipe changed by `overrides` (`section.key=value`); `config=None` = no training;
-    `init`: the variant whose trained model this one starts from (instead of stock MiniLM)."""
+    `init`: the variant whose trained model this one starts from (instead of stock MiniLM); `{stock}` in an override
+    stands for the stock model's folder."""
 
     name: str
     label: str
@@ -158,6 +159,13 @@ VARIANTS = (
         init="default-bf16",
         grid_steps=False,
     ),
+    Variant(  # the issue's "stock model as teacher": MSE to stock MiniLM's embedding at every exit (weighted)
+        "default-kd-stock",
+        "the shipped default (bf16) + distillation from stock MiniLM (MSE, kd_weight 100)",
+        "mini.json",
+        ("training.bf16=true", "loss.kd_weight=100", 'loss.teacher="{stock}"'),
+        grid_steps=False,
+    ),
     Variant(
         "default",
         "ml-embed-mini: the shipped default (mini.json: rank 384 + full exit 3x, 300 steps)",
@@ -192,7 +200,7 @@ def train_variant(variant: Variant, folder: Path, paths: Any) -> None:
 
     overrides = [
         *((GRID_STEPS,) if variant.grid_steps else ()),
-        *variant.overrides,
+        *(o.replace("{stock}", str(paths.stock)) for o in variant.overrides),
         f"training.output_dir={json.dumps(str(folder))}",
     ]
     if variant.init:
