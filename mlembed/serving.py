@@ -186,10 +186,11 @@ def quantize_onnx(
     setting = read_setting(folder)
     source: Path | Any = folder / ONNX_FILE  # the file, or the smoothed graph in memory
     down = []
-    if not int8_down_proj or calibration is not None:
-        down = down_projections(onnx.load(source, load_external_data=False), AutoConfig.from_pretrained(folder))
-    if calibration is not None:
-        source = smooth_down_projections(onnx.load(source), down, folder, calibration, smooth_alpha)
+    if not int8_down_proj or calibration is not None:  # the weights are loaded only to be smoothed
+        graph = onnx.load(source, load_external_data=calibration is not None)
+        down = down_projections(graph, AutoConfig.from_pretrained(folder))
+        if calibration is not None:
+            source = smooth_down_projections(graph, down, folder, calibration, smooth_alpha)
     quiet = _DropMessage("pre-processing before quantization")
     logging.getLogger().addFilter(quiet)  # its advice to pre-process: symbolic shape inference fails on fused graphs
     try:
@@ -243,9 +244,9 @@ def down_projections(graph: Any, config: Any) -> list[str]:
 
 
 def smooth_down_projections(graph: Any, names: Sequence[str], folder: Path, texts: Sequence[str], alpha: float) -> Any:
-    """A copy of `graph` with the inputs of the MatMuls `names` smoothed (see `quantize_onnx`): the same function
-    in float, easier to quantise. The calibration runs `folder`'s fp32 graph on `texts` (batches of 32, as given:
-    no prompt added)."""
+    """`graph` with the inputs of the MatMuls `names` smoothed (see `quantize_onnx`), in place and returned: the same
+    function in float, easier to quantise. The calibration runs `folder`'s fp32 graph on `texts` (batches of 32, as
+    given: no prompt added)."""
     import tempfile
 
     import onnx
@@ -254,33 +255,32 @@ def smooth_down_projections(graph: Any, names: Sequence[str], folder: Path, text
 
     nodes = {node.name: node for node in graph.graph.node}
     inputs = [nodes[name].input[0] for name in names]
-    probe = onnx.ModelProto()
+    probe = onnx.ModelProto()  # a copy: saving with external data rewrites the initializers it saves
     probe.CopyFrom(graph)
     probe.graph.output.extend(helper.make_tensor_value_info(t, onnx.TensorProto.FLOAT, None) for t in inputs)
     peak = [None] * len(inputs)  # per input channel: max |x| over every token of every text
     tokenizer = load_onnx_tokenizer(folder, int(read_setting(folder)["max_seq_length"]))
     with tempfile.TemporaryDirectory(dir=folder) as tmp:  # a file with external data: any size, no 2 GB limit
         onnx.save_model(probe, f"{tmp}/probe.onnx", save_as_external_data=True, location="probe.data")
+        del probe
         session = ort.InferenceSession(f"{tmp}/probe.onnx", providers=["CPUExecutionProvider"])
         for start in range(0, len(texts), 32):
             values = session.run(inputs, tokenize(tokenizer, texts[start : start + 32]))
             for i, x in enumerate(values):  # (B, T, intermediate)
                 m = np.abs(x).reshape(-1, x.shape[-1]).max(0)
                 peak[i] = m if peak[i] is None else np.maximum(peak[i], m)
-    smoothed = onnx.ModelProto()
-    smoothed.CopyFrom(graph)
-    weights = {init.name: init for init in smoothed.graph.initializer}
+    weights = {init.name: init for init in graph.graph.initializer}
     for name, x, x_max in zip(names, inputs, peak):
-        node = next(n for n in smoothed.graph.node if n.name == name)
+        node = nodes[name]
         w = numpy_helper.to_array(weights[node.input[1]])  # (intermediate, hidden): row j meets channel j
         s = np.maximum(x_max, 1e-5) ** alpha / np.maximum(np.abs(w).max(1), 1e-5) ** (1 - alpha)
         weights[node.input[1]].CopyFrom(numpy_helper.from_array((w * s[:, None]).astype(w.dtype), node.input[1]))
-        smoothed.graph.initializer.append(numpy_helper.from_array((1 / s).astype(np.float32), f"{name}/smooth_scale"))
+        graph.graph.initializer.append(numpy_helper.from_array((1 / s).astype(np.float32), f"{name}/smooth_scale"))
         mul = helper.make_node("Mul", [x, f"{name}/smooth_scale"], [f"{name}/smoothed"], name=f"{name}/smooth")
         node.input[0] = f"{name}/smoothed"
-        index = next(i for i, n in enumerate(smoothed.graph.node) if n.name == name)
-        smoothed.graph.node.insert(index, mul)  # before its MatMul: the node list stays topologically sorted
-    return smoothed
+        index = next(i for i, n in enumerate(graph.graph.node) if n.name == name)
+        graph.graph.node.insert(index, mul)  # before its MatMul: the node list stays topologically sorted
+    return graph
 
 
 ORT_FUSIONS = {"bert": "bert"}  # backbone model_type -> ONNX Runtime optimizer model_type (tested ones only)

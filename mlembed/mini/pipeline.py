@@ -565,11 +565,11 @@ def run(args: argparse.Namespace) -> int:
     paths = MiniPaths(Path(cache).expanduser())
     repo_id = SMOKE_REPO_ID if args.smoke else REPO_ID
     overrides = [*(SMOKE_OVERRIDES if args.smoke else ()), *args.set]
-    precision = precision_overrides(overrides, native_bf16_flags())
+    flags = native_bf16_flags()
+    precision = precision_overrides(overrides, flags)
     if precision:
         print(
-            f"training under bf16 autocast: this CPU has {', '.join(native_bf16_flags())} (fp32: --set "
-            "training.bf16=false)",
+            f"training under bf16 autocast: this CPU has {', '.join(flags)} (fp32: --set training.bf16=false)",
             flush=True,
         )
     overrides += precision
