@@ -37,7 +37,10 @@ AXIS_FIELDS = (
     "prompts",
     "append_eos",
     "max_seq_length",
+    "exit_modules",
 )
+EXIT_MODULE_KINDS = ("lora", "adapter")
+EXIT_MODULE_KEYS = ("kind", "exits", "rank", "alpha")
 DEFAULT_MAX_SEQ_LENGTH = 512  # for folders that record none (older exports): the common limit of embedding models
 # Fields of PreTrainedConfig itself that must not be forwarded to the backbone config.
 _META_KEYS = ("model_type", "auto_map", "architectures", "transformers_version", "_name_or_path")
@@ -91,6 +94,33 @@ def check_max_seq_length(value: Any, max_positions: int | None) -> int:
     return value
 
 
+def check_exit_modules(spec: Any, exit_layers: list[int]) -> dict[str, Any]:
+    """The `exit_modules` setting, completed (`alpha`) and checked; errors name the allowed keys and values."""
+    if not isinstance(spec, dict):
+        raise ValueError(f"exit_modules must be a dict with keys {list(EXIT_MODULE_KEYS)} or None, got {spec!r}")
+    unknown = sorted(set(spec) - set(EXIT_MODULE_KEYS))
+    if unknown:
+        raise ValueError(f"exit_modules: unknown key(s) {unknown}; allowed: {list(EXIT_MODULE_KEYS)}")
+    kind, exits, rank = spec.get("kind"), spec.get("exits"), spec.get("rank")
+    if kind not in EXIT_MODULE_KINDS:
+        raise ValueError(f"exit_modules.kind must be one of {list(EXIT_MODULE_KINDS)}, got {kind!r}")
+    allowed = exit_layers[:-1]
+    if (
+        not isinstance(exits, (list, tuple))
+        or not exits
+        or any(isinstance(k, bool) or not isinstance(k, int) or k not in allowed for k in exits)
+    ):
+        raise ValueError(
+            f"exit_modules.exits must be a non-empty list of exit layers below the last, from {allowed}, got {exits!r}"
+        )
+    if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
+        raise ValueError(f"exit_modules.rank must be an integer >= 1, got {rank!r}")
+    alpha = spec.get("alpha", 2 * rank)
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not alpha > 0:
+        raise ValueError(f"exit_modules.alpha must be a number > 0, got {alpha!r}")
+    return {"kind": kind, "exits": sorted(set(exits)), "rank": rank, "alpha": float(alpha)}
+
+
 def _check_nested(name: str, values: list[int], maximum: int) -> list[int]:
     """Sorted, unique, within 1..maximum and containing the maximum; errors name the allowed range."""
     if not values or any(not isinstance(v, int) or isinstance(v, bool) for v in values):
@@ -124,6 +154,13 @@ class MLEmbedConfig(PreTrainedConfig):
         max_seq_length: tokens per text (EOS included) the model was trained or evaluated for: `encode`'s default,
             written into every export (sentence-transformers and serving engines read it); `None` = 512 capped by
             the backbone's positions. Recorded at training time; at most the backbone's `max_position_embeddings`.
+        exit_modules: decoupled exits, `None` for none: `{"kind": "lora" | "adapter", "exits": [k, ...], "rank": r,
+            "alpha": a}`. Each listed exit k (an exit layer below the last) has its own module, applied only when the
+            model runs at `layers=k`, so the full path and every other exit stay as they are. `lora`: low-rank
+            deltas (rank r, scale a / r; `alpha` default 2r) on every linear layer of the first k layers, plus the
+            exit's own copy of the final norm (backbones that have one); merged into plain weights by every export
+            of that setting. `adapter`: a residual bottleneck of width r on the exit's token states (identity at
+            init). See `MLEmbedExitModule`.
         **kwargs: the backbone's own fields (`hidden_size`, `num_hidden_layers`, `vocab_size`, ...).
     """
 
@@ -142,6 +179,7 @@ class MLEmbedConfig(PreTrainedConfig):
     prompts: dict[str, str] | None = None
     append_eos: bool | None = None
     max_seq_length: int | None = None
+    exit_modules: dict[str, Any] | None = None
 
     def __post_init__(self, **kwargs: Any) -> None:
         super().__post_init__(**kwargs)
@@ -229,6 +267,8 @@ class MLEmbedConfig(PreTrainedConfig):
         )
         if self.max_seq_length is not None:
             check_max_seq_length(self.max_seq_length, self.max_positions)
+        if self.exit_modules is not None:
+            self.exit_modules = check_exit_modules(self.exit_modules, self.exit_layers)
         if self.prompts is None:
             self.prompts = default_prompts()
         if not isinstance(self.prompts, dict) or not all(isinstance(v, str) for v in self.prompts.values()):

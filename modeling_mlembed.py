@@ -16,6 +16,9 @@ Design choices:
   The view's last hidden state already carries the final norm; intermediate exits, requested together for
   training, are read with forward hooks and passed through the same final norm.
 * MRL: `dim=d'` keeps the first d' values of the pooled embedding and re-normalises.
+* Decoupled exits (optional, `config.exit_modules`): exit k may own a module that only the depth-k path runs
+  (LoRA deltas on its first k layers applied by forward hooks, or a residual adapter on its token states), so
+  training it leaves the full path bit-identical; exports of that setting merge LoRA into plain weights.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import contextlib
 import copy
 import json
 import logging
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -39,12 +43,13 @@ from transformers import AutoModel, AutoTokenizer, PreTrainedModel
 from transformers.utils import ModelOutput, cached_file
 
 try:
-    from .configuration_mlembed import MLEmbedConfig
+    from .configuration_mlembed import MLEmbedConfig, check_exit_modules
 except ImportError:
-    from configuration_mlembed import MLEmbedConfig
+    from configuration_mlembed import MLEmbedConfig, check_exit_modules
 
 logger = logging.getLogger(__name__)
 MEL_WEIGHTS_NAME = "mel.safetensors"
+EXIT_WEIGHTS_NAME = "exit_modules.safetensors"  # a Hub folder's exit modules (stock loaders never read them)
 _HUB_KWARGS = ("cache_dir", "revision", "token", "local_files_only", "subfolder", "force_download")
 _FINAL_NORM_NAMES = ("norm", "final_norm", "final_layernorm", "ln_f")
 
@@ -99,6 +104,84 @@ class MLEmbedFactorizedEmbedding(nn.Module):
         return self.U[:, :k] @ self.V[:k]
 
 
+class MLEmbedLoRALinear(nn.Module):
+    """A low-rank update of one linear layer: delta(x) = scale (x A^T) B^T, B = 0 at init (Hu et al., LoRA,
+    arXiv 2106.09685).
+
+    Shapes:
+        A: (r, in), B: (out, r); x: (..., in) -> (..., out)
+    """
+
+    def __init__(self, in_features: int, out_features: int, rank: int, scale: float) -> None:
+        super().__init__()
+        self.A = nn.Parameter(torch.empty(rank, in_features))
+        self.B = nn.Parameter(torch.zeros(out_features, rank))
+        self.scale = scale
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        nn.init.kaiming_uniform_(self.A, a=math.sqrt(5))  # LoRA's own init: A random, B zero, delta 0
+        nn.init.zeros_(self.B)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x @ self.A.T.to(x.dtype)) @ self.B.T.to(x.dtype) * self.scale  # (..., r) -> (..., out)
+
+    def delta_weight(self) -> torch.Tensor:
+        """(out, in): what merging adds to the linear layer's weight."""
+        return self.scale * (self.B @ self.A)
+
+
+class MLEmbedExitAdapter(nn.Module):
+    """A residual bottleneck on token states, identity at init: h + up(gelu(down(h))), `up` zero.
+
+    Shapes:
+        down: (r, d), up: (d, r); hidden: (B, T, d) -> (B, T, d)
+    """
+
+    def __init__(self, hidden_size: int, rank: int) -> None:
+        super().__init__()
+        self.down = nn.Parameter(torch.empty(rank, hidden_size))
+        self.up = nn.Parameter(torch.zeros(hidden_size, rank))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        nn.init.kaiming_uniform_(self.down, a=math.sqrt(5))
+        nn.init.zeros_(self.up)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return hidden + F.gelu(hidden @ self.down.T.to(hidden.dtype)) @ self.up.T.to(hidden.dtype)  # (B, T, d)
+
+
+class MLEmbedExitModule(nn.Module):
+    """What one exit k owns on its own path (`config.exit_modules`); the shared weights stay untouched.
+
+    `lora`: an `MLEmbedLoRALinear` for every linear layer of the first k layers (keyed `"<layer>-<path>"`, e.g.
+    `"0-attention-self-query"`), applied by forward hooks during a depth-k pass, and `norm`, the exit's own copy of
+    the backbone's final norm (none for backbones without one). `adapter`: an `MLEmbedExitAdapter` on the exit's
+    token states after the final norm, before pooling.
+    """
+
+    def __init__(
+        self,
+        kind: str,
+        linears: dict[str, tuple[int, int]],
+        hidden_size: int,
+        spec: dict[str, Any],
+        norm: nn.Module | None,
+    ) -> None:
+        super().__init__()
+        self.kind = kind
+        self.lora = self.adapter = self.norm = None
+        if kind == "lora":
+            scale = spec["alpha"] / spec["rank"]
+            self.lora = nn.ModuleDict(
+                {name: MLEmbedLoRALinear(i, o, spec["rank"], scale) for name, (i, o) in linears.items()}
+            )
+            self.norm = norm
+        else:
+            self.adapter = MLEmbedExitAdapter(hidden_size, spec["rank"])
+
+
 class MLEmbedPreTrainedModel(PreTrainedModel):
     config_class = MLEmbedConfig
     config: MLEmbedConfig
@@ -126,7 +209,9 @@ class MLEmbedPreTrainedModel(PreTrainedModel):
             self.__class__ = wrapped
 
     def _init_weights(self, module: nn.Module) -> None:
-        if isinstance(module, MLEmbedFactorizedEmbedding):
+        if isinstance(module, (MLEmbedLoRALinear, MLEmbedExitAdapter)):
+            module.reset_parameters()  # identity at init: the exit starts as the shared path
+        elif isinstance(module, MLEmbedFactorizedEmbedding):
             std = getattr(self.config, "initializer_range", 0.02) or 0.02
             # U ~ N(0, 1/r), V ~ N(0, std^2): the entries of U V then have std `std`, like a dense embedding's init
             nn.init.normal_(module.U, std=module.rank**-0.5)
@@ -165,7 +250,10 @@ class MLEmbedModel(MLEmbedPreTrainedModel):
             # stock names, with or without the prefix (a Hub folder stores the bare backbone's names)
             self._keys_to_ignore_on_load_unexpected = [rf"^({self.base_model_prefix}\.)?{re.escape(name)}\.weight$"]
             self._keys_to_ignore_on_load_missing = [r"^mel\.(U|V)$"]  # a Hub folder has them in mel.safetensors
-        self._depth_views: dict[int, tuple[nn.Module, tuple[int, ...]]] = {}
+        self.exit_modules = self._build_exit_modules(config.exit_modules) if config.exit_modules else None
+        if self.exit_modules is not None:  # checked before loading (`_check_exit_weights`); a Hub folder keeps them
+            self._keys_to_ignore_on_load_missing = [*(self._keys_to_ignore_on_load_missing or []), r"^exit_modules\."]
+        self._depth_views: dict[tuple[int, int], tuple[nn.Module, tuple[int, ...]]] = {}
         self._warned: set[tuple[str, int]] = set()
         self.tokenizer = None
         self.post_init()
@@ -181,9 +269,18 @@ class MLEmbedModel(MLEmbedPreTrainedModel):
         """
         want_info = kwargs.pop("output_loading_info", False)
         hub_kwargs = {k: kwargs[k] for k in _HUB_KWARGS if k in kwargs}
+        path = str(pretrained_model_name_or_path)
+        config = kwargs.get("config")
+        if config is None or isinstance(config, str):
+            config = cls.config_class.from_pretrained(path if config is None else config, **hub_kwargs)
+        exit_file = _check_exit_weights(cls, config, path, hub_kwargs) if config.exit_modules else None
         model, info = super().from_pretrained(pretrained_model_name_or_path, *args, output_loading_info=True, **kwargs)
         if model.mel is not None:
-            model._load_factors(str(pretrained_model_name_or_path), hub_kwargs)
+            model._load_factors(path, hub_kwargs)
+        if exit_file is not None:  # a Hub folder: the exit modules sit beside the stock weights
+            with torch.no_grad():
+                for key, value in load_file(exit_file).items():
+                    model.get_parameter(key).copy_(value)
         return (model, info) if want_info else model
 
     def _load_factors(self, path: str, hub_kwargs: dict[str, Any]) -> None:
@@ -208,6 +305,71 @@ class MLEmbedModel(MLEmbedPreTrainedModel):
                 "--rank R`, or re-export the original with `mlembed export SRC OUT --mode hub`."
             )
 
+    # --------------------------------------------------------------------------------------- exit modules
+    def _build_exit_modules(self, spec: dict[str, Any]) -> nn.ModuleDict:
+        """One `MLEmbedExitModule` per exit of `spec` (`config.exit_modules`), identity at init; the lora norm is a
+        copy of the backbone's final norm."""
+        final_norm = getattr(self.backbone, self._final_norm_name) if self._final_norm_name else None
+        modules = {}
+        for exit_layer in spec["exits"]:
+            linears = {
+                f"{index}-{name.replace('.', '-')}": (module.in_features, module.out_features)
+                for index, layer in enumerate(self.layer_stack[:exit_layer])
+                for name, module in layer.named_modules()
+                if isinstance(module, nn.Linear)
+            }
+            norm = copy.deepcopy(final_norm) if spec["kind"] == "lora" and final_norm is not None else None
+            modules[str(exit_layer)] = MLEmbedExitModule(spec["kind"], linears, self.config.hidden_size, spec, norm)
+        return nn.ModuleDict(modules)
+
+    def add_exit_modules(self, kind: str, exits: Sequence[int], rank: int, alpha: float | None = None) -> None:
+        """Give `exits` their own modules (`config.exit_modules`), identity at init: every output stays as it was
+        until they are trained (the second stage of the two-stage recipe). A model that has modules already is an
+        error; the spec is checked by the config (errors name the allowed values)."""
+        if self.exit_modules is not None:
+            raise ValueError(f"this model has exit modules already: {self.config.exit_modules}")
+        spec = {"kind": kind, "exits": list(exits), "rank": rank, **({} if alpha is None else {"alpha": alpha})}
+        self.config.exit_modules = check_exit_modules(spec, self.config.exit_layers)
+        param = next(self.parameters())
+        self.exit_modules = self._build_exit_modules(self.config.exit_modules).to(param.device, param.dtype)
+
+    def exit_module(self, layers: int) -> MLEmbedExitModule | None:
+        """The module of exit `layers`, None where that exit runs the shared path."""
+        if self.exit_modules is None or str(layers) not in self.exit_modules:
+            return None
+        return self.exit_modules[str(layers)]
+
+    def _lora_hooks(self, module: MLEmbedExitModule) -> list[Any]:
+        """Forward hooks adding each LoRA delta to its linear layer's output, for one pass."""
+        hooks = []
+        for name, lora in module.lora.items():
+            index, path = name.split("-", 1)
+            linear = _get_path(self.layer_stack[int(index)], path.replace("-", "."))
+            hooks.append(linear.register_forward_hook(_add_delta(lora)))
+        return hooks
+
+    def _merged_exit_state(self, state: dict[str, torch.Tensor], layers: int) -> dict[str, torch.Tensor]:
+        """`state` (the backbone cut to `layers`) with exit `layers`' module merged in: LoRA deltas added to the
+        linear weights, the exit's norm in place of the final norm. Adapters cannot merge into stock weights."""
+        module = self.exit_module(layers)
+        if module is None:
+            return state
+        if module.kind != "lora":
+            raise ValueError(
+                f"exit {layers} has an '{module.kind}' module, which no stock backbone can hold; only 'lora' exit "
+                "modules merge into an export of that setting (or export another layers=)"
+            )
+        state = dict(state)
+        for name, lora in module.lora.items():
+            index, path = name.split("-", 1)
+            key = f"{self._layers_path}.{index}.{path.replace('-', '.')}.weight"
+            with torch.no_grad():
+                state[key] = state[key] + lora.delta_weight().to(state[key].dtype)
+        if module.norm is not None:
+            for key, value in module.norm.state_dict().items():
+                state[f"{self._final_norm_name}.{key}"] = value
+        return state
+
     # ----------------------------------------------------------------------------------------------- axes
     @property
     def backbone(self) -> nn.Module:
@@ -219,7 +381,8 @@ class MLEmbedModel(MLEmbedPreTrainedModel):
         return _get_path(self.backbone, self._layers_path)
 
     def backbone_state_dict(self, layers: int | None = None) -> dict[str, torch.Tensor]:
-        """The backbone's weights under their stock names, only the first `layers` layers kept (for exports)."""
+        """The backbone's weights under their stock names, only the first `layers` layers kept, with exit `layers`'
+        own module merged in where it has one (for exports: the stock model then computes that setting)."""
         keep = (
             self.config.num_hidden_layers
             if layers is None
@@ -227,7 +390,8 @@ class MLEmbedModel(MLEmbedPreTrainedModel):
         )
         pattern = re.compile(rf"^{re.escape(self._layers_path)}\.(\d+)\.")
         state = self.backbone.state_dict()
-        return {k: v for k, v in state.items() if not (m := pattern.match(k)) or int(m.group(1)) < keep}
+        state = {k: v for k, v in state.items() if not (m := pattern.match(k)) or int(m.group(1)) < keep}
+        return self._merged_exit_state(state, keep)
 
     def num_parameters(
         self,
@@ -238,9 +402,10 @@ class MLEmbedModel(MLEmbedPreTrainedModel):
     ) -> int:
         """Parameters, as `PreTrainedModel.num_parameters` counts them, that an encode at (`layers`, `rank`) uses.
 
-        Without `layers` / `rank` it is the whole model. With them, the layers after the exit and the MEL columns
-        beyond rank k (`(r - k) * (vocab + d)`: U[:, k:] and V[k:]) are left out. `exclude_embeddings` also leaves
-        out the MEL factors. Counted from the live modules, so it holds for any backbone and on the meta device.
+        Without `layers` / `rank` it is the whole model (exit modules included). With them, the layers after the
+        exit, the MEL columns beyond rank k (`(r - k) * (vocab + d)`: U[:, k:] and V[k:]) and the exit modules of
+        other exits are left out. `exclude_embeddings` also leaves out the MEL factors. Counted from the live
+        modules, so it holds for any backbone and on the meta device.
         """
         cfg = self.config
         total = super().num_parameters(only_trainable=only_trainable, exclude_embeddings=exclude_embeddings)
@@ -253,6 +418,10 @@ class MLEmbedModel(MLEmbedPreTrainedModel):
             layers = self._check_axis("layers", layers, cfg.num_hidden_layers, cfg.exit_layers)
             later = [p for layer in self.layer_stack[layers:] for p in layer.parameters()]
             total -= sum(p.numel() for p in later if p.requires_grad or not only_trainable)
+        if (layers is not None or rank is not None) and self.exit_modules is not None:
+            depth = cfg.num_hidden_layers if layers is None else layers
+            unused = [p for k, m in self.exit_modules.items() if int(k) != depth for p in m.parameters()]
+            total -= sum(p.numel() for p in unused if p.requires_grad or not only_trainable)
         if rank is not None:
             if self.mel is None:
                 raise ValueError(f"rank={rank!r} needs a factorised embedding (mel_rank=None); allowed: None")
@@ -315,6 +484,7 @@ class MLEmbedModel(MLEmbedPreTrainedModel):
         exits: bool | Sequence[int] = False,
         token_type_ids: torch.Tensor | None = None,
         output_hidden_states: bool | None = None,
+        use_exit_module: bool = True,
         **kwargs: Any,
     ) -> MLEmbedOutput:
         """Embed a tokenised batch.
@@ -326,7 +496,10 @@ class MLEmbedModel(MLEmbedPreTrainedModel):
             dim: output dims kept (prefix, re-normalised), `None` = all.
             rank: MEL rank used for the token embedding, `None` = the maximum.
             exits: `True` for every configured exit layer up to `layers`, or a list of depths <= `layers`: also
-                return `exit_embeddings` from the same pass (training); `layers` itself is always among them.
+                return `exit_embeddings` from the same pass (training); `layers` itself is always among them. A
+                pass that runs an exit module returns only its own exit.
+            use_exit_module: run exit `layers`' own module where it has one (`config.exit_modules`); `False` runs
+                the shared path (for comparisons).
 
         Shapes:
             input_ids, attention_mask: (B, T) -> embeddings: (B, dim); exit_embeddings[l]: (B, d).
@@ -337,7 +510,8 @@ class MLEmbedModel(MLEmbedPreTrainedModel):
         layers, dim, rank = self.resolve_axes(layers, dim, rank)
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
-        exit_list = self._exit_list(exits, layers)
+        module = self.exit_module(layers) if use_exit_module else None
+        exit_list = self._exit_list(exits, layers, module is not None)
         depth = layers  # the embedding is always taken at `layers`; exits are extra outputs of the same pass
 
         inputs_embeds = self.embed_tokens(input_ids, rank)  # (B, T, d)
@@ -357,11 +531,16 @@ class MLEmbedModel(MLEmbedPreTrainedModel):
             for depth_l in exit_list
             if depth_l < depth
         ]
+        if module is not None and module.lora is not None:
+            hooks += self._lora_hooks(module)
         try:
-            hidden = self._depth_view(depth)(**backbone_kwargs, **kwargs).last_hidden_state  # (B, T, d)
+            view = self._depth_view(depth, module.norm if module is not None else None)
+            hidden = view(**backbone_kwargs, **kwargs).last_hidden_state  # (B, T, d)
         finally:
             for hook in hooks:
                 hook.remove()
+        if module is not None and module.adapter is not None:
+            hidden = module.adapter(hidden)  # (B, T, d)
 
         pooled = self.pool(hidden, attention_mask)  # (B, d)
         exit_embeddings, hidden_states = None, None
@@ -378,13 +557,19 @@ class MLEmbedModel(MLEmbedPreTrainedModel):
             hidden_states=hidden_states,
         )
 
-    def _exit_list(self, exits: bool | Sequence[int], layers: int) -> list[int]:
-        """The exits to return, always ending at `layers` (the configured ones up to it for `exits=True`)."""
+    def _exit_list(self, exits: bool | Sequence[int], layers: int, own_module: bool = False) -> list[int]:
+        """The exits to return, always ending at `layers` (the configured ones up to it for `exits=True`; only
+        `layers` when the pass runs that exit's own module, whose hooks change the shallower layers too)."""
         if exits is False or exits is None:
             return []
         if exits is True:
-            return sorted({l for l in self.config.exit_layers if l <= layers} | {layers})
+            return [layers] if own_module else sorted({l for l in self.config.exit_layers if l <= layers} | {layers})
         chosen = {self._check_axis("exits", l, layers, self.config.exit_layers) for l in exits}
+        if own_module and chosen - {layers}:
+            raise ValueError(
+                f"exits {sorted(chosen - {layers})} cannot come from a pass that runs exit {layers}'s own module; "
+                f"embed them at their own layers=, or pass use_exit_module=False for the shared path"
+            )
         return sorted(chosen | {layers})
 
     def pool(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -397,18 +582,21 @@ class MLEmbedModel(MLEmbedPreTrainedModel):
     def _layer(self, index: int) -> nn.Module:
         return _get_path(self.backbone, self._layers_path)[index]
 
-    def _depth_view(self, depth: int) -> nn.Module:
-        """The backbone limited to its first `depth` layers, sharing every module (built once per depth)."""
-        if depth == self._num_layers:
+    def _depth_view(self, depth: int, norm: nn.Module | None = None) -> nn.Module:
+        """The backbone limited to its first `depth` layers, sharing every module (built once per depth); `norm`
+        (an exit's own) replaces the final norm in it."""
+        if depth == self._num_layers and norm is None:
             return self.backbone
         layers = _get_path(self.backbone, self._layers_path)
         # rebuilt when a wrapper swapped modules after the view was made (FSDP1 wraps layers in place); the key is
         # a few microseconds per forward (a list, not a sliced ModuleList, which would construct a module)
-        key = tuple(map(id, self.backbone._modules.values())) + tuple(map(id, list(layers)[:depth]))
-        view, built_for = self._depth_views.get(depth, (None, None))
+        key = tuple(map(id, self.backbone._modules.values())) + tuple(map(id, list(layers)[:depth])) + (id(norm),)
+        view, built_for = self._depth_views.get((depth, id(norm)), (None, None))
         if view is None or built_for != key:
             view = _truncated_view(self.backbone, self._layers_path, depth)
-            self._depth_views[depth] = (view, key)
+            if norm is not None:
+                setattr(view, self._final_norm_name, norm)  # the view's own child table: the backbone keeps its norm
+            self._depth_views[(depth, id(norm))] = (view, key)
         return view
 
     # ----------------------------------------------------------------------------------------------- encode
@@ -424,6 +612,7 @@ class MLEmbedModel(MLEmbedPreTrainedModel):
         batch_size: int = 32,
         max_length: int | None = None,
         tokenizer: Any = None,
+        use_exit_module: bool = True,
     ) -> np.ndarray:
         """Embed raw texts; returns a float32 array (N, dim) (one row per text, input order).
 
@@ -448,7 +637,7 @@ class MLEmbedModel(MLEmbedPreTrainedModel):
                 batch, cut = _tokenize(tokenizer, [prefix + texts[i] for i in idx], max_length, self.config.append_eos)
                 truncated += cut
                 batch = {k: v.to(self.device) for k, v in batch.items()}
-                emb = self(**batch, layers=layers, dim=dim, rank=rank).embeddings
+                emb = self(**batch, layers=layers, dim=dim, rank=rank, use_exit_module=use_exit_module).embeddings
                 out[idx] = emb.float().cpu().numpy()
         finally:
             self.train(was_training)
@@ -591,6 +780,58 @@ def _checkpoint_keys(path: str, hub_kwargs: dict[str, Any]) -> set[str]:
         return set(f.keys())
 
 
+def _tensor_shapes(path: str, hub_kwargs: dict[str, Any], files: Sequence[str]) -> tuple[str, dict[str, tuple]]:
+    """(file, {tensor name: shape}) of the first of `files` a folder has (a safetensors file or a sharded index),
+    read from headers only; ("", {}) when it has none."""
+    for name in files:
+        found = _resolve(path, name, hub_kwargs)
+        if found is None:
+            continue
+        shards = [found]
+        if name.endswith(".index.json"):
+            with open(found) as f:
+                shards = [
+                    _resolve(path, shard, hub_kwargs) for shard in sorted(set(json.load(f)["weight_map"].values()))
+                ]
+        shapes = {}
+        for shard in shards:
+            with safe_open(shard, framework="pt") as f:
+                shapes.update({key: tuple(f.get_slice(key).get_shape()) for key in f.keys()})
+        return found, shapes
+    return "", {}
+
+
+def _check_exit_weights(cls: type, config: Any, path: str, hub_kwargs: dict[str, Any]) -> str | None:
+    """Check a folder's exit-module tensors against what its config declares, before anything loads; errors name
+    the exit and the shapes. Returns the Hub folder's separate exit file, None when they sit in the main weights."""
+    with torch.device("meta"):
+        expected = {f"exit_modules.{k}": tuple(v.shape) for k, v in cls(config).exit_modules.state_dict().items()}
+    file, shapes = _tensor_shapes(
+        path, hub_kwargs, (EXIT_WEIGHTS_NAME, "model.safetensors.index.json", "model.safetensors")
+    )
+    stored = {k: v for k, v in shapes.items() if k.startswith("exit_modules.")}
+    exit_of = lambda key: int(key.split(".")[1])  # noqa: E731
+    undeclared = sorted({exit_of(k) for k in stored} - set(config.exit_modules["exits"]))
+    if undeclared:
+        raise ValueError(
+            f"{path}: the weights hold exit modules for exits {undeclared}, which the config's exit_modules "
+            f"{config.exit_modules} does not declare"
+        )
+    for key, shape in expected.items():
+        if key not in stored:
+            raise ValueError(
+                f"{path}: the config declares a '{config.exit_modules['kind']}' module for exit {exit_of(key)}, but "
+                f"the weights lack its tensor {key} (shape {shape}); re-export the model, or drop exit "
+                f"{exit_of(key)} from config.exit_modules"
+            )
+        if stored[key] != shape:
+            raise ValueError(
+                f"{path}: exit {exit_of(key)}'s module does not fit this backbone: {key} has shape {stored[key]} "
+                f"in the weights, the model needs {shape}"
+            )
+    return file if file.endswith(EXIT_WEIGHTS_NAME) else None
+
+
 def _build_backbone(config: Any) -> nn.Module:
     """The stock backbone; a backbone that cannot use the requested attention (e.g. Gemma2 and sdpa) gets its own."""
     try:
@@ -618,6 +859,13 @@ def _whole(params: list[nn.Parameter]) -> Any:
             "pip install deepspeed"
         ) from err
     return deepspeed.zero.GatheredParameters(params, modifier_rank=0)
+
+
+def _add_delta(lora: MLEmbedLoRALinear):
+    def hook(_module: nn.Module, inputs: Any, output: torch.Tensor) -> torch.Tensor:
+        return output + lora(inputs[0])  # (..., out)
+
+    return hook
 
 
 def _capture(store: dict[int, torch.Tensor], depth: int):

@@ -29,7 +29,7 @@ import logging
 import os
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 UNIFORM_DIMS = '{"384": 1, "192": 1, "96": 1, "48": 1, "24": 1}'  # MRL's own weighting (Kusupati et al. 2022)
+ONLY_96 = '{"384": 0, "192": 0, "96": 1, "48": 0, "24": 0}'  # a loss on the first 96 dims alone
 AXES_ON = ("model.mel_rank=128", "loss.mel=true", "loss.mll=true", "loss.mrl=true")  # the paper's 3D-ML
 GRID_STEPS = "training.max_steps=200"  # every row with grid_steps (all but the shipped default), unless overridden
 
@@ -53,6 +54,7 @@ class Variant:
     overrides: tuple[str, ...] = ()
     init: str | None = None
     grid_steps: bool = True  # train `GRID_STEPS` (False: the recipe's own steps, as shipped)
+    first_layers: int | None = None  # train the first N layers of stock MiniLM as an N-layer model (a dedicated row)
 
 
 VARIANTS = (
@@ -172,14 +174,132 @@ VARIANTS = (
         "mini.json",
         grid_steps=False,
     ),
+    # Dedicated models: each trained for one cut setting alone (same data, steps, seed and schedule as plain
+    # fine-tuning); every elastic cell is reported as a ratio to the one for its setting (`ANCHORS`).
+    Variant(
+        "dedicated-layers3",
+        "dedicated 3-layer model: the first 3 layers of MiniLM fine-tuned as a 3-layer model",
+        "mini-plain.json",
+        grid_steps=False,
+        first_layers=3,
+    ),
+    Variant(
+        "dedicated-dim96",
+        "dedicated 96-dim model: a fine-tune whose loss sees only the first 96 dims",
+        "mini-plain.json",
+        ("loss.mrl=true", f"loss.dim_weights={ONLY_96}"),
+        grid_steps=False,
+    ),
+    Variant(
+        "dedicated-rank64",
+        "dedicated rank-64 model: a fine-tune at fixed MEL rank 64",
+        "mini-plain.json",
+        ("model.mel_rank=64",),
+        grid_steps=False,
+    ),
+    Variant(
+        "dedicated-combined",
+        "dedicated cut model: 3 layers, MEL rank 64 and a loss on the first 96 dims, together",
+        "mini-plain.json",
+        ("model.mel_rank=64", "loss.mrl=true", f"loss.dim_weights={ONLY_96}"),
+        grid_steps=False,
+        first_layers=3,
+    ),
 )
+# Decoupled exits: the two-stage recipe (stage 1 trains the body at full depth with MEL and MRL; stage 2 freezes it
+# and trains only exit modules, contrastive at the exit + KL to the full setting's scores), and Starbucks-style
+# diagonal pairs for the shared design.
+BODY = ("model.mel_rank=384", "loss.mel=true", "loss.mrl=true")  # MLL off: the full exit alone
+EXITS = ("loss.stage=exits", "loss.mel=true", "loss.mrl=true", "loss.self_distill=1.0")
+VARIANTS += (
+    Variant(
+        "two-stage-body",
+        "two-stage recipe, stage 1: the body (MEL rank 384 + MRL, full exit only)",
+        "mini-plain.json",
+        BODY,
+        grid_steps=False,
+    ),
+    Variant(
+        "two-stage-lora",
+        "two-stage recipe: stage 1, then LoRA exit modules (exits 2/3/4, rank 16) on the frozen body",
+        "mini-plain.json",
+        (*EXITS, 'model.exit_modules={"kind": "lora", "exits": [2, 3, 4], "rank": 16}'),
+        init="two-stage-body",
+        grid_steps=False,
+    ),
+    Variant(
+        "two-stage-adapter",
+        "two-stage recipe: stage 1, then residual adapters (exits 2/3/4, width 64) on the frozen body",
+        "mini-plain.json",
+        (*EXITS, 'model.exit_modules={"kind": "adapter", "exits": [2, 3, 4], "rank": 64}'),
+        init="two-stage-body",
+        grid_steps=False,
+    ),
+    Variant(
+        "starbucks",
+        "shared weights, Starbucks-style diagonal pairs (2, 48) (3, 96) (4, 192) (6, all) + KL to the full setting",
+        "mini.json",
+        ('loss.exit_dims={"2": [48], "3": [96], "4": [192]}', "loss.self_distill=1.0", "loss.exit_weights={}"),
+        grid_steps=False,
+    ),
+)
+# The dedicated model each setting is measured against (plain fine-tuning for the full size), at the same steps.
+ANCHORS = {
+    "full": "plain",
+    "layers": "dedicated-layers3",
+    "dim": "dedicated-dim96",
+    "rank": "dedicated-rank64",
+    "combined": "dedicated-combined",
+}
 SETTINGS = (("full", "full"), ("layers", "layers=3"), ("dim", "dim=96"), ("rank", "rank=64"), ("combined", "all 3"))
+
+
+def resolve(name: str) -> Variant:
+    """A variant by name; `NAME@STEPS` is that variant trained for STEPS steps (a learning-curve point; a variant
+    it starts from (`init`) is taken at the same steps)."""
+    base, _, steps = name.partition("@")
+    known = {v.name: v for v in VARIANTS}
+    if base not in known or (steps and not steps.isdigit()):
+        raise SystemExit(f"unknown variant {name!r}; variants: {sorted(known)} (NAME@STEPS for another step count)")
+    variant = known[base]
+    if not steps or int(steps) == own_steps(variant):
+        return variant
+    return replace(
+        variant,
+        name=name,
+        label=f"{variant.label} [{steps} steps]",
+        overrides=(*variant.overrides, f"training.max_steps={steps}"),
+        init=f"{variant.init}@{steps}" if variant.init else None,
+    )
+
+
+def own_steps(variant: Variant) -> int | None:
+    """The steps a variant trains for by its own definition (None: no training)."""
+    if variant.config is None:
+        return None
+    overrides = (GRID_STEPS,) * variant.grid_steps + variant.overrides
+    found = [o.split("=", 1)[1] for o in overrides if o.startswith("training.max_steps=")]
+    if found:
+        return int(found[-1])
+    from mlembed.mini.pipeline import CONFIGS
+
+    return int(json.loads((CONFIGS / variant.config).read_text())["training"]["max_steps"])
 
 
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--cache-dir", type=Path, default=None, help="the mini cache (default $MLEMBED_CACHE or ~/.cache)")
-    p.add_argument("--only", default=None, help="comma-separated variant names (default: all)")
+    p.add_argument(
+        "--only",
+        default=None,
+        help="comma-separated variant names (default: all); NAME@STEPS trains NAME for STEPS steps",
+    )
+    p.add_argument(
+        "--steps",
+        default="",
+        help="comma-separated step counts: every chosen variant at each (a learning "
+        "curve); its own step count is the plain name",
+    )
     p.add_argument("--redo", default="", help="comma-separated variants to train and score again")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default torch's; 1 helps when shared)")
     p.add_argument("--train-only", action="store_true", help="train what is missing, score nothing")
@@ -204,12 +324,25 @@ def train_variant(variant: Variant, folder: Path, paths: Any) -> None:
         f"training.output_dir={json.dumps(str(folder))}",
     ]
     if variant.init:
-        init = model_folder(next(v for v in VARIANTS if v.name == variant.init), paths)
+        init = model_folder(resolve(variant.init), paths)
         if not (init / "model.safetensors").is_file():
             raise SystemExit(f"{variant.name} starts from {variant.init}, which is not trained yet: add it to --only")
         overrides.append(f"model.base={init}")
+    elif variant.first_layers:
+        overrides.append(f"model.base={first_layers(paths, variant.first_layers)}")
+    overrides += pipeline.precision_overrides(overrides, pipeline.native_bf16_flags())  # as `mlembed mini` trains
     config = pipeline.load_recipe(variant.config, pipeline.minilm_path(), paths, overrides)
     pipeline.train(config)
+
+
+def first_layers(paths: Any, layers: int) -> Path:
+    """The stock model cut to its first `layers` layers (`export_slim`), the base of a dedicated shallow model."""
+    from mlembed.convert import export_slim
+
+    out = paths.root / "ablation" / f"_stock-layers{layers}"
+    if not (out / "model.safetensors").is_file():
+        export_slim(paths.stock, out, layers=layers)
+    return out
 
 
 def model_folder(variant: Variant, paths: Any) -> Path:
@@ -264,6 +397,47 @@ def grid_table(rows: dict[str, dict[str, Any]], set_name: str, set_title: str, l
     return text + "\n\\* dense model, no rank axis: layers=3 + dim=96 only.\n"
 
 
+def row_steps(row: dict[str, Any]) -> int | None:
+    return (row.get("train") or {}).get("steps")
+
+
+def anchor_ratios(rows: dict[str, dict[str, Any]], name: str, set_name: str) -> dict[str, float | None]:
+    """{setting: this row's nDCG@10 / its anchor's (`ANCHORS`, trained for the same steps)}; full: a difference to
+    plain fine-tuning in nDCG points instead. None where the anchor or the cell is missing."""
+    from mlembed.mini.pipeline import _by_axis
+
+    cells, steps = _by_axis(rows[name]["eval"][set_name]), row_steps(rows[name])
+    out: dict[str, float | None] = {}
+    for axis, anchor in ANCHORS.items():
+        match = [
+            r for n, r in rows.items() if n.partition("@")[0] == anchor and row_steps(r) == steps and r is not None
+        ]
+        if not match or axis not in cells:
+            out[axis] = None
+            continue
+        own = _by_axis(match[0]["eval"][set_name])["full"]["ndcg_at_10"]  # the dedicated model's own (full) setting
+        value = cells[axis]["ndcg_at_10"]
+        out[axis] = 100 * (value - own) if axis == "full" else value / own
+    return out
+
+
+def anchor_table(rows: dict[str, dict[str, Any]], set_name: str, set_title: str, labels: dict[str, str]) -> str:
+    """Markdown: every trained row's cells against the dedicated models of the same steps (full: points from plain)."""
+    text = (
+        f"**{set_title}: each cell against a model trained for that setting alone** (full: nDCG@10 points from plain "
+        "fine-tuning; the cuts: nDCG@10 / the dedicated model's; same steps)\n\n"
+        "| model | steps | full - plain | layers=3 / dedicated | dim=96 / dedicated | rank=64 / dedicated | "
+        "all 3 / dedicated |\n|---|---:|---:|---:|---:|---:|---:|\n"
+    )
+    for name, row in rows.items():
+        if row["config"] is None or name.partition("@")[0] in ANCHORS.values():
+            continue
+        ratios = anchor_ratios(rows, name, set_name)
+        cells = ["n/a" if v is None else (f"{v:+.1f}" if axis == "full" else f"{v:.0%}") for axis, v in ratios.items()]
+        text += f"| {labels[name]} | {row_steps(row) or '-'} | " + " | ".join(cells) + " |\n"
+    return text
+
+
 def main() -> int:
     args = parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
@@ -275,7 +449,11 @@ def main() -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     paths = pipeline.MiniPaths((args.cache_dir or pipeline.default_cache_dir()).expanduser())
-    chosen = [v for v in VARIANTS if args.only is None or v.name in args.only.split(",")]
+    names = [v.name for v in VARIANTS] if args.only is None else args.only.split(",")
+    chosen = [resolve(name) for name in names]
+    for steps in filter(None, args.steps.split(",")):
+        chosen += [resolve(f"{v.name.partition('@')[0]}@{steps}") for v in chosen if v.config]
+    chosen = list({v.name: v for v in chosen}.values())
     redo = set(filter(None, args.redo.split(",")))
     prepare(paths)
     for variant in chosen:  # all training first: a half-finished grid still has every model it trained
@@ -301,6 +479,8 @@ def main() -> int:
     for name, title in pipeline.EVAL_SETS:
         data = sets[name]
         parts.append(grid_table(rows, name, f"{title}, {len(data.queries)} queries", labels))
+    for name, title in pipeline.EVAL_SETS:
+        parts.append(anchor_table(rows, name, title, labels))
     for name, title in pipeline.EVAL_SETS:
         results = {variant: row["eval"][name] for variant, row in rows.items()}
         parts.append(pipeline.language_table(results, title, labels))

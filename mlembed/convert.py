@@ -264,9 +264,14 @@ def export_slim(
     }
     if rank is not None:
         axes["mel_ranks"] = sorted({k for k in cfg.mel_ranks if k <= rank} | {rank})
+    kept = _kept_exit_modules(model, layers)
+    if kept:
+        axes["exit_modules"] = {**cfg.exit_modules, "exits": kept}
     slim_config = MLEmbedConfig.from_backbone(_backbone_config(cfg, layers), mel_rank=rank, **axes)
     slim = MLEmbedModel(slim_config).to(model.dtype)
-    slim.backbone.load_state_dict(model.backbone_state_dict(layers), strict=False)
+    slim.backbone.load_state_dict(model.backbone_state_dict(layers), strict=False)  # exit `layers`' module merged
+    for exit_layer in kept:
+        slim.exit_modules[str(exit_layer)].load_state_dict(model.exit_modules[str(exit_layer)].state_dict())
     if rank is not None:
         with torch.no_grad():
             slim.mel.U.copy_(model.mel.U[:, :rank])
@@ -282,6 +287,23 @@ def export_slim(
         "bytes_after": after,
         "saving": 1 - after / before if before else 0.0,
     }
+
+
+def _kept_exit_modules(model: MLEmbedModel, layers: int) -> list[int]:
+    """The exit modules a slim export at `layers` keeps unmerged: those below `layers`, unless exit `layers`' own
+    module is merged into the shared weights (the shallower ones were trained on the unmerged body: dropped)."""
+    if model.config.exit_modules is None:
+        return []
+    below = [k for k in model.config.exit_modules["exits"] if k < layers]
+    if model.exit_module(layers) is not None and below:
+        logger.warning(
+            "exit %d's module is merged into the exported layers; the modules of exits %s are dropped (they were "
+            "trained on the unmerged layers)",
+            layers,
+            below,
+        )
+        return []
+    return below
 
 
 def _weights_bytes(folder: str | Path) -> int:

@@ -58,6 +58,8 @@ def export_hub(
     * `model.safetensors` is exactly the stock backbone's checkpoint (dense E = U V): stock `AutoModel` and
       sentence-transformers load it without remote code and without unexpected-key reports.
     * `mel.safetensors` holds the factors U, V; `MLEmbedModel` reads them and skips the dense E (never allocated).
+      `exit_modules.safetensors` holds the decoupled exits' modules, if any (the full path stock code computes does
+      not use them).
     * `config.json` is the backbone's (its `model_type`, stock `architectures`) plus the ML-Embed fields and a local
       `auto_map` (`modeling_mlembed.MLEmbedModel`): the folder loads with `trust_remote_code=True` from its path,
       offline, before it is pushed. `push_to_hub` qualifies the `auto_map` with the repo id in the uploaded copy
@@ -73,7 +75,7 @@ def export_hub(
 
     from mlembed import engines
     from mlembed.convert import export_max_seq_length, load_tokenizer, save_folder_files, stock_backbone
-    from modeling_mlembed import MEL_WEIGHTS_NAME, MLEmbedModel
+    from modeling_mlembed import EXIT_WEIGHTS_NAME, MEL_WEIGHTS_NAME, MLEmbedModel
 
     src, out = Path(src), Path(out)
     model = MLEmbedModel.from_pretrained(src, dtype=dtype)  # `auto`: the source's dtype
@@ -83,6 +85,9 @@ def export_hub(
     if model.mel is not None:
         factors = {"U": model.mel.U.detach().contiguous(), "V": model.mel.V.detach().contiguous()}
         save_file(factors, out / MEL_WEIGHTS_NAME, metadata={"format": "pt"})
+    if model.exit_modules is not None:
+        exits = {f"exit_modules.{k}": v.detach().contiguous() for k, v in model.exit_modules.state_dict().items()}
+        save_file(exits, out / EXIT_WEIGHTS_NAME, metadata={"format": "pt"})
     model.config.architectures = [type(stock).__name__]
     model.config.auto_map = {
         "AutoConfig": "configuration_mlembed.MLEmbedConfig",

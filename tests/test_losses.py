@@ -452,3 +452,52 @@ def test_loss_from_config_ablations():
     assert (off.dims, off.exits) == ([32], [4])
     weighted = ThreeDObjective.from_config(config, mll=False, exit_weights={"4": 2.0, "2": 5.0})
     assert weighted.exit_weights == {4: 2.0}  # the exits an ablation leaves out are dropped
+
+
+def test_exit_dims_train_only_the_listed_pairs():
+    """Starbucks-style diagonal pairs: listed exits train only their dims (weight 1 each), the others every dim."""
+    q, p, negs = random_exits()
+    total, parts = three_d_loss(q, p, [16, 8, 4], exit_negs=negs, exit_dims={1: [4], 2: [8]})
+    per_pair = {}
+    for layer, dims in ((1, [4]), (2, [8])):
+        qd, pd, nd = (np_unit(x[layer].numpy()[..., : dims[0]]) for x in (q, p, negs))
+        per_pair[layer] = ref_in_batch(qd, pd) + ref_hard(qd, pd, nd)
+    full = ref_three_d({4: q[4]}, {4: p[4]}, {4: negs[4]}, [16, 8, 4])
+    assert total.item() == pytest.approx((per_pair[1] + per_pair[2] + full) / 3, rel=1e-10)
+    assert {key.rsplit("/", 1)[0] for key in parts if key.startswith(("exit1/", "exit2/"))} == {
+        "exit1/dim4",
+        "exit2/dim8",
+    }
+    with pytest.raises(ValueError, match=r"exit_dims name exits \[3\] outside the exits used \[1, 2, 4\]"):
+        three_d_loss(q, p, [16], exit_negs=negs, exit_dims={3: [8]})
+    with pytest.raises(ValueError, match=r"exit_dims\[1\] must be a non-empty list of integers in 1..16"):
+        three_d_loss(q, p, [16], exit_negs=negs, exit_dims={1: [32]})
+
+
+def test_step_with_separate_exits_runs_each_module_exit_and_a_full_teacher_pass():
+    """The two-stage recipe's second stage: one pass per module exit at layers=k (step rank, with gradients), one
+    full-depth full-rank pass without gradients as the teacher; the loss is the objective on those embeddings."""
+    model = tiny_model("qwen3", mel_rank=32, mel_ranks=[8, 16, 32], exit_layers=[1, 2, 3, 4]).train()
+    model.add_exit_modules("lora", [2, 3], rank=4)
+    columns = ["what is ml", "a query", "third one"], ["machine learning", "a doc", "other doc"]
+    batch = stack_columns([model.tokenize(texts, model.tokenizer) for texts in columns])
+    objective = ThreeDObjective.from_config(model.config, separate_exits=True, self_distill=0.5)
+    assert objective.exits == [2, 3] and objective.full_depth == 4
+    objective.sample_rank = lambda: 16
+    calls = []
+
+    def embed(inputs, rank, layers=None):
+        calls.append((rank, layers, torch.is_grad_enabled()))
+        return model(**inputs, rank=rank, layers=layers, exits=[layers]).exit_embeddings
+
+    total, parts, rank = objective.step(embed, batch, num_columns=2)
+    assert calls == [(16, 2, True), (16, 3, True), (32, 4, False)]
+    student = {k: embed(batch, 16, k)[k] for k in (2, 3)}
+    with torch.no_grad():
+        teacher = embed(batch, 32, 4)[4]
+    ids = passage_ids_from_tokens(batch["input_ids"][3:], batch["attention_mask"][3:])
+    expected, _ = objective(student, 2, passage_ids=ids, self_teacher=teacher)
+    assert total.item() == pytest.approx(expected.item(), rel=1e-6)
+    assert "exit3/dim32/self_kd" in parts and not any(key.startswith("exit4/") for key in parts)
+    with pytest.raises(ValueError, match=r"separate_exits trains exit modules, but the model has none"):
+        ThreeDObjective.from_config(tiny_model().config, separate_exits=True)

@@ -579,3 +579,43 @@ def test_frozen_layers_keep_every_shallow_setting_and_train_the_rest(workdir):
             build_model(config)
     with pytest.raises(ValueError, match="model.frozen_layers must be an integer >= 0"):
         load_config(workdir / "tiny.json", ["model.frozen_layers=-1"])
+
+
+@pytest.mark.parametrize("kind", ["lora", "adapter"])
+def test_two_stage_recipe_trains_only_the_exit_modules(workdir, kind):
+    """Stage 2 (`loss.stage: exits`) on a stage-1 body: only the exit modules train, the full setting gives the
+    stage-1 body's vectors bit for bit (every rank and dim), exits without a module too; the module exits move."""
+    stage1 = ["training.max_steps=2", "export.hub=false", "loss.mll=false"]
+    body = run(load_config(workdir / "tiny.json", stage1))
+    before = MLEmbedModel.from_pretrained(body).eval()
+    spec = json.dumps({"kind": kind, "exits": [2], "rank": 4})
+    overrides = [f"model.base={body}", f"model.exit_modules={spec}", "loss.stage=exits", "loss.self_distill=1.0"]
+    overrides += ["training.max_steps=3", "export.hub=false"]
+    trainer = build_trainer(load_config(workdir / "tiny.json", overrides), output_dir=str(workdir / "stage2"))
+    trainable = {name for name, p in trainer.model.named_parameters() if p.requires_grad}
+    assert trainable and all(name.startswith("exit_modules.2.") for name in trainable)
+    assert trainer.objective.exits == [2] and trainer.objective.separate_exits
+    trainer.train()
+    after = trainer.model.eval()
+    texts = ["cat dog", "a longer text about birds", "x"]
+    for rank, dim in ((None, None), (8, 16)):
+        for layers in (None, 1):
+            torch.testing.assert_close(
+                after.encode(texts, layers=layers, rank=rank, dim=dim),
+                before.encode(texts, layers=layers, rank=rank, dim=dim),
+                rtol=0,
+                atol=0,
+            )
+    assert not np.allclose(after.encode(texts, layers=2), before.encode(texts, layers=2), atol=1e-5)
+    np.testing.assert_array_equal(after.encode(texts, layers=2, use_exit_module=False), before.encode(texts, layers=2))
+
+
+def test_two_stage_errors_name_what_is_expected(workdir):
+    body = run(load_config(workdir / "tiny.json", ["training.max_steps=1", "export.hub=false"]))
+    with pytest.raises(ValueError, match="loss.stage must be one of \\['all', 'exits'\\]"):
+        load_config(workdir / "tiny.json", ["loss.stage=heads"])
+    with pytest.raises(ValueError, match='loss.stage "exits" trains exit modules, but the model has none'):
+        build_trainer(load_config(workdir / "tiny.json", [f"model.base={body}", "loss.stage=exits"]))
+    spec = json.dumps({"kind": "lora", "exits": [4], "rank": 4})
+    with pytest.raises(ValueError, match=r"exit_modules.exits must be .* below the last, from \[1, 2\]"):
+        build_model(load_config(workdir / "tiny.json", [f"model.base={body}", f"model.exit_modules={spec}"]))

@@ -228,6 +228,7 @@ def three_d_loss(
     exit_weights: Mapping[int, float] | None = None,
     self_distill: float = 0.0,
     self_teacher: Sequence[torch.Tensor | None] | None = None,
+    exit_dims: Mapping[int, Sequence[int]] | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The ML-Embed training loss over the depth (MLL) and output (MRL) axes from one forward pass.
 
@@ -270,6 +271,8 @@ def three_d_loss(
         self_distill: weight of the self-distillation term; 0 skips it.
         self_teacher: `(q, p, negs)` full-width embeddings of the full setting for self-distillation (detached
             here); default the deepest chosen exit of `exit_q`, `exit_p`, `exit_negs`.
+        exit_dims: {exit layer: dims} to train only those (exit, dim) pairs at the listed exits, each with weight 1
+            (Starbucks' diagonal pairs, arXiv 2410.13230); unlisted exits train every dim of `dims`.
 
     Inputs:
         +-----------+-------------------------------+-----------------------------------------------+
@@ -316,6 +319,7 @@ def three_d_loss(
     chosen = _check_exits(exit_q, exit_p, exit_negs if use_hard_negatives else None, exits)
     batch, width = exit_q[chosen[0]].shape
     weights_by_dim = _check_dims(dims, width, weights)
+    pairs = _check_exit_dims(exit_dims, chosen, width, weights_by_dim)
     by_exit = _check_exit_weights(exit_weights, chosen)
     targets = None
     if use_in_batch:  # labels and duplicate mask shared by every exit and dim
@@ -340,7 +344,7 @@ def three_d_loss(
         candidates = None
         if use_in_batch:  # one differentiable gather per exit, sliced per dim below
             candidates = distributed.gather_with_grad(p, check_shapes=layer == chosen[0]) if gather else p
-        for dim, weight in weights_by_dim.items():
+        for dim, weight in pairs[layer].items():
             for kind, loss in _dim_losses(q, p, negs, candidates, targets, dim, temperature).items():
                 parts[f"exit{layer}/dim{dim}/{kind}"] = loss.detach()
                 total = total + by_exit[layer] * weight * loss
@@ -352,7 +356,7 @@ def three_d_loss(
             skip = width if own_teacher and layer == chosen[-1] else None
             student = (q, p, negs, candidates)
             for dim, loss in _self_distill_exit(
-                student, teacher_logits, weights_by_dim, exclude, temperature, skip
+                student, teacher_logits, pairs[layer], exclude, temperature, skip
             ).items():
                 parts[f"exit{layer}/dim{dim}/self_kd"] = loss.detach()
                 distilled.append(loss)
@@ -360,6 +364,20 @@ def three_d_loss(
     if distilled:
         total = total + self_distill * torch.stack(distilled).mean()
     return total, parts
+
+
+def _check_exit_dims(
+    exit_dims: Mapping[int, Sequence[int]] | None, chosen: Sequence[int], width: int, weights: dict[int, float]
+) -> dict[int, dict[int, float]]:
+    """{exit: {dim: weight}}: the listed exits' own dims (weight 1 each), every other exit all dims and weights."""
+    exit_dims = dict(exit_dims or {})
+    unknown = sorted(set(exit_dims) - set(chosen))
+    if unknown:
+        raise ValueError(f"exit_dims name exits {unknown} outside the exits used {list(chosen)}")
+    for layer, dims in exit_dims.items():
+        if not dims or any(isinstance(d, bool) or not isinstance(d, int) or not 1 <= d <= width for d in dims):
+            raise ValueError(f"exit_dims[{layer}] must be a non-empty list of integers in 1..{width}, got {dims!r}")
+    return {layer: {d: 1.0 for d in exit_dims[layer]} if layer in exit_dims else weights for layer in chosen}
 
 
 def _check_exit_weights(exit_weights: Mapping[int, float] | None, chosen: Sequence[int]) -> dict[int, float]:
@@ -403,6 +421,11 @@ class ThreeDObjective(nn.Module):
         generator: CPU generator of the rank draw on process 0 (reproducible runs).
         exit_weights: {exit layer: weight}; default every exit 1 (the paper: the mean over exits).
         self_distill: weight of the self-distillation term (0 = off, the paper).
+        separate_exits: the second stage of the two-stage recipe: each exit runs in its own pass at `layers=k` (so
+            its exit module applies) and the self-distillation teacher is the full setting's own pass without
+            gradients; needs `full_depth`.
+        full_depth: the model's number of layers (the teacher's depth with `separate_exits`).
+        exit_dims: {exit layer: dims}: train only those dims at those exits (Starbucks-style diagonal pairs).
 
     Example:
         >>> import torch
@@ -429,8 +452,15 @@ class ThreeDObjective(nn.Module):
         generator: torch.Generator | None = None,
         exit_weights: Mapping[int, float] | None = None,
         self_distill: float = 0.0,
+        separate_exits: bool = False,
+        full_depth: int | None = None,
+        exit_dims: Mapping[int, Sequence[int]] | None = None,
     ) -> None:
         super().__init__()
+        if separate_exits and (exits is None or full_depth is None or max(exits) >= full_depth):
+            raise ValueError(
+                f"separate_exits needs the exits (below the full depth) and full_depth, got {exits} and {full_depth}"
+            )
         if not temperature > 0:
             raise ValueError(f"temperature must be > 0 (the paper: 0.05; scale = 1 / temperature), got {temperature}")
         if kd_weight < 0 or self_distill < 0:
@@ -441,6 +471,8 @@ class ThreeDObjective(nn.Module):
         self.kd_weight, self.generator = kd_weight, generator
         self.exit_weights = {int(k): float(v) for k, v in (exit_weights or {}).items()} or None
         self.self_distill = self_distill
+        self.separate_exits, self.full_depth = separate_exits, full_depth
+        self.exit_dims = {int(k): [int(d) for d in v] for k, v in (exit_dims or {}).items()} or None
 
     @classmethod
     def from_config(
@@ -451,8 +483,13 @@ class ThreeDObjective(nn.Module):
         dims = list(config.matryoshka_dims) if mrl else [int(config.hidden_size)]
         exits = list(config.exit_layers) if mll else [int(config.num_hidden_layers)]
         mel_ranks = list(config.mel_ranks) if mel and getattr(config, "mel_rank", None) is not None else None
+        if kwargs.get("separate_exits"):  # the second stage trains the exits that own a module
+            exits = list((getattr(config, "exit_modules", None) or {}).get("exits", []))
+            if not exits:
+                raise ValueError("separate_exits trains exit modules, but the model has none (config.exit_modules)")
         if kwargs.get("exit_weights"):
             kwargs["exit_weights"] = {int(k): v for k, v in kwargs["exit_weights"].items() if int(k) in exits}
+        kwargs.setdefault("full_depth", int(config.num_hidden_layers))
         return cls(dims=dims, exits=exits, mel_ranks=mel_ranks, **kwargs)
 
     def sample_rank(self) -> int | None:
@@ -470,8 +507,9 @@ class ThreeDObjective(nn.Module):
         """One training step's loss: draw the rank, embed the flat batch once, mask duplicates, distil, combine.
 
         Args:
-            embed: `embed(batch, rank)` runs the (possibly wrapped) model on the whole flat batch at MEL rank `rank`
-                with the exits `self.exits` and returns {exit layer: (C * B, d) pooled un-normalised embeddings}.
+            embed: `embed(batch, rank, layers=None)` runs the (possibly wrapped) model on the whole flat batch at MEL
+                rank `rank` and returns {exit layer: (C * B, d) pooled un-normalised embeddings}: of the exits
+                `self.exits` from one full-depth pass, or with `layers=k` of exit k alone from a depth-k pass.
             batch: `input_ids` and `attention_mask` (C * B, T) of the columns, stacked (`stack_columns`).
             num_columns: C = 2 + the number of negatives per query.
             use_in_batch: add the in-batch loss (the paper: retrieval datasets only).
@@ -482,9 +520,16 @@ class ThreeDObjective(nn.Module):
             (total loss, detached components, the rank drawn).
         """
         rank = self.sample_rank()
-        exits = embed(dict(batch), rank)
         full = None
-        if self.self_distill > 0 and rank is not None and rank < max(self.mel_ranks):
+        if self.separate_exits:  # each exit with its own module; the full setting teaches from its own pass
+            exits = {k: embed(dict(batch), rank, layers=k)[k] for k in self.exits}
+            if self.self_distill > 0:
+                with torch.no_grad():
+                    top = max(self.mel_ranks) if self.mel_ranks else None
+                    full = embed(dict(batch), top, layers=self.full_depth)[self.full_depth]
+        else:
+            exits = embed(dict(batch), rank)
+        if not self.separate_exits and self.self_distill > 0 and rank is not None and rank < max(self.mel_ranks):
             with torch.no_grad():  # the full-rank teacher of this step's (lower) rank
                 full = embed(dict(batch), max(self.mel_ranks))
             full = full[max(self.exits or full)]
@@ -542,6 +587,7 @@ class ThreeDObjective(nn.Module):
             exit_weights=self.exit_weights,
             self_distill=self.self_distill,
             self_teacher=own_columns,
+            exit_dims=self.exit_dims,
         )
 
 

@@ -213,16 +213,18 @@ class MLEmbed3DLoss(nn.Module):
         """sentence-transformers' name for 1 / temperature."""
         return 1.0 / self.objective.temperature
 
-    def embed(self, batch: dict[str, Tensor], rank: int | None) -> dict[int, Tensor]:
+    def embed(self, batch: dict[str, Tensor], rank: int | None, layers: int | None = None) -> dict[int, Tensor]:
         """{exit layer: pooled un-normalised full-width embeddings} of a flat batch at MEL rank `rank` (None = full),
-        through the SentenceTransformer as the trainer holds it.
+        through the SentenceTransformer as the trainer holds it: every exit of one full-depth pass, or exit `layers`
+        alone from a pass at that depth (its exit module applied).
 
         Shapes:
             batch["input_ids"]: (R, T) -> {l: (R, d)}
         """
         elastic = _elastic_model(self.model)
-        exits = self.objective.exits or [self.num_layers]
-        settings = {"layers": self.num_layers, "rank": rank if rank is not None else self.full_rank, "exits": exits}
+        exits = [layers] if layers is not None else self.objective.exits or [self.num_layers]
+        depth = self.num_layers if layers is None else layers
+        settings = {"layers": depth, "rank": rank if rank is not None else self.full_rank, "exits": exits}
         with _hidden_states_kept(elastic):
             states = self.model({**batch, **settings})["all_layer_embeddings"]  # per exit, increasing: (R, T, d)
         return {l: elastic.pool(h, batch["attention_mask"]) for l, h in zip(exits, states)}

@@ -22,6 +22,9 @@ class ModelSection:
     frozen_layers: train only the layers above the first N; everything else (the token embedding, its MEL factors,
     the first N layers, any final norm) keeps its weights, so every setting with `layers <= N` stays bit-identical.
     For a second phase on a trained 3D model (`base` its folder) that gives the full depth more room.
+    exit_modules: decoupled exits for the base (`MLEmbedConfig.exit_modules`: `{"kind": "lora" | "adapter",
+    "exits": [...], "rank": r[, "alpha": a]}`), added identity-initialised where the base has none; the second stage
+    of the two-stage recipe (`loss.stage: "exits"`) trains them.
     """
 
     base: str = ""
@@ -31,6 +34,7 @@ class ModelSection:
     matryoshka_dims: list[int] | None = None
     dtype: str = "float32"
     frozen_layers: int = 0
+    exit_modules: dict[str, Any] | None = None
 
 
 @dataclass
@@ -52,6 +56,11 @@ class LossSection:
 
     dim_weights / exit_weights: {dim or exit layer (JSON keys are strings): weight}; empty = the paper's MRL weights
     and the plain mean over exits. self_distill: weight of the self-distillation term (`ThreeDObjective`), 0 = off.
+    exit_dims: {exit layer: [dims]}: train only those dims at those exits, weight 1 each (Starbucks-style diagonal
+    (layers, dims) pairs, arXiv 2410.13230); other exits train every dim.
+    stage: "all" (everything trains: the paper's shared recipe, or the first stage of the two-stage one) or "exits"
+    (the second stage: the body is frozen and only the exit modules train, each exit in its own pass, contrastive at
+    the exit plus `self_distill` x KL to the full setting's in-batch scores; the full path stays bit-identical).
     """
 
     temperature: float = 0.05
@@ -63,6 +72,8 @@ class LossSection:
     dim_weights: dict[str, float] = field(default_factory=dict)
     exit_weights: dict[str, float] = field(default_factory=dict)
     self_distill: float = 0.0
+    stage: str = "all"
+    exit_dims: dict[str, list[int]] = field(default_factory=dict)
 
     def int_keyed(self, name: str) -> dict[int, float] | None:
         """`dim_weights` / `exit_weights` with integer keys (None when empty)."""
@@ -107,6 +118,7 @@ class TrainConfig:
         return TrainingArguments(**kwargs)
 
 
+STAGES = ("all", "exits")  # loss.stage: everything trains, or only the exit modules (the two-stage recipe's second)
 _SECTIONS = {"model": ModelSection, "data": DataSection, "loss": LossSection, "export": ExportSection}
 
 
@@ -140,6 +152,15 @@ def parse_config(raw: dict[str, Any], root: str | Path = ".") -> TrainConfig:
         raise ValueError(f"model.frozen_layers must be an integer >= 0, got {config.model.frozen_layers!r}")
     if config.loss.kd_weight < 0 or (config.loss.kd_weight > 0) != bool(config.loss.teacher):
         raise ValueError("loss.kd_weight > 0 and loss.teacher go together (a teacher folder and its weight)")
+    dims = config.loss.exit_dims
+    if not isinstance(dims, dict) or not all(str(k).isdigit() and isinstance(v, list) for k, v in dims.items()):
+        raise ValueError(
+            f'loss.exit_dims must map exit layers (as strings) to lists of dims, e.g. {{"2": [96]}}, got {dims!r}'
+        )
+    if config.loss.stage not in STAGES:
+        raise ValueError(f"loss.stage must be one of {list(STAGES)}, got {config.loss.stage!r}")
+    if config.loss.stage == "exits" and config.model.frozen_layers:
+        raise ValueError('loss.stage "exits" freezes the whole body already; leave model.frozen_layers at 0')
     if config.loss.self_distill < 0:
         raise ValueError(f"loss.self_distill must be >= 0, got {config.loss.self_distill}")
     for name in ("dim_weights", "exit_weights"):

@@ -48,9 +48,35 @@ def build_model(config: TrainConfig) -> tuple[Any, Any]:
         }
         backbone = AutoModel.from_pretrained(spec.base, dtype=torch.float32, trust_remote_code=trust)
         model = from_backbone(backbone, mel_rank=spec.mel_rank, **axes)
+    if spec.exit_modules is not None:
+        add_exit_modules(model, spec.exit_modules)
     if spec.frozen_layers:
         freeze_below(model, spec.frozen_layers)
     return model.to(getattr(torch, spec.dtype)), tokenizer
+
+
+def add_exit_modules(model: Any, spec: dict[str, Any]) -> None:
+    """`model.exit_modules` of the recipe on the base: added (identity at init) where it has none, kept where it has
+    the same ones; other modules already in the base are an error (never silently replaced)."""
+    from configuration_mlembed import check_exit_modules
+
+    wanted = check_exit_modules(spec, model.config.exit_layers)
+    if model.config.exit_modules is None:
+        model.add_exit_modules(**wanted)
+    elif model.config.exit_modules != wanted:
+        raise ValueError(
+            f"model.exit_modules={wanted}, but the base has other exit modules {model.config.exit_modules}: "
+            "leave model.exit_modules unset (or equal) to continue training them"
+        )
+
+
+def train_only_exit_modules(model: Any) -> None:
+    """The second stage of the two-stage recipe: everything but the exit modules frozen (in place), so the full path
+    and every exit without a module keep their outputs bit for bit."""
+    if model.exit_modules is None:
+        raise ValueError('loss.stage "exits" trains exit modules, but the model has none: set model.exit_modules')
+    model.requires_grad_(False)
+    model.exit_modules.requires_grad_(True)
 
 
 def freeze_below(model: Any, layers: int) -> None:
@@ -75,6 +101,8 @@ def build_trainer(config: TrainConfig, **training_overrides: Any) -> Any:
     # the model first: with ZeRO-3, `TrainingArguments` switches on `deepspeed.zero.Init`, under which a stock
     # backbone's embedding could not be factorised (it would be partitioned); DeepSpeed partitions it at start
     model, tokenizer = build_model(config)
+    if config.loss.stage == "exits":
+        train_only_exit_modules(model)
     args = config.training_arguments(**training_overrides)
     data = config.data
     corpus = load_parquet_corpus(
@@ -97,6 +125,8 @@ def build_trainer(config: TrainConfig, **training_overrides: Any) -> Any:
         weights=spec.int_keyed("dim_weights"),
         exit_weights=spec.int_keyed("exit_weights"),
         self_distill=spec.self_distill,
+        separate_exits=spec.stage == "exits",
+        exit_dims={int(k): v for k, v in spec.exit_dims.items()} or None,
     )
     teacher = MLEmbedModel.from_pretrained(spec.teacher) if spec.teacher else None
     return MLEmbedTrainer(

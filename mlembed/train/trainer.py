@@ -98,11 +98,10 @@ class MLEmbedTrainer(Trainer):
     def compute_loss(
         self, model: Any, inputs: dict[str, Any], return_outputs: bool = False, num_items_in_batch: Any = None
     ) -> Any:
-        exits = self.objective.exits or True
-
-        def embed(batch: dict[str, torch.Tensor], rank: int | None) -> dict[int, torch.Tensor]:
-            out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], rank=rank, exits=exits)
-            return out.exit_embeddings
+        def embed(batch: dict[str, torch.Tensor], rank: int | None, layers: int | None = None) -> dict:
+            exits = [layers] if layers is not None else self.objective.exits or True
+            ids, mask = batch["input_ids"], batch["attention_mask"]
+            return model(input_ids=ids, attention_mask=mask, rank=rank, layers=layers, exits=exits).exit_embeddings
 
         if self._since is None:
             self._since = time.perf_counter()

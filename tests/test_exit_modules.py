@@ -1,0 +1,243 @@
+"""Decoupled exits (`config.exit_modules`): a module per exit that only its own depth runs, so the full path and the
+other exits stay bit-identical; stored, reloaded, checked at load, and merged by every export of that setting."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from conftest import tiny_model, tiny_tokenizer
+from safetensors.torch import load_file, save_file
+from transformers import AutoModel
+
+from configuration_mlembed import MLEmbedConfig, check_exit_modules
+from modeling_mlembed import MLEmbedModel, pool_embeddings, positions_from_mask, truncate_embeddings
+
+TEXTS = ["cat dog", "a longer text about birds and the moon", "x", "rain on the road"]
+SETTINGS = [dict(layers=layers, rank=rank) for layers in (1, 2, 3, 4) for rank in (None, 8)]
+
+
+def trained_modules(kind: str, backbone: str = "qwen3", exits=(2, 3), seed: int = 1) -> MLEmbedModel:
+    """A tiny model with exit modules whose weights are moved off their identity init (as training would)."""
+    model = tiny_model(backbone, exit_layers=[1, 2, 3, 4])
+    model.add_exit_modules(kind, list(exits), rank=4)
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for param in model.exit_modules.parameters():
+            param.add_(0.2 * torch.randn(param.shape, generator=generator))
+    return model
+
+
+def encode_all(model: MLEmbedModel, **kwargs) -> dict[tuple, np.ndarray]:
+    return {tuple(s.values()): model.encode(TEXTS, **s, **kwargs) for s in SETTINGS}
+
+
+@pytest.mark.parametrize("kind", ["lora", "adapter"])
+@pytest.mark.parametrize("backbone", ["qwen3", "bert"])
+def test_modules_start_as_the_shared_path_and_change_only_their_own_exit(kind, backbone):
+    model = tiny_model(backbone, exit_layers=[1, 2, 3, 4])
+    before = encode_all(model)
+    model.add_exit_modules(kind, [2, 3], rank=4)
+    for setting, vectors in encode_all(model).items():  # identity at init, every setting
+        np.testing.assert_array_equal(vectors, before[setting])
+    with torch.no_grad():
+        for param in model.exit_modules.parameters():
+            param.add_(0.2 * torch.randn_like(param))
+    after = encode_all(model)
+    for (layers, rank), vectors in after.items():
+        if layers in (2, 3):  # a trained module changes its exit, and only there
+            assert not np.allclose(vectors, before[(layers, rank)], atol=1e-4)
+            shared = model.encode(TEXTS, layers=layers, rank=rank, use_exit_module=False)
+            np.testing.assert_array_equal(shared, before[(layers, rank)])
+        else:
+            np.testing.assert_array_equal(vectors, before[(layers, rank)])
+
+
+def test_lora_module_equals_its_weights_merged_by_hand():
+    """Independent computation: a copy of the backbone with W + scale B A in its first 3 layers and the exit's norm
+    as the final norm, run to depth 3, pooled and normalised, equals `encode(layers=3)`."""
+    model = trained_modules("lora").eval()
+    module = model.exit_module(3)
+    reference = tiny_model("qwen3", exit_layers=[1, 2, 3, 4])
+    reference.load_state_dict(model.state_dict(), strict=False)
+    with torch.no_grad():
+        for name, lora in module.lora.items():
+            index, path = name.split("-", 1)
+            linear = reference.layer_stack[int(index)].get_submodule(path.replace("-", "."))
+            linear.weight += lora.scale * lora.B @ lora.A
+        reference.backbone.norm.weight.copy_(module.norm.weight)
+    expected = reference.encode(TEXTS, layers=3)
+    np.testing.assert_allclose(model.encode(TEXTS, layers=3), expected, atol=1e-6)
+
+
+def test_a_pass_with_a_module_returns_only_its_own_exit():
+    model = trained_modules("lora")
+    batch = model.tokenize(TEXTS, tiny_tokenizer())
+    assert sorted(model(**batch, layers=3, exits=True).exit_embeddings) == [3]
+    with pytest.raises(ValueError, match=r"exits \[1, 2\] cannot come from a pass that runs exit 3's own module"):
+        model(**batch, layers=3, exits=[1, 2])
+    shared = model(**batch, layers=3, exits=True, use_exit_module=False).exit_embeddings
+    assert sorted(shared) == [1, 2, 3]
+
+
+def test_parameter_counts_include_only_the_module_a_setting_runs():
+    model = trained_modules("lora")
+    own = {k: sum(p.numel() for p in m.parameters()) for k, m in model.exit_modules.items()}
+    bare = tiny_model("qwen3", exit_layers=[1, 2, 3, 4])
+    assert model.num_parameters() == bare.num_parameters() + own["2"] + own["3"]
+    assert model.num_parameters(layers=3) == bare.num_parameters(layers=3) + own["3"]
+    assert model.num_parameters(layers=1) == bare.num_parameters(layers=1)
+    assert model.num_parameters(layers=4, rank=8) == bare.num_parameters(layers=4, rank=8)
+
+
+@pytest.mark.parametrize("kind", ["lora", "adapter"])
+def test_save_and_reload_keep_every_setting(kind, tmp_path):
+    model = trained_modules(kind)
+    model.save_pretrained(tmp_path)
+    tiny_tokenizer().save_pretrained(tmp_path)
+    loaded = MLEmbedModel.from_pretrained(tmp_path).eval()
+    assert loaded.config.exit_modules == model.config.exit_modules
+    for setting, vectors in encode_all(model).items():
+        np.testing.assert_array_equal(encode_all(loaded)[setting], vectors)
+
+
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        ({"kind": "lora", "exits": [4], "rank": 4}, r"exit_modules.exits must be .* below the last, from \[1, 2, 3\]"),
+        ({"kind": "lora", "exits": [5], "rank": 4}, r"from \[1, 2, 3\], got \[5\]"),
+        ({"kind": "prefix", "exits": [2], "rank": 4}, r"exit_modules.kind must be one of \['lora', 'adapter'\]"),
+        ({"kind": "lora", "exits": [2], "rank": 0}, "exit_modules.rank must be an integer >= 1"),
+        ({"kind": "lora", "exits": [2], "rank": 4, "alpha": 0}, "exit_modules.alpha must be a number > 0"),
+        ({"kind": "lora", "exits": [2], "rank": 4, "norm": True}, r"unknown key\(s\) \['norm'\]; allowed"),
+        ([2, 3], "exit_modules must be a dict with keys"),
+    ],
+)
+def test_bad_exit_module_specs_name_what_is_allowed(spec, message):
+    with pytest.raises(ValueError, match=message):
+        check_exit_modules(spec, [1, 2, 3, 4])
+    with pytest.raises(ValueError, match=message):
+        tiny_model("qwen3", exit_layers=[1, 2, 3, 4], exit_modules=spec)
+
+
+def test_add_exit_modules_twice_is_an_error():
+    model = trained_modules("lora")
+    with pytest.raises(ValueError, match="this model has exit modules already"):
+        model.add_exit_modules("lora", [1], rank=2)
+
+
+def _saved(tmp_path, kind="lora"):
+    model = trained_modules(kind)
+    model.save_pretrained(tmp_path)
+    tiny_tokenizer().save_pretrained(tmp_path)
+    return tmp_path / "model.safetensors", tmp_path / "config.json"
+
+
+def test_weights_missing_an_exit_the_config_declares_fail_at_load(tmp_path):
+    weights, config = _saved(tmp_path)
+    state = {k: v for k, v in load_file(weights).items() if not k.startswith("exit_modules.3.")}
+    save_file(state, weights, metadata={"format": "pt"})
+    with pytest.raises(ValueError, match=r"declares a 'lora' module for exit 3, but the weights lack its tensor"):
+        MLEmbedModel.from_pretrained(tmp_path)
+
+
+def test_weights_of_undeclared_exits_fail_at_load(tmp_path):
+    _, config = _saved(tmp_path)
+    raw = json.loads(config.read_text())
+    raw["exit_modules"]["exits"] = [2]
+    config.write_text(json.dumps(raw))
+    with pytest.raises(ValueError, match=r"hold exit modules for exits \[3\], which the config's exit_modules"):
+        MLEmbedModel.from_pretrained(tmp_path)
+
+
+def test_a_module_whose_shapes_do_not_fit_the_backbone_fails_at_load(tmp_path):
+    weights, _ = _saved(tmp_path)
+    state = load_file(weights)
+    key = next(k for k in state if k.startswith("exit_modules.2.lora.") and k.endswith(".A"))
+    rank, width = state[key].shape
+    state[key] = torch.zeros(rank, width + 3)
+    save_file(state, weights, metadata={"format": "pt"})
+    shape = rf"\({rank}, {width + 3}\) in the weights, the model needs \({rank}, {width}\)"
+    with pytest.raises(ValueError, match=rf"exit 2's module does not fit this backbone: {key} has shape {shape}"):
+        MLEmbedModel.from_pretrained(tmp_path)
+
+
+def _stock_vectors(folder, texts, decoder: bool) -> torch.Tensor:
+    """What an engine computes from a plain export with stock code: tokenizer.json, AutoModel, pooling, normalise."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    stock = AutoModel.from_pretrained(folder).eval()
+    pooling = json.loads((folder / "1_Pooling" / "config.json").read_text())
+    mode = "last_token" if pooling.get("pooling_mode_lasttoken") else "mean"
+    batch = tokenizer(texts, padding=True, return_tensors="pt")
+    kwargs = {"position_ids": positions_from_mask(batch["attention_mask"])} if decoder else {}
+    with torch.no_grad():
+        hidden = stock(**batch, **kwargs).last_hidden_state
+    return truncate_embeddings(pool_embeddings(hidden, batch["attention_mask"], mode), hidden.shape[-1])
+
+
+@pytest.mark.parametrize("backbone", ["qwen3", "bert"])
+def test_setting_exports_merge_the_module_into_a_stock_model(backbone, tmp_path):
+    """`export --mode slim --layers 3 --compat` (and compat) of a model with a LoRA exit: a stock folder whose vectors
+    equal `encode(layers=3)`; a slim ML-Embed folder at that setting, too."""
+    from mlembed.convert import export_compat, export_slim
+
+    model = trained_modules("lora", backbone)
+    src = tmp_path / "src"
+    model.save_pretrained(src)
+    tiny_tokenizer().save_pretrained(src)
+    expected = model.eval().encode(TEXTS, layers=3, rank=8)
+    export_compat(src, tmp_path / "compat", layers=3, rank=8)
+    got = _stock_vectors(tmp_path / "compat", TEXTS, decoder=backbone == "qwen3")
+    np.testing.assert_allclose(got.numpy(), expected, atol=1e-5)
+    export_slim(src, tmp_path / "slim", layers=3, rank=8)
+    slim = MLEmbedModel.from_pretrained(tmp_path / "slim").eval()
+    assert slim.config.exit_modules is None  # exit 3's module is merged; exit 2's was trained on the unmerged body
+    np.testing.assert_allclose(slim.encode(TEXTS), expected, atol=1e-5)
+    export_slim(src, tmp_path / "slim-full")  # no cut: the modules travel unmerged
+    assert MLEmbedModel.from_pretrained(tmp_path / "slim-full").config.exit_modules == model.config.exit_modules
+
+
+def test_adapter_exits_cannot_be_merged_into_a_stock_export(tmp_path):
+    from mlembed.convert import export_compat
+
+    model = trained_modules("adapter")
+    model.save_pretrained(tmp_path / "src")
+    tiny_tokenizer().save_pretrained(tmp_path / "src")
+    with pytest.raises(ValueError, match=r"exit 3 has an 'adapter' module, which no stock backbone can hold"):
+        export_compat(tmp_path / "src", tmp_path / "out", layers=3)
+    export_compat(tmp_path / "src", tmp_path / "out1", layers=1)  # an exit without a module exports as before
+
+
+def test_config_records_the_modules_and_round_trips():
+    config = MLEmbedConfig.from_backbone(
+        tiny_model("bert").config.backbone_config(),
+        exit_layers=[1, 2, 4],
+        exit_modules={"kind": "lora", "exits": [2, 1], "rank": 8},
+    )
+    assert config.exit_modules == {"kind": "lora", "exits": [1, 2], "rank": 8, "alpha": 16.0}
+    assert MLEmbedConfig.from_dict(config.to_dict()).exit_modules == config.exit_modules
+    assert "exit_modules" not in config.backbone_config().to_dict()
+
+
+def test_hub_folder_keeps_the_modules_beside_the_stock_weights(tmp_path):
+    """The Hub folder: stock code reads the full path (no exit tensors in model.safetensors); the elastic model reads
+    `exit_modules.safetensors` and gives every setting of the source."""
+    from mlembed.hub import export_hub
+
+    model = trained_modules("lora")
+    model.save_pretrained(tmp_path / "src")
+    tiny_tokenizer().save_pretrained(tmp_path / "src")
+    export_hub(tmp_path / "src", tmp_path / "hub")
+    assert not any(k.startswith("exit_modules.") for k in load_file(tmp_path / "hub" / "model.safetensors"))
+    assert (tmp_path / "hub" / "exit_modules.safetensors").is_file()
+    loaded = MLEmbedModel.from_pretrained(tmp_path / "hub").eval()
+    expected = encode_all(model)
+    for setting, vectors in encode_all(loaded).items():
+        np.testing.assert_allclose(vectors, expected[setting], atol=1e-6)
+    (tmp_path / "hub" / "exit_modules.safetensors").unlink()
+    with pytest.raises(ValueError, match="declares a 'lora' module for exit 2, but the weights lack its tensor"):
+        MLEmbedModel.from_pretrained(tmp_path / "hub")
