@@ -241,3 +241,21 @@ def test_hub_folder_keeps_the_modules_beside_the_stock_weights(tmp_path):
     (tmp_path / "hub" / "exit_modules.safetensors").unlink()
     with pytest.raises(ValueError, match="declares a 'lora' module for exit 2, but the weights lack its tensor"):
         MLEmbedModel.from_pretrained(tmp_path / "hub")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backbone", ["qwen3", "bert"])
+def test_onnx_export_of_a_module_exit_gives_its_vectors(backbone, tmp_path):
+    """The ONNX graph of layers=3 holds exit 3's module merged (dynamo graph for Qwen3, fused BERT graph)."""
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    from mlembed.serving import OnnxEmbedder, export_onnx
+
+    model = trained_modules("lora", backbone)
+    model.save_pretrained(tmp_path / "src")
+    tiny_tokenizer().save_pretrained(tmp_path / "src")
+    export_onnx(tmp_path / "src", tmp_path / "onnx", layers=3, rank=8, dim=16, max_seq_length=64)
+    got = OnnxEmbedder(tmp_path / "onnx").encode(TEXTS, batch_size=4)
+    expected = model.eval().encode(TEXTS, layers=3, rank=8, dim=16, max_length=64)
+    np.testing.assert_allclose(got, expected, atol=1e-4)
+    assert not np.allclose(got, model.encode(TEXTS, layers=3, rank=8, dim=16, use_exit_module=False), atol=1e-3)
