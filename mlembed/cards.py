@@ -150,6 +150,18 @@ def _card_data(base_model: str | None, title: str) -> ModelCardData:
     )
 
 
+def _exit_modules_text(spec: Mapping[str, Any] | None) -> str:
+    """Which exits run a module of their own (`config.exit_modules`), for the card."""
+    if not spec:
+        return "none: every exit runs the shared layers"
+    exits = ", ".join(map(str, spec["exits"]))
+    if spec["kind"] == "lora":
+        what = f"LoRA rank {spec['rank']} on the layers up to the exit, and the exit's own final norm"
+    else:
+        what = f"a residual adapter of width {spec['rank']} on the exit's token states"
+    return f"exits {exits}: {what} (`layers=` of another exit runs the shared layers)"
+
+
 def _template_values(config: MLEmbedConfig, counts: Mapping[str, Any]) -> dict[str, Any]:
     """Everything the template shows about the model, computed from its config and counts."""
     heads = int(config.num_attention_heads)
@@ -175,6 +187,7 @@ def _template_values(config: MLEmbedConfig, counts: Mapping[str, Any]) -> dict[s
         "normalize": config.normalize,
         "has_mel": bool(config.mel_rank),
         "exit_layers": ", ".join(map(str, config.exit_layers)),
+        "exit_modules_text": _exit_modules_text(config.exit_modules),
         "dims": ", ".join(map(str, config.matryoshka_dims)),
         "ranks": ", ".join(map(str, ranks)),
         "ex_layers": _example(config.exit_layers, 16),

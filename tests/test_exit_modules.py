@@ -259,3 +259,14 @@ def test_onnx_export_of_a_module_exit_gives_its_vectors(backbone, tmp_path):
     expected = model.eval().encode(TEXTS, layers=3, rank=8, dim=16, max_length=64)
     np.testing.assert_allclose(got, expected, atol=1e-4)
     assert not np.allclose(got, model.encode(TEXTS, layers=3, rank=8, dim=16, use_exit_module=False), atol=1e-3)
+
+
+def test_the_model_card_says_which_exits_have_modules():
+    from mlembed.cards import render_card
+
+    plain = str(render_card(tiny_model("qwen3", exit_layers=[1, 2, 3, 4]).config))
+    assert "| Exit modules | none: every exit runs the shared layers |" in plain
+    card = str(render_card(trained_modules("lora").config))
+    assert (
+        "| Exit modules | exits 2, 3: LoRA rank 4 on the layers up to the exit, and the exit's own final norm" in card
+    )
