@@ -5,7 +5,9 @@
 * `OUT/base/`: a tiny random stock Qwen3 backbone with a character tokenizer (what a user would convert);
 * `OUT/hub/`: that backbone converted (MEL rank 32) and exported as a Hub folder;
 * `OUT/cache/`: the Hub folder installed in a private HF cache as `ml-embed/persona` (what a download leaves);
-* `OUT/expected.json`: embeddings the package's own model computes, per setting, for the persona tests to match.
+* `OUT/expected.json`: embeddings the package's own model computes, per setting, for the persona tests to match;
+  under `stripped` the same for the texts with surrounding whitespace removed (sentence-transformers < 5 strips
+  every text before tokenising);
 """
 
 from __future__ import annotations
@@ -44,15 +46,19 @@ def main(out: Path) -> None:
     hub.export_hub(out / "ml", out / "hub", repo_id=REPO_ID)
     hub.install_into_cache(out / "hub", REPO_ID, cache_dir=out / "cache")
     model = MLEmbedModel.from_pretrained(out / "hub").eval()
-    expected = {"repo_id": REPO_ID, "texts": TEXTS, "settings": []}
-    for layers, dim, rank in SETTINGS:
-        for prompt in (None, "query"):
-            emb = model.encode(TEXTS, layers=layers, dim=dim, rank=rank, prompt_name=prompt)
-            expected["settings"].append(
-                {"layers": layers, "dim": dim, "rank": rank, "prompt": prompt, "embeddings": emb.tolist()}
-            )
+    expected = {"repo_id": REPO_ID, "texts": TEXTS, "settings": settings(model, TEXTS)}
+    expected["stripped"] = settings(model, [text.strip() for text in TEXTS])
     (out / "expected.json").write_text(json.dumps(expected))
     print(f"wrote persona fixtures to {out}")
+
+
+def settings(model: MLEmbedModel, texts: list[str]) -> list[dict]:
+    rows = []
+    for layers, dim, rank in SETTINGS:
+        for prompt in (None, "query"):
+            emb = model.encode(texts, layers=layers, dim=dim, rank=rank, prompt_name=prompt)
+            rows.append({"layers": layers, "dim": dim, "rank": rank, "prompt": prompt, "embeddings": emb.tolist()})
+    return rows
 
 
 if __name__ == "__main__":
