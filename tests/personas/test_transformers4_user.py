@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from clients_page import FOLDERS, run_snippet, snippets
 from sentence_transformers import SentenceTransformer
 from transformers import AutoConfig, AutoModel
 
@@ -120,3 +121,15 @@ def test_infinity_with_its_defaults_runs_the_elastic_model():
     assert [type(m[0].auto_model).__name__ for m in engine._model_replicas] == ["MLEmbedModel"]
     np.testing.assert_allclose(documents, expected(stripped=True), atol=ATOL)
     np.testing.assert_allclose(queries, expected(prompt="query", stripped=True), atol=ATOL)
+
+
+@pytest.mark.parametrize("folder", FOLDERS)
+def test_the_infinity_snippet_of_the_clients_page(folder, tmp_path, monkeypatch):
+    """docs/clients.md's infinity engine snippet, as written and with the cut folder, gives the elastic model's
+    vectors at dim 96 (its texts have no surrounding whitespace, which sentence-transformers 3 would strip)."""
+    clients = FIXTURES / "clients"
+    want = json.loads((clients / "expected.json").read_text())
+    namespace = run_snippet(snippets()["infinity"], folder, clients, tmp_path, monkeypatch)
+    assert all(t == t.strip() for t in [namespace["query"], *namespace["documents"]])
+    np.testing.assert_allclose(namespace["query_vector"], want[folder]["query"], atol=ATOL)
+    np.testing.assert_allclose(namespace["doc_vectors"], want[folder]["documents"], atol=ATOL)
