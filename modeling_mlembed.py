@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import importlib
 import json
 import logging
 import re
@@ -40,8 +41,9 @@ from transformers.utils import ModelOutput, cached_file
 
 try:
     from .configuration_mlembed import MLEmbedConfig
-except ImportError:
-    from configuration_mlembed import MLEmbedConfig
+except ImportError:  # the installed top-level module (the package, tests); imported by name because older
+    # transformers 4 (4.48) scan the `except` body of a try block for imports and would ask users to install it
+    MLEmbedConfig = importlib.import_module("configuration_mlembed").MLEmbedConfig
 
 logger = logging.getLogger(__name__)
 MEL_WEIGHTS_NAME = "mel.safetensors"
