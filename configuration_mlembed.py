@@ -11,13 +11,18 @@ that `AutoModel` builds) and makes it elastic in:
 Design choice: the saved `config.json` is the backbone's own (its fields, and in Hub folders its `model_type`,
 e.g. `qwen3`) plus the ML-Embed fields and an `auto_map`. Stock code therefore loads a Hub folder as the plain
 backbone (compatibility mode) and `trust_remote_code=True` loads this class and the elastic model.
+
+As remote code it runs on whatever transformers its user has, 4.x (e.g. infinity-emb's, which pins
+sentence-transformers < 4) as well as 5.x: it imports `PretrainedConfig`, the name both have, and on transformers 4,
+where configs are no dataclasses, an `__init__` fills the fields and validates as `__post_init__` does on 5.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
-from transformers import AutoConfig, PreTrainedConfig
+from transformers import AutoConfig, PretrainedConfig
 
 DEFAULT_INSTRUCTION = "Given a question, retrieve passages that can help answer the question"
 QUERY_TEMPLATE = "Instruct: {instruction}\nQuery: "
@@ -42,7 +47,7 @@ AXIS_FIELDS = (
 EXIT_MODULE_KINDS = ("lora", "adapter")
 EXIT_MODULE_KEYS = ("kind", "exits", "rank", "alpha")
 DEFAULT_MAX_SEQ_LENGTH = 512  # for folders that record none (older exports): the common limit of embedding models
-# Fields of PreTrainedConfig itself that must not be forwarded to the backbone config.
+# Fields of PretrainedConfig itself that must not be forwarded to the backbone config.
 _META_KEYS = ("model_type", "auto_map", "architectures", "transformers_version", "_name_or_path")
 
 
@@ -133,7 +138,7 @@ def _check_nested(name: str, values: list[int], maximum: int) -> list[int]:
     return values
 
 
-class MLEmbedConfig(PreTrainedConfig):
+class MLEmbedConfig(PretrainedConfig):
     """Backbone settings (flat, as the backbone's own config has them) plus the three Matryoshka axes.
 
     Args:
@@ -185,8 +190,16 @@ class MLEmbedConfig(PreTrainedConfig):
         super().__post_init__(**kwargs)
         self._validate_axes()
 
+    if not dataclasses.is_dataclass(PretrainedConfig):  # transformers 4: a plain class, no fields, no __post_init__
+
+        def __init__(self, **kwargs: Any) -> None:
+            for name in AXIS_FIELDS:  # the annotated defaults above are plain class attributes here
+                setattr(self, name, kwargs.pop(name, getattr(type(self), name)))
+            super().__init__(**kwargs)
+            self._validate_axes()
+
     @classmethod
-    def from_backbone(cls, backbone_config: PreTrainedConfig, **axes: Any) -> MLEmbedConfig:
+    def from_backbone(cls, backbone_config: PretrainedConfig, **axes: Any) -> MLEmbedConfig:
         """ML-Embed config around an existing backbone config (e.g. `AutoConfig.from_pretrained(base)`)."""
         fields = {k: v for k, v in backbone_config.to_dict().items() if k not in _META_KEYS}
         return cls(backbone_type=backbone_config.model_type, **fields, **axes)
@@ -209,7 +222,7 @@ class MLEmbedConfig(PreTrainedConfig):
                 output.pop(key, None)
         return output
 
-    def backbone_config(self) -> PreTrainedConfig:
+    def backbone_config(self) -> PretrainedConfig:
         """A fresh stock config of the backbone built from this config's fields."""
         fields = {k: v for k, v in self.to_dict().items() if k not in _META_KEYS}
         for key in AXIS_FIELDS:
@@ -247,7 +260,7 @@ class MLEmbedConfig(PreTrainedConfig):
         """All cross-field rules in one place; errors list the allowed values."""
         hidden, layers, vocab = (getattr(self, k, None) for k in ("hidden_size", "num_hidden_layers", "vocab_size"))
         if hidden is None or layers is None or vocab is None:
-            return  # a bare config (e.g. PreTrainedConfig internals building defaults); validated once filled
+            return  # a bare config (e.g. PretrainedConfig internals building defaults); validated once filled
         if self.pooling is None:
             self.pooling = "last_token" if self.is_decoder_backbone else "mean"
         if self.pooling not in POOLING_MODES:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import importlib
 import json
 import logging
 import math
@@ -44,8 +45,10 @@ from transformers.utils import ModelOutput, cached_file
 
 try:
     from .configuration_mlembed import MLEmbedConfig, check_exit_modules
-except ImportError:
-    from configuration_mlembed import MLEmbedConfig, check_exit_modules
+except ImportError:  # the installed top-level module (the package, tests); imported by name because older
+    # transformers 4 (4.48) scan the `except` body of a try block for imports and would ask users to install it
+    _configuration = importlib.import_module("configuration_mlembed")
+    MLEmbedConfig, check_exit_modules = _configuration.MLEmbedConfig, _configuration.check_exit_modules
 
 logger = logging.getLogger(__name__)
 MEL_WEIGHTS_NAME = "mel.safetensors"

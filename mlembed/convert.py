@@ -92,7 +92,7 @@ def save_folder_files(out: str | Path, tokenizer: Any = None) -> Path:
         if not (out / name).exists():
             shutil.copy(here / name, out / name)
     if tokenizer is not None:
-        tokenizer.save_pretrained(out)
+        engines.save_tokenizer_settings(tokenizer, out)
     return out
 
 

@@ -50,6 +50,19 @@ ST_MODULE_TYPES = {
 }
 ENGINE_CONFIG_KEYS = ("matryoshka_dimensions", "is_matryoshka")
 ST_FILES = ("modules.json", "sentence_bert_config.json", "config_sentence_transformers.json", "1_Pooling/config.json")
+# What transformers 5's `save_pretrained` writes into `tokenizer_config.json` that is no tokenizer setting: how the
+# tokenizer was loaded (`is_local`, `local_files_only`) and call arguments copied from `tokenizer.json`'s truncation
+# and padding sections (which keeps them itself). Nothing reads them back as settings; they would tell every user of
+# an uploaded folder that it is local, and transformers 4 keeps them as unknown init arguments.
+NOT_TOKENIZER_SETTINGS = (
+    "is_local",
+    "local_files_only",
+    "max_length",
+    "stride",
+    "truncation_strategy",
+    "pad_to_multiple_of",
+    "pad_token_type_id",
+)
 
 
 def matryoshka_keys(dims: Sequence[int], size: int) -> dict[str, Any]:
@@ -159,9 +172,20 @@ def save_tokenizer(tokenizer: Any, out: str | Path, max_seq_length: int, append_
     if append_eos:
         tokenizer.add_eos_token = True
     tokenizer.model_max_length = int(max_seq_length)
-    tokenizer.save_pretrained(out)
+    save_tokenizer_settings(tokenizer, out)
     path = Path(out) / "tokenizer_config.json"
     config = json.loads(path.read_text())
     if config.get("tokenizer_class") == "TokenizersBackend":
         config["tokenizer_class"] = "PreTrainedTokenizerFast"
         path.write_text(json.dumps(config, indent=2) + "\n")
+
+
+def save_tokenizer_settings(tokenizer: Any, out: str | Path) -> None:
+    """`tokenizer.save_pretrained(out)` with only tokenizer settings in `tokenizer_config.json`
+    (`NOT_TOKENIZER_SETTINGS` left out): what every folder ML-Embed writes carries."""
+    tokenizer.save_pretrained(out)
+    path = Path(out) / "tokenizer_config.json"
+    config = json.loads(path.read_text())
+    if any(key in config for key in NOT_TOKENIZER_SETTINGS):
+        kept = {key: value for key, value in config.items() if key not in NOT_TOKENIZER_SETTINGS}
+        path.write_text(json.dumps(kept, indent=2, sort_keys=True, ensure_ascii=False) + "\n", encoding="utf-8")
