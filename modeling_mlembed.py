@@ -227,6 +227,8 @@ class MLEmbedModel(MLEmbedPreTrainedModel):
     """The elastic embedding model: `forward(..., layers=, dim=, rank=)` and `encode(texts, ...)`."""
 
     def __init__(self, config: MLEmbedConfig) -> None:
+        # load-time keywords (`from_pretrained(..., mel_rank=...)`) are set on the config after it validated itself
+        config._validate_axes()
         super().__init__(config)
         backbone_config = config.backbone_config()
         if config.mel_rank is not None:

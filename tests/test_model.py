@@ -374,3 +374,14 @@ def test_max_seq_length_is_checked_against_the_positions():
         tiny_model("bert", max_seq_length=129)  # the tiny BERT has 128 positions
     assert tiny_model("bert").config.sequence_length == 128  # no length recorded: 512 capped by the positions
     assert tiny_model("qwen3").config.sequence_length == 512
+
+
+def test_load_time_keywords_are_validated_like_the_config(tmp_path):
+    """`from_pretrained(..., mel_rank=0)` sets the value after the config validated itself; the model checks again
+    (it crashed with a ZeroDivisionError instead of naming the allowed range)."""
+    model = tiny_model("qwen3")
+    model.save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match=r"mel_rank must be an integer in 1..32"):
+        MLEmbedModel.from_pretrained(tmp_path, mel_rank=0)
+    with pytest.raises(ValueError, match=r"exit_layers must lie in 1..4"):
+        MLEmbedModel.from_pretrained(tmp_path, exit_layers=[2, 9])
