@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 import shutil
 from pathlib import Path
@@ -87,7 +88,7 @@ def save_folder(model: MLEmbedModel, out: str | Path, tokenizer: Any = None) -> 
 def save_folder_files(out: str | Path, tokenizer: Any = None) -> Path:
     """Both remote-code files (save_pretrained copies them too, but not for every caller) and the tokenizer."""
     out = Path(out)
-    here = Path(__file__).resolve().parents[1]
+    here = Path(inspect.getfile(MLEmbedModel)).resolve().parent  # both remote-code files are installed there
     for name in _REMOTE_CODE_FILES:
         if not (out / name).exists():
             shutil.copy(here / name, out / name)
