@@ -34,6 +34,7 @@ MOVED: dict[str, tuple[str, ...]] = {
     "mlembed.convert": ("mlembed.export.convert",),
     "mlembed.engines": ("mlembed.export.engines",),
     "mlembed.hub": ("mlembed.export.hub",),
+    "mlembed.search": ("mlembed.corpus.search",),
 }
 
 

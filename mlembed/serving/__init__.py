@@ -1,0 +1,41 @@
+"""Serving one elastic setting: its ONNX export (the whole embedding in the graph, an int8 variant) and runners."""
+
+from mlembed.serving.onnx_export import (
+    INPUT_NAMES,
+    ONNX_FILE,
+    ONNX_INT8_FILE,
+    ORT_FUSIONS,
+    OUTPUT_NAME,
+    SETTING_KEY,
+    SMOOTH_ALPHA,
+    EmbeddingGraph,
+    OnnxEmbedder,
+    down_projections,
+    export_onnx,
+    load_onnx_tokenizer,
+    quantize_onnx,
+    read_setting,
+    register_fastembed,
+    smooth_down_projections,
+    tokenize,
+)
+
+__all__ = [
+    "INPUT_NAMES",
+    "ONNX_FILE",
+    "ONNX_INT8_FILE",
+    "ORT_FUSIONS",
+    "OUTPUT_NAME",
+    "SETTING_KEY",
+    "SMOOTH_ALPHA",
+    "EmbeddingGraph",
+    "OnnxEmbedder",
+    "down_projections",
+    "export_onnx",
+    "load_onnx_tokenizer",
+    "quantize_onnx",
+    "read_setting",
+    "register_fastembed",
+    "smooth_down_projections",
+    "tokenize",
+]
