@@ -38,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from _util import print_table  # noqa: E402
 
 from mlembed.corpus import encode_corpus, prefix, write_vectors  # noqa: E402
-from mlembed.search import build_index, index_bytes, open_db, query_vectors, store_vectors  # noqa: E402
+from mlembed.corpus.search import build_index, index_bytes, open_db, query_vectors, store_vectors  # noqa: E402
 
 # (name, mode, first-stage dim, first-stage precision, shortlist); dim None = full width
 CONFIGS = [

@@ -46,7 +46,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the remote-code modules, also from a plain checkout
 
 from configuration_mlembed import MLEmbedConfig  # noqa: E402
-from mlembed.convert import export_compat, save_folder  # noqa: E402
+from mlembed.export.compat import export_compat  # noqa: E402
+from mlembed.export.convert import save_folder  # noqa: E402
 from modeling_mlembed import MLEmbedModel  # noqa: E402
 
 SHAPE_06B = dict(

@@ -31,7 +31,7 @@ CITATION = """@inproceedings{zhang2026mlembed,
 # old import path -> the modules that now hold its names
 MOVED: dict[str, tuple[str, ...]] = {
     "mlembed.cards": ("mlembed.export.cards",),
-    "mlembed.convert": ("mlembed.export.convert",),
+    "mlembed.convert": ("mlembed.export.convert", "mlembed.export.compat", "mlembed.export.slim"),
     "mlembed.engines": ("mlembed.export.engines",),
     "mlembed.hub": ("mlembed.export.hub",),
     "mlembed.search": ("mlembed.corpus.search",),

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import importlib
 import re
+import sys
 
 import pytest
 from conftest import ROOT
+
+import mlembed
 
 PAGE = (ROOT / "docs" / "architecture.md").read_text(encoding="utf-8")
 PATHS = sorted(set(re.findall(r"`(\.importlinter|\w+(?:/\w+)*(?:\.py|/))`", PAGE)))  # files and folders
@@ -50,3 +53,29 @@ def test_functions_the_page_quotes_exist(function):
     assert any(hasattr(importlib.import_module(m), function) for m in modules) or hasattr(
         importlib.import_module("modeling_mlembed").MLEmbedModel, function
     )
+
+
+@pytest.mark.parametrize("old", sorted(mlembed.MOVED))
+def test_moved_modules_keep_their_old_import_path(old):
+    sys.modules.pop(old, None)
+    with pytest.warns(DeprecationWarning, match=f"{old} moved to"):
+        module = importlib.import_module(old)
+    for home in mlembed.MOVED[old]:
+        for name, value in vars(importlib.import_module(home)).items():
+            if not name.startswith("__"):
+                assert getattr(module, name) is value, f"{old}.{name}"
+
+
+def test_nothing_in_the_repository_imports_an_old_path():
+    """The old paths are for users' code; the package, tests and benchmarks use the new homes (the personas are
+    left as users wrote them)."""
+    old = "|".join(re.escape(path) for path in mlembed.MOVED)
+    short = "|".join(path.split(".")[1] for path in mlembed.MOVED)
+    pattern = re.compile(rf"^\s*(?:(?:from|import) ({old})\b|from mlembed import .*\b({short})\b)", re.M)
+    found = []
+    for folder in ("mlembed", "tests", "bench"):
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            if "personas" not in path.parts and path.name != "test_architecture.py":
+                text = path.read_text(encoding="utf-8")
+                found += [f"{path.relative_to(ROOT)}: {m.group(0).strip()}" for m in pattern.finditer(text)]
+    assert not found, found

@@ -13,8 +13,9 @@ from conftest import ROOT, backbone_config, tiny_model
 from huggingface_hub import ModelCard
 
 from configuration_mlembed import MLEmbedConfig
-from mlembed import cards, sizes
+from mlembed import sizes
 from mlembed.cli import main as cli
+from mlembed.export import cards
 
 CARDS_DIR = ROOT / "model_cards"
 TOKENIZER_ROWS = 151_669

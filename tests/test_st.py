@@ -19,7 +19,7 @@ import torch
 from conftest import tiny_tokenizer
 from transformers import AutoModel, AutoTokenizer, Qwen3Config
 
-from mlembed import convert, hub
+from mlembed.export import convert, hub
 
 REPO = "ml-embed/8b"
 SCRIPT = r"""

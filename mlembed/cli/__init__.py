@@ -196,7 +196,7 @@ def _onnx_embedder(args: argparse.Namespace) -> Any:
 
 
 def cmd_convert(args: argparse.Namespace) -> None:
-    from mlembed import convert
+    from mlembed.export import convert
 
     out = _out_path(args)
     axes = {k: v for k, v in {"exit_layers": args.exit_layers, "matryoshka_dims": args.dims}.items() if v}
@@ -211,7 +211,8 @@ def cmd_convert(args: argparse.Namespace) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> None:
-    from mlembed import convert
+    from mlembed.export.compat import export_compat
+    from mlembed.export.slim import export_slim
 
     out = _out_path(args)
     if args.mode == "compat" or (args.mode == "slim" and args.compat):
@@ -222,7 +223,7 @@ def cmd_export(args: argparse.Namespace) -> None:
                 args.dim,
                 args.dim,
             )
-        convert.export_compat(
+        export_compat(
             args.src,
             out,
             layers=args.layers,
@@ -269,7 +270,7 @@ def cmd_export(args: argparse.Namespace) -> None:
             file=args.results,
         )
     elif args.mode == "slim":
-        info = convert.export_slim(
+        info = export_slim(
             args.src, out, args.layers, args.rank, args.dim, dtype=args.dtype, max_seq_length=args.max_seq_length
         )
         print(
@@ -279,16 +280,16 @@ def cmd_export(args: argparse.Namespace) -> None:
             file=args.results,
         )
     else:
-        from mlembed import hub
+        from mlembed.export.hub import export_hub
 
-        hub.export_hub(args.src, out, repo_id=args.repo_id, dtype=args.dtype, max_seq_length=args.max_seq_length)
+        export_hub(args.src, out, repo_id=args.repo_id, dtype=args.dtype, max_seq_length=args.max_seq_length)
         print(f"wrote Hub folder {out}", file=args.results)
 
 
 def cmd_push(args: argparse.Namespace) -> None:
-    from mlembed import hub
+    from mlembed.export.hub import push_to_hub
 
-    print(hub.push_to_hub(args.folder, args.repo_id, private=args.private), file=args.results)
+    print(push_to_hub(args.folder, args.repo_id, private=args.private), file=args.results)
 
 
 def cmd_train(args: argparse.Namespace) -> None:
@@ -358,7 +359,7 @@ def cmd_encode_corpus(args: argparse.Namespace) -> None:
 
 def cmd_index(args: argparse.Namespace) -> None:
     _needs("corpus", ["pyarrow", "qdrant_client"] + (["sentence_transformers"] if args.precision == "int8" else []))
-    from mlembed.search import build_index
+    from mlembed.corpus.search import build_index
 
     info = build_index(
         args.corpus, args.db, args.collection, args.mode, args.dim, args.precision, args.recreate, args.batch_size
@@ -369,7 +370,7 @@ def cmd_index(args: argparse.Namespace) -> None:
 
 def cmd_search(args: argparse.Namespace) -> None:
     _needs("corpus", ["qdrant_client"])
-    from mlembed.search import search
+    from mlembed.corpus.search import search
 
     hits = search(
         args.query,
@@ -396,7 +397,7 @@ def cmd_mini(args: argparse.Namespace) -> None:
 
 
 def cmd_cards(args: argparse.Namespace) -> None:
-    from mlembed.cards import write_cards
+    from mlembed.export.cards import write_cards
 
     paths = write_cards(args.output or Path("model_cards"))
     print(f"wrote {len(paths)} files to {paths[0].parent}", file=args.results)

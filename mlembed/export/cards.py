@@ -89,7 +89,7 @@ def _param_rows(counts: Mapping[str, Any]) -> list[dict[str, str]]:
 
 
 def _hub_files(config: MLEmbedConfig, counts: Mapping[str, Any]) -> list[dict[str, str]]:
-    """What a folder written by `mlembed.hub.export_hub` holds, with this model's shapes."""
+    """What a folder written by `mlembed.export.hub.export_hub` holds, with this model's shapes."""
     rows, d = counts["vocab_rows"], counts["hidden_size"]
     backbone = _BACKBONE_NAMES.get(config.backbone_type, config.backbone_type)
     files = [

@@ -174,7 +174,7 @@ def build_ood(paths: MiniPaths, **kwargs: Any) -> dict:
 
 def convert_stock(paths: MiniPaths, base: str | None = None) -> Path:
     """The baseline as an ML-Embed folder: dense embedding (mel_rank None), MiniLM's own (empty) prompts."""
-    from mlembed.convert import convert_base
+    from mlembed.export.convert import convert_base
 
     spec = load_recipe("mini.json", base or minilm_path(), paths).model
     convert_base(
@@ -222,7 +222,7 @@ def train(config: Any) -> Path:
 
 def export(paths: MiniPaths, repo_id: str = REPO_ID) -> Path:
     """Hub folder of ml-embed-mini, installed into the HF cache as `repo_id` (idempotent)."""
-    from mlembed.hub import export_hub, install_into_cache
+    from mlembed.export.hub import export_hub, install_into_cache
 
     export_hub(paths.run("mini") / "final", paths.hub, repo_id=repo_id, max_seq_length=EVAL_MAX_LENGTH)
     return install_into_cache(paths.hub, repo_id)

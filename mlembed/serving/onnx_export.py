@@ -80,8 +80,8 @@ def export_onnx(
         int8_down_proj / calibration / smooth_alpha: how the int8 variant treats the feed-forward
             down-projections (`quantize_onnx`).
     """
-    from mlembed import engines
-    from mlembed.convert import export_max_seq_length, load_tokenizer, stock_backbone
+    from mlembed.export import engines
+    from mlembed.export.convert import export_max_seq_length, load_tokenizer, stock_backbone
     from modeling_mlembed import MLEmbedModel
 
     if not quantize and (calibration is not None or not int8_down_proj):
@@ -179,7 +179,7 @@ def quantize_onnx(
     from onnxruntime.quantization import QuantType, quantize_dynamic
     from transformers import AutoConfig
 
-    from mlembed import engines
+    from mlembed.export import engines
 
     _check_int8_options(int8_down_proj, calibration, smooth_alpha)
     folder = Path(folder)
