@@ -6,9 +6,8 @@
 * A command that needs an optional extra says which one in one line (`pip install "ml-embed[train]"`).
 * Nothing heavy is imported to parse arguments: `mlembed --help` does not import torch.
 
-Every argument is defined here; the commands call the library (and `python -m mlembed.mini`,
-`python -m mlembed.mini.debian`, `python -m mlembed.mini.catalogues`, `python -m mlembed.cards` run the same
-commands).
+Every argument is defined here; the commands call the library. `mlembed <command>` is the one entry point
+(`python -m mlembed.cli` is the same, for `accelerate launch -m` and `torchrun -m`).
 """
 
 from __future__ import annotations
@@ -718,7 +717,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"mlembed {command}: error: {err}", file=sys.stderr)
         sys.exit(2)
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -5,7 +5,7 @@ config (`mlembed.sizes.parameter_counts` counts a meta-device model), so cards c
 
 Single source of truth: the Jinja template ships inside the package (`mlembed/templates/card.md`, installed as
 package data, so `render_card` works from a wheel). `model_cards/` in the repository is output only: `mlembed cards`
-(or `python -m mlembed.cards`) rewrites one card per released size there plus `template.md`, a verbatim copy of
+rewrites one card per released size there plus `template.md`, a verbatim copy of
 the packaged template for people browsing the repository. A test regenerates everything and compares.
 """
 
@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -245,9 +244,3 @@ def write_cards(out_dir: str | Path = "model_cards", eval_tables: Mapping[str, s
     paths.append(template_copy)
     logger.info("wrote %d files to %s", len(paths), out)
     return paths
-
-
-if __name__ == "__main__":  # `python -m mlembed.cards` is `mlembed cards`
-    from mlembed.cli import main
-
-    raise SystemExit(main(["cards", *sys.argv[1:]]))

@@ -7,5 +7,5 @@ It is a *user* of the library (data source, recipe, export, evaluation, demo), k
 * `pipeline`: the steps (data, convert, train, train-plain, export, eval), each cached, and the demo;
 * `configs/`: the recipes (`mini.json`, `mini-plain.json`), shipped inside the package.
 
-Run: `mlembed mini` or `python -m mlembed.mini`.
+Run: `mlembed mini`.
 """

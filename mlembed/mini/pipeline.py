@@ -18,7 +18,7 @@ or env `MLEMBED_CACHE`):
 7. eval: nDCG@10 on both held-out sets for the three models at full, layers=3, dim=96, rank=64 and all three;
 8. demo: multilingual semantic search at two elastic settings, then the eval tables and the goals.
 
-Run: `mlembed mini` or `python -m mlembed.mini` (or `./quickstart.sh`); `--skip-ablation` skips step 5 (its table
+Run: `mlembed mini` (or `./quickstart.sh`); `--skip-ablation` skips step 5 (its table
 rows go missing); `--smoke` runs every step on a slice of the data with a few training steps (a check, not a model).
 Both trainings run under bf16 autocast where the CPU has native bf16 instructions (`precision_overrides`), in fp32
 elsewhere or with `--set training.bf16=false`.
@@ -556,7 +556,7 @@ SMOKE_OVERRIDES = (
 
 
 def run(args: argparse.Namespace) -> int:
-    """`mlembed mini` / `python -m mlembed.mini`: the steps not done yet, the demo, the table."""
+    """`mlembed mini`: the steps not done yet, the demo, the table."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # everything is local; no Hub round trips
     cache = args.cache_dir or default_cache_dir()
