@@ -32,15 +32,9 @@ from typing import Any
 
 import numpy as np
 
-from mlembed.corpus import (
-    PRECISIONS,
-    calibration_ranges,
-    check_fingerprint,
-    dequantize,
-    prefix,
-    read_corpus,
-    read_manifest,
-)
+from mlembed.corpus.manifest import check_fingerprint, read_manifest
+from mlembed.corpus.precision import PRECISIONS, calibration_ranges, dequantize, prefix, quantize
+from mlembed.corpus.run import read_corpus
 
 logger = logging.getLogger(__name__)
 
@@ -78,8 +72,6 @@ def store_vectors(vectors: np.ndarray, precision: str, ranges: np.ndarray | None
         signs = np.where(vectors > 0, 1.0, -1.0).astype(np.float32)  # quantize_embeddings' binary: bit = (x > 0)
         return signs / np.sqrt(vectors.shape[1], dtype=np.float32)
     if precision == "int8":
-        from mlembed.corpus import quantize
-
         return prefix(
             dequantize(quantize(vectors, "int8", ranges), "int8", vectors.shape[1], ranges), vectors.shape[1]
         )
@@ -254,7 +246,7 @@ def search(
     `model` defaults to the one recorded in the manifest; a model, `layers` or `rank` that does not match the
     manifest is an error.
     """
-    from mlembed.corpus import EncodeJob, ShardEncoder
+    from mlembed.corpus.encoder import EncodeJob, ShardEncoder
 
     client = client or open_db(db)
     info = index_info(client, collection)
