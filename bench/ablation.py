@@ -234,7 +234,7 @@ def score_variant(variant: Variant, paths: Any, sets: dict[str, Any], redo: bool
 
 def grid_table(rows: dict[str, dict[str, Any]], set_name: str, set_title: str, labels: dict[str, str]) -> str:
     """nDCG@10 at every setting, MRR@10 at full, and the goal ratios against plain fine-tuning on one held-out set."""
-    from mlembed.mini.pipeline import _by_axis
+    from mlembed.mini.report import by_axis
 
     head = [
         "model",
@@ -248,9 +248,9 @@ def grid_table(rows: dict[str, dict[str, Any]], set_name: str, set_title: str, l
     ]
     text = f"**{set_title}** (nDCG@10 unless named)\n\n| " + " | ".join(head) + " |\n|---|"
     text += "---:|" * (len(head) - 1) + "\n"
-    plain = _by_axis(rows["plain"]["eval"][set_name])["full"]["ndcg_at_10"] if "plain" in rows else None
+    plain = by_axis(rows["plain"]["eval"][set_name])["full"]["ndcg_at_10"] if "plain" in rows else None
     for name, row in rows.items():
-        cells = _by_axis(row["eval"][set_name])
+        cells = by_axis(row["eval"][set_name])
         full = cells["full"]["ndcg_at_10"]
         values = [f"{cells[a]['ndcg_at_10']:.3f}" if a in cells else "n/a" for a, _ in SETTINGS]
         if "combined" in cells and cells["combined"]["rank"] is None:
@@ -270,7 +270,7 @@ def main() -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch
 
-    from mlembed.mini import pipeline
+    from mlembed.mini import pipeline, report
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -298,12 +298,12 @@ def main() -> int:
         }
     labels = {name: row["label"] for name, row in rows.items()}
     parts = []
-    for name, title in pipeline.EVAL_SETS:
+    for name, title in report.EVAL_SETS:
         data = sets[name]
         parts.append(grid_table(rows, name, f"{title}, {len(data.queries)} queries", labels))
-    for name, title in pipeline.EVAL_SETS:
+    for name, title in report.EVAL_SETS:
         results = {variant: row["eval"][name] for variant, row in rows.items()}
-        parts.append(pipeline.language_table(results, title, labels))
+        parts.append(report.language_table(results, title, labels))
     table = "\n".join(parts)
     out = args.output or paths.root / "ablation"
     out.mkdir(parents=True, exist_ok=True)
