@@ -13,7 +13,6 @@ sentence-transformers loss are thin adapters over it, so both optimise exactly t
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -22,107 +21,19 @@ import torch.nn.functional as F
 from torch import nn
 
 from mlembed import distributed
+from mlembed.losses.axes import check_dims, check_exit_weights, check_exits, sample_mel_rank
+from mlembed.losses.columns import as_negatives, flat_columns, split_columns
 from mlembed.losses.contrastive import (
     hard_negative_infonce,
     in_batch_targets,
     masked_infonce,
     passage_ids_from_tokens,
+    upcast,
 )
-from mlembed.losses.distill import distill_mse, score_distill_kl
+from mlembed.losses.distill import self_distill_exit, self_teacher_logits, teacher_distill_loss
 from modeling_mlembed import truncate_embeddings
 
 logger = logging.getLogger(__name__)
-
-
-def mrl_weights(dims: Sequence[int], full_dim: int | None = None) -> dict[int, float]:
-    """Loss weight of each MRL dim: 1 / (n sqrt(full_dim / d')), n = 1, 2, ... over the dims sorted descending.
-
-    Larger prefixes weigh more; with `full_dim` 1024 and dims 1024 ... 8 the weights are 1, .354, .167, .088, .050,
-    .030, .018, .011 (ML-Embed, as in its reference code).
-
-    Args:
-        dims: the MRL dims trained (any order, unique).
-        full_dim: the embedding width d; default `max(dims)`.
-
-    Returns:
-        {dim: weight}, dims in descending order.
-    """
-    if not dims or any(isinstance(d, bool) or not isinstance(d, int) or d < 1 for d in dims):
-        raise ValueError(f"dims must be a non-empty list of positive integers, got {list(dims)!r}")
-    if len(set(dims)) != len(dims):
-        raise ValueError(f"dims must be unique, got {list(dims)}")
-    full_dim = max(dims) if full_dim is None else full_dim
-    if max(dims) > full_dim:
-        raise ValueError(f"dims must lie in 1..full_dim={full_dim}, got {sorted(dims)}")
-    ordered = sorted(dims, reverse=True)
-    return {d: 1.0 / (n * math.sqrt(full_dim / d)) for n, d in enumerate(ordered, start=1)}
-
-
-def sample_mel_rank(ranks: Sequence[int], generator: torch.Generator | None = None) -> int:
-    """The MEL rank for this step: k with probability k / sum(ranks), the same on every process.
-
-    Drawn on rank 0 and broadcast (`mlembed.distributed.shared_choice`), so all processes embed with the
-    same rank even when their generators differ. r=512 gives 512 .533, 256 .267, 128 .133, 64 .067.
-    """
-    if not ranks or any(isinstance(k, bool) or not isinstance(k, int) or k < 1 for k in ranks):
-        raise ValueError(f"ranks must be a non-empty list of positive integers (e.g. config.mel_ranks), got {ranks!r}")
-    ranks = sorted(set(ranks))
-    return distributed.shared_choice(ranks, weights=ranks, generator=generator)
-
-
-def _upcast(x: torch.Tensor) -> torch.Tensor:
-    """Half-precision embeddings to fp32 (differentiable); fp32 / fp64 unchanged."""
-    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
-
-
-def _as_negatives(negs: torch.Tensor, batch: int, width: int) -> torch.Tensor:
-    """(B, N, d) as given, or (B * N, d) with query i's negatives in rows i*N .. i*N + N - 1, to (B, N, d)."""
-    if negs.ndim == 2 and negs.shape[0] % batch == 0 and negs.shape[0] >= batch and negs.shape[1] == width:
-        return negs.reshape(batch, negs.shape[0] // batch, width)
-    if negs.ndim == 3 and negs.shape[0] == batch and negs.shape[1] >= 1 and negs.shape[2] == width:
-        return negs
-    raise ValueError(f"negatives must be (B, N, d) or (B * N, d) with B={batch}, d={width}, got {tuple(negs.shape)}")
-
-
-def _check_exits(exit_q: Mapping, exit_p: Mapping, exit_negs: Mapping | None, exits: Sequence[int] | None) -> list:
-    available = sorted(exit_q)
-    if not available:
-        raise ValueError("exit_q is empty; call the model with exits=True")
-    if sorted(exit_p) != available or (exit_negs is not None and sorted(exit_negs) != available):
-        raise ValueError(
-            f"exit_q, exit_p and exit_negs must have the same exit layers, got {available}, "
-            f"{sorted(exit_p)}, {None if exit_negs is None else sorted(exit_negs)}"
-        )
-    chosen = available if exits is None else sorted(set(exits))
-    if not chosen or any(layer not in available for layer in chosen):
-        raise ValueError(f"exits must be a non-empty subset of the exit layers given {available}, got {exits!r}")
-    return chosen
-
-
-def _check_dims(dims: Sequence[int], width: int, weights: Mapping[int, float] | None) -> dict[int, float]:
-    if not dims or any(isinstance(d, bool) or not isinstance(d, int) or not 1 <= d <= width for d in dims):
-        raise ValueError(
-            f"dims must be a non-empty list of integers in 1..{width} (the embedding width), got {dims!r}"
-        )
-    if weights is None:
-        return mrl_weights(list(dict.fromkeys(dims)), full_dim=width)
-    missing = [d for d in dims if d not in weights]
-    if missing:
-        raise ValueError(f"weights must give a weight for every dim in {sorted(set(dims))}, missing {missing}")
-    return {d: float(weights[d]) for d in sorted(set(dims), reverse=True)}
-
-
-def _teacher_loss(
-    q: torch.Tensor, p: torch.Tensor, negs: torch.Tensor | None, teacher: Sequence[torch.Tensor | None]
-) -> torch.Tensor:
-    """Distillation of one exit: MSE of queries, positives and negatives to the teacher's first d dims."""
-    if len(teacher) != 3:
-        raise ValueError("teacher must be a tuple (teacher_q, teacher_p, teacher_negs); teacher_negs may be None")
-    loss = distill_mse(q, teacher[0]) + distill_mse(p, teacher[1])
-    if negs is not None and teacher[2] is not None:
-        t_negs = _as_negatives(teacher[2], q.shape[0], teacher[2].shape[-1])
-        loss = loss + distill_mse(negs, t_negs)
-    return loss
 
 
 def _dim_losses(
@@ -148,67 +59,6 @@ def _dim_losses(
         p_d, n_d = truncate_embeddings(p, dim), truncate_embeddings(negs, dim)  # (B, d'), (B, N, d')
         losses["hard_negative"] = hard_negative_infonce(q_d, p_d, n_d, temperature)
     return losses
-
-
-def _candidate_logits(
-    q: torch.Tensor,
-    p: torch.Tensor,
-    negs: torch.Tensor | None,
-    candidates: torch.Tensor | None,
-    dim: int,
-    temperature: float,
-) -> torch.Tensor:
-    """Scores of each query over the candidates its contrastive losses see, at the prefix `dim`: the in-batch
-    positives (else its own positive), then its own hard negatives.
-
-    Shapes:
-        q, p: (B, d); negs: (B, N, d) or None; candidates: (W * B, d) or None -> (B, W * B + N) or (B, 1 + N)
-    """
-    q_d = truncate_embeddings(q, dim)  # (B, d')
-    if candidates is not None:
-        logits = [q_d @ truncate_embeddings(candidates, dim).T]  # (B, W * B)
-    else:
-        logits = [(q_d * truncate_embeddings(p, dim)).sum(-1, keepdim=True)]  # (B, 1)
-    if negs is not None:
-        logits.append(torch.einsum("bd,bnd->bn", q_d, truncate_embeddings(negs, dim)))  # (B, N)
-    return torch.cat(logits, dim=1) / temperature
-
-
-def _self_distill_exit(
-    student: tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None],
-    teacher_logits: torch.Tensor,
-    dims: Sequence[int],
-    exclude: torch.Tensor | None,
-    temperature: float,
-    skip_dim: int | None,
-) -> dict[int, torch.Tensor]:
-    """KL of the teacher's score distribution to this exit's at every dim (`skip_dim`: the teacher itself)."""
-    q, p, negs, candidates = student
-    return {
-        dim: score_distill_kl(_candidate_logits(q, p, negs, candidates, dim, temperature), teacher_logits, exclude)
-        for dim in dims
-        if dim != skip_dim
-    }
-
-
-def _self_teacher_logits(
-    teacher: Sequence[torch.Tensor | None],
-    batch: int,
-    use_in_batch: bool,
-    gather: bool,
-    temperature: float,
-) -> torch.Tensor:
-    """The full setting's scores (detached): its queries over its own in-batch positives (gathered) and negatives.
-
-    Shapes:
-        teacher: ((B, D), (B, D), (B, N, D) or (B * N, D) or None) -> (B, W * B + N) or (B, 1 + N)
-    """
-    if len(teacher) != 3:
-        raise ValueError("self_teacher must be a tuple (teacher_q, teacher_p, teacher_negs); teacher_negs may be None")
-    q, p = _upcast(teacher[0].detach()), _upcast(teacher[1].detach())
-    negs = None if teacher[2] is None else _upcast(_as_negatives(teacher[2].detach(), batch, q.shape[-1]))
-    candidates = (distributed.gather(p) if gather else p) if use_in_batch else None
-    return _candidate_logits(q, p, negs, candidates, q.shape[-1], temperature)
 
 
 def three_d_loss(
@@ -313,10 +163,10 @@ def three_d_loss(
         raise ValueError(
             f"temperature must be > 0 and kd_weight, self_distill >= 0, got {temperature}, {kd_weight}, {self_distill}"
         )
-    chosen = _check_exits(exit_q, exit_p, exit_negs if use_hard_negatives else None, exits)
+    chosen = check_exits(exit_q, exit_p, exit_negs if use_hard_negatives else None, exits)
     batch, width = exit_q[chosen[0]].shape
-    weights_by_dim = _check_dims(dims, width, weights)
-    by_exit = _check_exit_weights(exit_weights, chosen)
+    weights_by_dim = check_dims(dims, width, weights)
+    by_exit = check_exit_weights(exit_weights, chosen)
     targets = None
     if use_in_batch:  # labels and duplicate mask shared by every exit and dim
         targets = in_batch_targets(batch, passage_ids, gather=gather, device=exit_q[chosen[0]].device)
@@ -324,19 +174,19 @@ def three_d_loss(
     if self_distill > 0:
         deepest = chosen[-1]
         source = self_teacher or (exit_q[deepest], exit_p[deepest], exit_negs[deepest] if use_hard_negatives else None)
-        teacher_logits = _self_teacher_logits(source, batch, use_in_batch, gather, temperature)
+        teacher_logits = self_teacher_logits(source, batch, use_in_batch, gather, temperature)
     exclude = None
     if teacher_logits is not None and targets is not None and targets[1] is not None:  # duplicates, then negatives
         exclude = F.pad(targets[1], (0, teacher_logits.shape[1] - targets[1].shape[1]), value=False)
     total, parts, distilled = torch.zeros((), device=exit_q[chosen[0]].device), {}, []
     for layer in chosen:
-        q, p = _upcast(exit_q[layer]), _upcast(exit_p[layer])  # similarities / temperature need fp32 under bf16
+        q, p = upcast(exit_q[layer]), upcast(exit_p[layer])  # similarities / temperature need fp32 under bf16
         if q.shape != (batch, width) or p.shape != (batch, width):
             raise ValueError(
                 f"exit {layer}: queries and positives must be ({batch}, {width}), got "
                 f"{tuple(q.shape)} and {tuple(p.shape)}"
             )
-        negs = _upcast(_as_negatives(exit_negs[layer], batch, width)) if use_hard_negatives else None  # (B, N, d)
+        negs = upcast(as_negatives(exit_negs[layer], batch, width)) if use_hard_negatives else None  # (B, N, d)
         candidates = None
         if use_in_batch:  # one differentiable gather per exit, sliced per dim below
             candidates = distributed.gather_with_grad(p, check_shapes=layer == chosen[0]) if gather else p
@@ -345,13 +195,13 @@ def three_d_loss(
                 parts[f"exit{layer}/dim{dim}/{kind}"] = loss.detach()
                 total = total + by_exit[layer] * weight * loss
         if teacher is not None and kd_weight > 0:
-            loss = _teacher_loss(q, p, negs, teacher)
+            loss = teacher_distill_loss(q, p, negs, teacher)
             parts[f"exit{layer}/kd"] = loss.detach()
             total = total + by_exit[layer] * kd_weight * loss
         if teacher_logits is not None:
             skip = width if own_teacher and layer == chosen[-1] else None
             student = (q, p, negs, candidates)
-            for dim, loss in _self_distill_exit(
+            for dim, loss in self_distill_exit(
                 student, teacher_logits, weights_by_dim, exclude, temperature, skip
             ).items():
                 parts[f"exit{layer}/dim{dim}/self_kd"] = loss.detach()
@@ -360,18 +210,6 @@ def three_d_loss(
     if distilled:
         total = total + self_distill * torch.stack(distilled).mean()
     return total, parts
-
-
-def _check_exit_weights(exit_weights: Mapping[int, float] | None, chosen: Sequence[int]) -> dict[int, float]:
-    """{exit: weight} for the chosen exits; missing exits weigh 1, weights must be >= 0 and not all 0."""
-    exit_weights = dict(exit_weights or {})
-    unknown = sorted(set(exit_weights) - set(chosen))
-    if unknown:
-        raise ValueError(f"exit_weights name exits {unknown} outside the exits used {list(chosen)}")
-    by_exit = {layer: float(exit_weights.get(layer, 1.0)) for layer in chosen}
-    if any(not math.isfinite(w) or w < 0 for w in by_exit.values()) or not sum(by_exit.values()) > 0:
-        raise ValueError(f"exit_weights must be finite, >= 0 and not all 0, got {exit_weights}")
-    return by_exit
 
 
 class ThreeDObjective(nn.Module):
@@ -523,8 +361,10 @@ class ThreeDObjective(nn.Module):
         exit_q, exit_p, exit_negs = split_columns(exit_embeddings, num_columns)
         teacher_columns = None
         if teacher is not None and self.kd_weight > 0:
-            teacher_columns = _columns(teacher, num_columns)
-        own_columns = _columns(self_teacher, num_columns) if self_teacher is not None and self.self_distill else None
+            teacher_columns = flat_columns(teacher, num_columns)
+        own_columns = (
+            flat_columns(self_teacher, num_columns) if self_teacher is not None and self.self_distill else None
+        )
         return three_d_loss(
             exit_q,
             exit_p,
@@ -543,49 +383,3 @@ class ThreeDObjective(nn.Module):
             self_distill=self.self_distill,
             self_teacher=own_columns,
         )
-
-
-def _columns(flat: torch.Tensor, num_columns: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    """(queries, positives, negatives or None) of one flat (C * B, D) embedding batch."""
-    q, p, n = split_columns({0: flat}, num_columns)
-    return q[0], p[0], None if n is None else n[0]
-
-
-def split_columns(
-    exit_embeddings: Mapping[int, torch.Tensor], num_columns: int
-) -> tuple[dict[int, torch.Tensor], dict[int, torch.Tensor], dict[int, torch.Tensor] | None]:
-    """Queries, positives and negatives (B, N, d) of a flat column batch, per exit.
-
-    Shapes:
-        exit_embeddings[l]: (C * B, d) -> q[l], p[l]: (B, d); negs[l]: (B, C - 2, d), or None when C = 2.
-    """
-    if not isinstance(num_columns, int) or num_columns < 2:
-        raise ValueError(f"num_columns must be an integer >= 2 (queries, positives[, negatives]), got {num_columns!r}")
-    q, p, n = {}, {}, {}
-    for layer, emb in exit_embeddings.items():
-        if emb.ndim != 2 or emb.shape[0] % num_columns:
-            raise ValueError(
-                f"exit {layer}: embeddings must be (num_columns * B, d) with num_columns={num_columns}, "
-                f"got {tuple(emb.shape)}"
-            )
-        columns = emb.unflatten(0, (num_columns, -1))  # (C, B, d)
-        q[layer], p[layer] = columns[0], columns[1]
-        if num_columns > 2:
-            n[layer] = columns[2:].transpose(0, 1)  # (B, N, d)
-    return q, p, (n if num_columns > 2 else None)
-
-
-def stack_columns(columns: Sequence[Mapping[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-    """Tokenised columns (each B rows, own width) as one right-padded flat batch, the layout `ThreeDObjective` reads.
-
-    Shapes:
-        columns[c]["input_ids"]: (B, T_c) -> input_ids, attention_mask[, token_type_ids]: (C * B, max T_c)
-    """
-    if not columns:
-        raise ValueError("columns must not be empty")
-    rows = {c["input_ids"].shape[0] for c in columns}
-    if len(rows) != 1:
-        raise ValueError(f"every column needs the same number of rows, got {sorted(rows)}")
-    width = max(c["input_ids"].shape[1] for c in columns)
-    keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if all(k in c for c in columns)]
-    return {key: torch.cat([F.pad(c[key], (0, width - c[key].shape[1]), value=0) for c in columns]) for key in keys}
