@@ -25,7 +25,7 @@ import copy
 import json
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -435,17 +435,17 @@ class MLEmbedModel(MLEmbedPreTrainedModel):
         if isinstance(texts, str):
             texts = [texts]
         max_length = self.config.sequence_length if max_length is None else max_length
-        prefix = self._prompt(prompt_name, prompt)
+        prompt_text = resolve_prompt(self.config.prompts, prompt_name, prompt)
         tokenizer = tokenizer or self.get_tokenizer()
-        order = np.argsort([-len(t) for t in texts], kind="stable")  # similar lengths batch together
         out = np.zeros((len(texts), out_dim), dtype=np.float32)
         truncated = 0
         was_training = self.training
         self.eval()  # no dropout, also when called in the middle of training
         try:
-            for start in range(0, len(texts), batch_size):
-                idx = order[start : start + batch_size]
-                batch, cut = _tokenize(tokenizer, [prefix + texts[i] for i in idx], max_length, self.config.append_eos)
+            for idx in length_sorted_batches(texts, batch_size):
+                batch, cut = _tokenize(
+                    tokenizer, [prompt_text + texts[i] for i in idx], max_length, self.config.append_eos
+                )
                 truncated += cut
                 batch = {k: v.to(self.device) for k, v in batch.items()}
                 emb = self(**batch, layers=layers, dim=dim, rank=rank).embeddings
@@ -461,16 +461,6 @@ class MLEmbedModel(MLEmbedPreTrainedModel):
                 max_length,
             )
         return out
-
-    def _prompt(self, prompt_name: str | None, prompt: str | None) -> str:
-        if prompt is not None and prompt_name is not None:
-            raise ValueError("give prompt_name or prompt, not both")
-        if prompt_name is None:
-            return prompt or ""
-        prompts = self.config.prompts or {}
-        if prompt_name not in prompts:
-            raise ValueError(f"prompt_name must be one of {sorted(prompts)}, got {prompt_name!r}")
-        return prompts[prompt_name]
 
     def get_tokenizer(self) -> Any:
         """The tokenizer saved with the model (loaded once from `name_or_path`)."""
@@ -521,6 +511,45 @@ def truncate_embeddings(embeddings: torch.Tensor, dim: int, normalize: bool = Tr
     """
     prefix = embeddings[..., :dim]
     return F.normalize(prefix, p=2, dim=-1) if normalize else prefix
+
+
+def resolve_prompt(
+    prompts: Mapping[str, str] | None, prompt_name: str | None = None, prompt: str | None = None
+) -> str:
+    """The text put before every input: `prompts[prompt_name]` (`query`, `document`), `prompt` as given, or none.
+
+    Shared by `encode`, the ONNX runner and the corpus encoder, so a prompt is chosen and checked the same way.
+    """
+    if prompt is not None and prompt_name is not None:
+        raise ValueError("give prompt_name or prompt, not both")
+    if prompt_name is None:
+        return prompt or ""
+    prompts = prompts or {}
+    if prompt_name not in prompts:
+        raise ValueError(f"prompt_name must be one of {sorted(prompts)}, got {prompt_name!r}")
+    return prompts[prompt_name]
+
+
+def length_sorted_batches(texts: Sequence[str], batch_size: int) -> Iterator[np.ndarray]:
+    """Indices of `texts` in batches of similar length, longest first (a stable sort by characters).
+
+    Every batch is padded to its longest text, so sorting once saves most of the padding; the caller puts each
+    batch's rows back at these indices (input order). Texts already in that order keep it without a sort, so a
+    caller that sorted them (the corpus encoder hands `encode` length-sorted chunks) does not sort twice. Shared by
+    `encode`, the ONNX runner and the corpus encoder.
+
+    Shapes:
+        -> each batch: (<= batch_size,) int64 indices into `texts`
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size}")
+    lengths = [len(text) for text in texts]
+    if all(a >= b for a, b in zip(lengths, lengths[1:])):
+        order = np.arange(len(texts))  # what the stable sort would give
+    else:
+        order = np.argsort([-n for n in lengths], kind="stable")
+    for start in range(0, len(texts), batch_size):
+        yield order[start : start + batch_size]
 
 
 def tokenize_with_eos(

@@ -18,8 +18,10 @@ from mlembed.corpus.manifest import (
     read_manifest,
     shard_name,
 )
-from mlembed.corpus.precision import PRECISIONS, calibration_ranges, dequantize, prefix, quantize
+from mlembed.corpus.precision import PRECISIONS, calibration_ranges, dequantize, quantize, truncate_vectors
 from mlembed.corpus.run import ENGINES, encode_corpus, read_corpus
+
+prefix = truncate_vectors  # its name until the MRL cut went through truncate_embeddings; kept for existing code
 
 __all__ = [
     "ENGINES",
@@ -35,11 +37,11 @@ __all__ = [
     "dequantize",
     "encode_corpus",
     "job_summary",
-    "prefix",
     "quantize",
     "read_corpus",
     "read_manifest",
     "shard_name",
+    "truncate_vectors",
     "write_shard",
     "write_vectors",
 ]

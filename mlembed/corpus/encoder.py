@@ -14,6 +14,8 @@ from mlembed.corpus.inputs import CorpusInput
 from mlembed.corpus.manifest import FORMAT, PROBE_TEXT, shard_name, write_manifest
 from mlembed.corpus.precision import calibration_ranges, quantize
 
+_CHUNK_BATCHES = 16  # batches per `encode` call: the step of the progress bar
+
 
 @dataclass
 class EncodeJob:
@@ -60,13 +62,14 @@ class ShardEncoder:
         return int(self.model.config.hidden_size)
 
     def embed(self, texts: Sequence[str], prompt_name: str | None = None, progress: Any = None) -> np.ndarray:
-        """(N, D) full-width float32 embeddings, L2-normalised; texts sorted by length so batches pad little."""
+        """(N, D) full-width float32 embeddings, L2-normalised. The texts are sorted by length once, here, and handed
+        to `encode` in chunks of `_CHUNK_BATCHES` batches (the progress step) that are in order already, so `encode`
+        batches them as they come."""
+        from modeling_mlembed import length_sorted_batches
+
         job = self.job
-        order = np.argsort([-len(t) for t in texts], kind="stable")
         out = np.zeros((len(texts), self.width), dtype=np.float32)
-        chunk = job.batch_size * 16  # progress granularity; `encode` keeps the sorted order inside
-        for start in range(0, len(texts), chunk):
-            idx = order[start : start + chunk]
+        for idx in length_sorted_batches(texts, job.batch_size * _CHUNK_BATCHES):
             out[idx] = self.model.encode(
                 [texts[i] for i in idx],
                 layers=job.layers,

@@ -1,6 +1,6 @@
-"""How a shard stores its vectors (float32, float16, int8, binary) and how they come back; the MRL cut of stored
-vectors. int8 and binary go through `sentence_transformers.quantize_embeddings` (float16 is a numpy cast: that
-function has no float16)."""
+"""How a shard stores its vectors (float32, float16, int8, binary) and how they come back, and the MRL cut of stored
+vectors (`truncate_vectors`). int8 and binary go through `sentence_transformers.quantize_embeddings` (float16 is a
+numpy cast: that function has no float16)."""
 
 from __future__ import annotations
 
@@ -46,7 +46,16 @@ def dequantize(stored: np.ndarray, precision: str, width: int, ranges: np.ndarra
     raise ValueError(f"precision must be one of {list(PRECISIONS)}, got {precision!r}")
 
 
-def prefix(vectors: np.ndarray, dim: int) -> np.ndarray:
-    """The MRL cut: first `dim` values, L2-normalised (as `truncate_embeddings`)."""
-    cut = vectors[:, :dim].astype(np.float32)
-    return cut / np.maximum(np.linalg.norm(cut, axis=1, keepdims=True), 1e-12)
+def truncate_vectors(vectors: np.ndarray, dim: int) -> np.ndarray:
+    """The MRL cut of stored vectors: `truncate_embeddings` (the first `dim` values, L2-normalised) on a numpy array,
+    so a prefix read from a corpus is cut exactly as the model's `dim=` cuts.
+
+    Shapes:
+        vectors: (N, D) -> (N, dim) float32
+    """
+    import torch
+
+    from modeling_mlembed import truncate_embeddings
+
+    cut = torch.from_numpy(np.array(vectors[:, :dim], dtype=np.float32))  # a copy of the prefix only  # (N, dim)
+    return truncate_embeddings(cut, dim).numpy()

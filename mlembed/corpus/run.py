@@ -41,7 +41,7 @@ from mlembed.corpus.manifest import (
     shard_name,
     write_manifest,
 )
-from mlembed.corpus.precision import PRECISIONS, dequantize, prefix
+from mlembed.corpus.precision import PRECISIONS, dequantize, truncate_vectors
 from mlembed.corpus.ray_pool import _probe_and_calibrate, ray_start, run_ray
 
 logger = logging.getLogger(__name__)
@@ -210,4 +210,4 @@ def read_corpus(
             flat = batch.column("embedding").flatten().to_numpy(zero_copy_only=False)
             stored = flat.reshape(len(batch), -1)
             vectors = dequantize(stored, manifest["precision"], width, ranges)
-            yield batch.column("id").to_pylist(), prefix(vectors, dim)
+            yield batch.column("id").to_pylist(), truncate_vectors(vectors, dim)

@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from modeling_mlembed import length_sorted_batches, resolve_prompt
+
 ONNX_FILE = "onnx/model.onnx"
 ONNX_INT8_FILE = "onnx/model_quantized.onnx"
 INPUT_NAMES = ("input_ids", "attention_mask")
@@ -102,19 +104,14 @@ class OnnxEmbedder:
         prompt: str | None = None,
         batch_size: int = 32,
     ) -> np.ndarray:
-        """Embed raw texts; returns a float32 array (N, dim), one row per text in input order."""
-        if prompt is not None and prompt_name is not None:
-            raise ValueError("give prompt_name or prompt, not both")
-        if prompt_name is not None and prompt_name not in self.prompts:
-            raise ValueError(f"prompt_name must be one of {sorted(self.prompts)}, got {prompt_name!r}")
-        prefix = self.prompts[prompt_name] if prompt_name is not None else (prompt or "")
+        """Embed raw texts; returns a float32 array (N, dim), one row per text in input order (batched by length and
+        prompted as `MLEmbedModel.encode` does)."""
+        prompt_text = resolve_prompt(self.prompts, prompt_name, prompt)
         if isinstance(texts, str):
             texts = [texts]
-        order = np.argsort([-len(t) for t in texts], kind="stable")  # similar lengths batch together
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
-        for start in range(0, len(texts), batch_size):
-            idx = order[start : start + batch_size]
-            batch = self.tokenize([prefix + texts[i] for i in idx])
+        for idx in length_sorted_batches(texts, batch_size):
+            batch = self.tokenize([prompt_text + texts[i] for i in idx])
             out[idx] = self.session.run([OUTPUT_NAME], batch)[0]
         return out
 
