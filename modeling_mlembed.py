@@ -190,7 +190,7 @@ class MLEmbedModel(MLEmbedPreTrainedModel):
         factors_file = _resolve(path, MEL_WEIGHTS_NAME, hub_kwargs)
         if factors_file is not None:
             factors = load_file(factors_file)
-            with _whole([self.mel.U, self.mel.V]), torch.no_grad():
+            with _zero3_gathered([self.mel.U, self.mel.V]), torch.no_grad():
                 for name in ("U", "V"):
                     param = getattr(self.mel, name)
                     if tuple(factors[name].shape) != tuple(param.shape):
@@ -632,7 +632,7 @@ def _build_backbone(config: Any) -> nn.Module:
         return AutoModel.from_config(config)
 
 
-def _whole(params: list[nn.Parameter]) -> Any:
+def _zero3_gathered(params: list[nn.Parameter]) -> Any:
     """A context in which `params` are whole tensors: under DeepSpeed ZeRO-3 (`zero.Init`, e.g. `TrainingArguments`
     with a stage-3 config made before `from_pretrained`) they are partitioned; writes on rank 0 are re-partitioned."""
     if not any(hasattr(p, "ds_id") for p in params):

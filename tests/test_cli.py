@@ -78,10 +78,10 @@ def test_two_different_outputs_are_refused(tmp_path, capsys):
 
 
 def test_out_may_follow_the_flags(capsys):
-    assert parse_cli(["convert", "base", "--rank", "16", "out"]).out == "out"
-    assert parse_cli(["convert", "base", "out", "--rank", "16"]).out == "out"
+    assert parse_cli(["convert", "base", "--mel-rank", "16", "out"]).out == "out"
+    assert parse_cli(["convert", "base", "out", "--mel-rank", "16"]).out == "out"
     with pytest.raises(SystemExit):
-        parse_cli(["convert", "base", "--rank", "16", "out", "extra"])
+        parse_cli(["convert", "base", "--mel-rank", "16", "out", "extra"])
     assert "unrecognized arguments: out extra" in capsys.readouterr().err
 
 

@@ -178,7 +178,7 @@ def test_released_import_refuses_pickled_objects(tmp_path):
 
 def test_cli_convert_encode_export(tmp_path, capsys):
     base = write_base(tmp_path)
-    cli(["convert", str(base), str(tmp_path / "ml"), "--rank", "16", "--exit-layers", "1,2,4"])
+    cli(["convert", str(base), str(tmp_path / "ml"), "--mel-rank", "16", "--exit-layers", "1,2,4"])
     cli(["encode", str(tmp_path / "ml"), "hello", "world", "--layers", "2", "--dim", "8", "--prompt", "query"])
     rows = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     model = AutoModel.from_pretrained(tmp_path / "ml", trust_remote_code=True)
@@ -192,6 +192,21 @@ def test_cli_convert_encode_export(tmp_path, capsys):
         cli(["encode", str(tmp_path / "ml"), "hello", "--layers", "9"])
     assert exit_info.value.code == 2
     assert "layers must be an integer in 1..4" in capsys.readouterr().err
+
+
+def test_cli_convert_rank_is_the_deprecated_name_of_mel_rank(tmp_path, capsys, caplog):
+    """`convert --rank` (the factorisation rank) became `--mel-rank`, apart from every other command's `--rank` (the
+    rank a model runs at); the old flag still works and says so."""
+    base = write_base(tmp_path)
+    cli(["convert", str(base), str(tmp_path / "new"), "--mel-rank", "16"])
+    assert "--mel-rank" not in caplog.text
+    cli(["convert", str(base), str(tmp_path / "old"), "--rank", "16"])
+    assert "convert --rank is now --mel-rank" in caplog.text
+    for name in ("new", "old"):
+        assert json.loads((tmp_path / name / "config.json").read_text())["mel_rank"] == 16
+    with pytest.raises(SystemExit):
+        cli(["convert", str(base), str(tmp_path / "both"), "--rank", "16", "--mel-rank", "8"])
+    assert "--rank 16 and --mel-rank 8 differ; give --mel-rank only" in capsys.readouterr().err
 
 
 def test_package_imports_without_training_dependencies():

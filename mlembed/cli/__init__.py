@@ -37,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Parse a command line. argparse fills an optional positional (OUT) before it has seen the flags, so an OUT
-    written after them (`convert BASE --rank 16 OUT`) is left over: it is taken as OUT here."""
+    written after them (`convert BASE --mel-rank 16 OUT`) is left over: it is taken as OUT here."""
     parser = build_parser()
     args, rest = parser.parse_known_args(argv)
     if len(rest) == 1 and not rest[0].startswith("-") and getattr(args, "out", "unset") is None:

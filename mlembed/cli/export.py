@@ -16,13 +16,19 @@ def cmd_convert(args: argparse.Namespace) -> None:
     from mlembed.export import convert
 
     out = out_path(args)
+    mel_rank = args.mel_rank
+    if args.old_rank is not None:  # `convert --rank` before it was named apart from the inference setting's --rank
+        if mel_rank is not None and mel_rank != args.old_rank:
+            raise ValueError(f"--rank {args.old_rank} and --mel-rank {mel_rank} differ; give --mel-rank only")
+        logger.warning("convert --rank is now --mel-rank (the factorisation rank); --rank still works for now")
+        mel_rank = args.old_rank
     axes = {k: v for k, v in {"exit_layers": args.exit_layers, "matryoshka_dims": args.dims}.items() if v}
     if args.released:
         convert.convert_released(args.base, out, **axes)
     else:
         dtype = "float32" if args.dtype == "auto" else args.dtype
         convert.convert_base(
-            args.base, out, rank=args.rank, dtype=dtype, trust_remote_code=args.trust_remote_code, **axes
+            args.base, out, rank=mel_rank, dtype=dtype, trust_remote_code=args.trust_remote_code, **axes
         )
     print(f"wrote {out}", file=args.results)
 
@@ -31,7 +37,19 @@ def add_convert(sub: Any) -> None:
     p = sub.add_parser("convert", help="backbone folder -> ML-Embed folder (SVD-initialised MEL)")
     p.add_argument("base", help="backbone folder or Hub id (with --released: a reference release folder)")
     add_output(p, "the ML-Embed folder to write", positional=True)
-    p.add_argument("--rank", type=int, default=None, help="MEL rank r (default: no factorised embedding)")
+    p.add_argument(
+        "--mel-rank",
+        type=int,
+        default=None,
+        help="MEL rank r: the factorisation rank of the token embedding (default: none, a dense embedding)",
+    )
+    p.add_argument(
+        "--rank",
+        dest="old_rank",
+        type=int,
+        default=None,
+        help="deprecated alias of --mel-rank (elsewhere --rank picks the rank a model runs at)",
+    )
     p.add_argument("--exit-layers", nargs="+", action=IntList, default=None, help="MLL exits, e.g. 1,2,4,6")
     p.add_argument("--dims", nargs="+", action=IntList, default=None, help="MRL dims, e.g. 24,48,96,192,384")
     p.add_argument("--released", action="store_true", help="import a release folder with U.pth and V.pth")

@@ -89,7 +89,16 @@ class ShardEncoder:
     def fingerprint(self) -> list[float]:
         return [round(float(x), 6) for x in self.embed([PROBE_TEXT], self.job.prompt_name)[0]]
 
-    def write_shard(self, index: int, progress: Any = None) -> int:
+    def probe(self, sample: list[str]) -> tuple[dict[str, Any], list[float], Any]:
+        """What a run records before its first shard: the resolved setting, the fingerprint (the probe text's
+        embedding) and, for a new int8 run, the calibration ranges of `sample`."""
+        job = self.job
+        ranges = job.ranges
+        if job.precision == "int8" and ranges is None:
+            ranges = calibration_ranges(self.embed(sample, job.prompt_name)).tolist()
+        return self.setting(), self.fingerprint(), ranges
+
+    def encode_shard(self, index: int, progress: Any = None) -> int:
         """Encode shard `index` and write it (`write_shard`); returns its row count."""
         job = self.job
         ids, texts = job.input.read_shard(index)
@@ -148,11 +157,3 @@ def write_vectors(
     }
     write_manifest(out, manifest)
     return manifest
-
-
-def _probe_and_calibrate_with(encoder: ShardEncoder, sample: list[str]) -> tuple[dict, list, Any]:
-    job = encoder.job
-    ranges = job.ranges
-    if job.precision == "int8" and ranges is None:
-        ranges = calibration_ranges(encoder.embed(sample, job.prompt_name)).tolist()
-    return encoder.setting(), encoder.fingerprint(), ranges

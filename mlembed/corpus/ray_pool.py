@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from mlembed.corpus.encoder import EncodeJob, ShardEncoder, _probe_and_calibrate_with
+from mlembed.corpus.encoder import EncodeJob, ShardEncoder
 
 
 class _RayShardWorker:
@@ -17,13 +17,13 @@ class _RayShardWorker:
         self.encoder = ShardEncoder(job, threads=threads)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        rows = [self.encoder.write_shard(int(i)) for i in batch["shard"]]
+        rows = [self.encoder.encode_shard(int(i)) for i in batch["shard"]]
         return {"shard": np.asarray(batch["shard"]), "rows": np.asarray(rows, dtype=np.int64)}
 
 
-def _probe_and_calibrate(job: EncodeJob, sample: list[str], threads: int | None = None) -> tuple[dict, list, Any]:
-    """The resolved setting, the probe embedding and (int8, new run) the calibration ranges."""
-    return _probe_and_calibrate_with(ShardEncoder(job, threads=threads), sample)
+def probe_in_worker(job: EncodeJob, sample: list[str], threads: int | None = None) -> tuple[dict, list, Any]:
+    """`ShardEncoder.probe` in a Ray task: the driver never loads the model (it may have no GPU)."""
+    return ShardEncoder(job, threads=threads).probe(sample)
 
 
 def ray_start(address: str | None, cpus: float) -> tuple[Any, bool]:

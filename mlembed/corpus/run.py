@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from mlembed.corpus.encoder import EncodeJob, ShardEncoder, _probe_and_calibrate_with
+from mlembed.corpus.encoder import EncodeJob, ShardEncoder
 from mlembed.corpus.inputs import CorpusInput
 from mlembed.corpus.manifest import (
     FORMAT,
@@ -42,7 +42,7 @@ from mlembed.corpus.manifest import (
     write_manifest,
 )
 from mlembed.corpus.precision import PRECISIONS, dequantize, truncate_vectors
-from mlembed.corpus.ray_pool import _probe_and_calibrate, ray_start, run_ray
+from mlembed.corpus.ray_pool import probe_in_worker, ray_start, run_ray
 
 logger = logging.getLogger(__name__)
 
@@ -116,7 +116,7 @@ def encode_corpus(
         with tqdm(total=source.num_rows, initial=sum(done.values()), unit="doc", desc="encode-corpus") as bar:
             if encoder is not None:
                 for i in pending:
-                    finished(i, encoder.write_shard(i, progress=bar))
+                    finished(i, encoder.encode_shard(i, progress=bar))
             else:
                 run_ray(job, pending, num_workers, num_cpus_per_worker, num_gpus_per_worker, bar, finished)
     finally:
@@ -134,12 +134,12 @@ def _open_run(
     the model, it may have no GPU); then a new manifest, or the old one after checking this run matches it."""
     if ray is not None:
         resources = {"num_cpus": num_cpus, **({"num_gpus": num_gpus} if num_gpus else {})}
-        task = ray.remote(**resources)(_probe_and_calibrate)
+        task = ray.remote(**resources)(probe_in_worker)
         encoder, (setting, probe, ranges) = None, ray.get(task.remote(job, sample, max(1, int(num_cpus))))
         job.layers, job.rank, job.max_length = setting["layers"], setting["rank"], setting["max_length"]
     else:
         encoder = ShardEncoder(job)
-        setting, probe, ranges = _probe_and_calibrate_with(encoder, sample)
+        setting, probe, ranges = encoder.probe(sample)
     source = job.input
     header = {
         "format": FORMAT,

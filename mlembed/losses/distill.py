@@ -122,15 +122,17 @@ def score_distill_kl(
 
 
 def teacher_distill_loss(
-    q: torch.Tensor, p: torch.Tensor, negs: torch.Tensor | None, teacher: Sequence[torch.Tensor | None]
+    q: torch.Tensor, p: torch.Tensor, negs: torch.Tensor | None, teacher_embeddings: Sequence[torch.Tensor | None]
 ) -> torch.Tensor:
     """Distillation of one exit: MSE of queries, positives and negatives to the teacher's first d dims."""
-    if len(teacher) != 3:
-        raise ValueError("teacher must be a tuple (teacher_q, teacher_p, teacher_negs); teacher_negs may be None")
-    loss = distill_mse(q, teacher[0]) + distill_mse(p, teacher[1])
-    if negs is not None and teacher[2] is not None:
-        t_negs = as_negatives(teacher[2], q.shape[0], teacher[2].shape[-1])
-        loss = loss + distill_mse(negs, t_negs)
+    if len(teacher_embeddings) != 3:
+        raise ValueError(
+            "teacher_embeddings must be a tuple (teacher_q, teacher_p, teacher_negs); teacher_negs may be None"
+        )
+    t_q, t_p, t_negs = teacher_embeddings
+    loss = distill_mse(q, t_q) + distill_mse(p, t_p)
+    if negs is not None and t_negs is not None:
+        loss = loss + distill_mse(negs, as_negatives(t_negs, q.shape[0], t_negs.shape[-1]))
     return loss
 
 
@@ -176,7 +178,7 @@ def self_distill_exit(
 
 
 def self_teacher_logits(
-    teacher: Sequence[torch.Tensor | None],
+    embeddings: Sequence[torch.Tensor | None],
     batch: int,
     use_in_batch: bool,
     gather: bool,
@@ -185,11 +187,11 @@ def self_teacher_logits(
     """The full setting's scores (detached): its queries over its own in-batch positives (gathered) and negatives.
 
     Shapes:
-        teacher: ((B, D), (B, D), (B, N, D) or (B * N, D) or None) -> (B, W * B + N) or (B, 1 + N)
+        embeddings: ((B, D), (B, D), (B, N, D) or (B * N, D) or None) -> (B, W * B + N) or (B, 1 + N)
     """
-    if len(teacher) != 3:
-        raise ValueError("self_teacher must be a tuple (teacher_q, teacher_p, teacher_negs); teacher_negs may be None")
-    q, p = upcast(teacher[0].detach()), upcast(teacher[1].detach())
-    negs = None if teacher[2] is None else upcast(as_negatives(teacher[2].detach(), batch, q.shape[-1]))
+    if len(embeddings) != 3:
+        raise ValueError("self_teacher_embeddings must be a tuple (q, p, negs); negs may be None")
+    q, p = upcast(embeddings[0].detach()), upcast(embeddings[1].detach())
+    negs = None if embeddings[2] is None else upcast(as_negatives(embeddings[2].detach(), batch, q.shape[-1]))
     candidates = (distributed.gather(p) if gather else p) if use_in_batch else None
     return candidate_logits(q, p, negs, candidates, q.shape[-1], temperature)

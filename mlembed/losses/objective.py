@@ -12,7 +12,9 @@ sentence-transformers loss are thin adapters over it, so both optimise exactly t
 
 from __future__ import annotations
 
+import functools
 import logging
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -34,6 +36,24 @@ from mlembed.losses.distill import self_distill_exit, self_teacher_logits, teach
 from modeling_mlembed import truncate_embeddings
 
 logger = logging.getLogger(__name__)
+_RENAMED = {"teacher": "teacher_embeddings", "self_teacher": "self_teacher_embeddings"}  # old keyword -> new
+
+
+def _renamed_keywords(function: Callable) -> Callable:
+    """Calls with the old keywords still work, with a DeprecationWarning: embeddings were passed as `teacher=` /
+    `self_teacher=` before `teacher` came to mean only the teacher model (`step`, the Trainer, the ST loss)."""
+
+    @functools.wraps(function)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        for old, new in _RENAMED.items():
+            if old in kwargs:
+                if new in kwargs:
+                    raise TypeError(f"{function.__qualname__}: give {new}= only ({old}= is its old name)")
+                warnings.warn(f"{function.__qualname__}({old}=) is now {new}=", DeprecationWarning, stacklevel=2)
+                kwargs[new] = kwargs.pop(old)
+        return function(*args, **kwargs)
+
+    return wrapper
 
 
 def _dim_losses(
@@ -61,6 +81,7 @@ def _dim_losses(
     return losses
 
 
+@_renamed_keywords
 def three_d_loss(
     exit_q: Mapping[int, torch.Tensor],
     exit_p: Mapping[int, torch.Tensor],
@@ -73,11 +94,11 @@ def three_d_loss(
     passage_ids: torch.Tensor | None = None,
     gather: bool = True,
     exits: Sequence[int] | None = None,
-    teacher: Sequence[torch.Tensor | None] | None = None,
+    teacher_embeddings: Sequence[torch.Tensor | None] | None = None,
     kd_weight: float = 0.0,
     exit_weights: Mapping[int, float] | None = None,
     self_distill: float = 0.0,
-    self_teacher: Sequence[torch.Tensor | None] | None = None,
+    self_teacher_embeddings: Sequence[torch.Tensor | None] | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The ML-Embed training loss over the depth (MLL) and output (MRL) axes from one forward pass.
 
@@ -90,7 +111,7 @@ def three_d_loss(
 
     Self-distillation (`self_distill` > 0, not in the paper): the model's own full setting (the deepest exit, full
     width, full MEL rank), detached, teaches every other setting to rank the step's candidates as it does (KL of the
-    score distributions, `score_distill_kl`). The teacher is `self_teacher` (the full-rank embeddings, from a second
+    score distributions, `score_distill_kl`). The teacher is `self_teacher_embeddings` (the full rank's, from a second
     forward when the step's rank is lower) or, by default, the deepest exit of this pass at its full width, which is
     then not its own student.
 
@@ -113,12 +134,14 @@ def three_d_loss(
             `in_batch_infonce`).
         gather: in-batch candidates from all processes (gathered with gradient, once per exit).
         exits: subset of the exit layers to use; default all given. `[last layer]` alone = MLL off.
-        teacher: `(teacher_q, teacher_p, teacher_negs)` embeddings of a frozen teacher at its own full settings
+        teacher_embeddings: `(teacher_q, teacher_p, teacher_negs)` embeddings of a frozen teacher at its own full
+            settings
             (width D >= d, un-normalised, e.g. its `exit_embeddings[its last layer]`), compared with every exit.
         kd_weight: weight of the distillation term; 0 skips it.
         exit_weights: {exit layer: weight} for the chosen exits (missing ones weigh 1); default all 1 (the paper).
         self_distill: weight of the self-distillation term; 0 skips it.
-        self_teacher: `(q, p, negs)` full-width embeddings of the full setting for self-distillation (detached
+        self_teacher_embeddings: `(q, p, negs)` full-width embeddings of the full setting for self-distillation
+            (detached
             here); default the deepest chosen exit of `exit_q`, `exit_p`, `exit_negs`.
 
     Inputs:
@@ -128,7 +151,7 @@ def three_d_loss(
         | exit_q    | {l: (B, d)}                   | queries, per exit layer                       |
         | exit_p    | {l: (B, d)}                   | positives, per exit layer                     |
         | exit_negs | {l: (B, N, d) or (B * N, d)}  | hard negatives, per exit layer                |
-        | teacher   | ((B, D), (B, D), (B, N, D))   | teacher embeddings (optional)                 |
+        | teacher_e.| ((B, D), (B, D), (B, N, D))   | teacher embeddings (optional)                 |
         +-----------+-------------------------------+-----------------------------------------------+
 
     Returns:
@@ -153,9 +176,9 @@ def three_d_loss(
         >>> sorted(parts)[:2]
         ['exit2/dim16/hard_negative', 'exit2/dim16/in_batch']
     """
-    if not (use_in_batch or use_hard_negatives or (teacher is not None and kd_weight > 0)):
+    if not (use_in_batch or use_hard_negatives or (teacher_embeddings is not None and kd_weight > 0)):
         raise ValueError(
-            "nothing to compute: enable use_in_batch, use_hard_negatives, or give a teacher with kd_weight > 0"
+            "nothing to compute: enable use_in_batch, use_hard_negatives, or give teacher_embeddings and kd_weight > 0"
         )
     if use_hard_negatives and exit_negs is None:
         raise ValueError("use_hard_negatives=True needs exit_negs; pass use_hard_negatives=False for pairs only")
@@ -170,10 +193,14 @@ def three_d_loss(
     targets = None
     if use_in_batch:  # labels and duplicate mask shared by every exit and dim
         targets = in_batch_targets(batch, passage_ids, gather=gather, device=exit_q[chosen[0]].device)
-    teacher_logits, own_teacher = None, self_teacher is None
+    teacher_logits, own_teacher = None, self_teacher_embeddings is None
     if self_distill > 0:
         deepest = chosen[-1]
-        source = self_teacher or (exit_q[deepest], exit_p[deepest], exit_negs[deepest] if use_hard_negatives else None)
+        source = self_teacher_embeddings or (
+            exit_q[deepest],
+            exit_p[deepest],
+            exit_negs[deepest] if use_hard_negatives else None,
+        )
         teacher_logits = self_teacher_logits(source, batch, use_in_batch, gather, temperature)
     exclude = None
     if teacher_logits is not None and targets is not None and targets[1] is not None:  # duplicates, then negatives
@@ -194,8 +221,8 @@ def three_d_loss(
             for kind, loss in _dim_losses(q, p, negs, candidates, targets, dim, temperature).items():
                 parts[f"exit{layer}/dim{dim}/{kind}"] = loss.detach()
                 total = total + by_exit[layer] * weight * loss
-        if teacher is not None and kd_weight > 0:
-            loss = teacher_distill_loss(q, p, negs, teacher)
+        if teacher_embeddings is not None and kd_weight > 0:
+            loss = teacher_distill_loss(q, p, negs, teacher_embeddings)
             parts[f"exit{layer}/kd"] = loss.detach()
             total = total + by_exit[layer] * kd_weight * loss
         if teacher_logits is not None:
@@ -332,38 +359,49 @@ class ThreeDObjective(nn.Module):
             passage_ids = passage_ids_from_tokens(
                 batch["input_ids"][size : 2 * size], batch["attention_mask"][size : 2 * size]
             )
-        targets = None
+        teacher_embeddings = None
         if teacher is not None and self.kd_weight > 0:
             with torch.no_grad():
-                targets = teacher(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).embeddings
+                teacher_embeddings = teacher(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+            teacher_embeddings = teacher_embeddings.embeddings
         total, parts = self(
-            exits, num_columns, passage_ids=passage_ids, use_in_batch=use_in_batch, teacher=targets, self_teacher=full
+            exits,
+            num_columns,
+            passage_ids=passage_ids,
+            use_in_batch=use_in_batch,
+            teacher_embeddings=teacher_embeddings,
+            self_teacher_embeddings=full,
         )
         return total, parts, rank
 
+    @_renamed_keywords
     def forward(
         self,
         exit_embeddings: Mapping[int, torch.Tensor],
         num_columns: int,
         passage_ids: torch.Tensor | None = None,
         use_in_batch: bool = True,
-        teacher: torch.Tensor | None = None,
-        self_teacher: torch.Tensor | None = None,
+        teacher_embeddings: torch.Tensor | None = None,
+        self_teacher_embeddings: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """`three_d_loss` of a flat batch of columns (queries, positives, then every negative column).
 
-        `self_teacher`: the full setting's embeddings of the same columns (self-distillation at a lower step rank);
-        default the deepest exit of `exit_embeddings`.
+        `teacher_embeddings`: a frozen teacher's embeddings of the same columns (distillation, `kd_weight` > 0);
+        `self_teacher_embeddings`: the full setting's (self-distillation at a lower step rank), default the deepest
+        exit of `exit_embeddings`.
 
         Shapes:
-            exit_embeddings[l]: (C * B, d); passage_ids: (B,); teacher, self_teacher: (C * B, D) -> total: ()
+            exit_embeddings[l]: (C * B, d); passage_ids: (B,); teacher_embeddings, self_teacher_embeddings:
+            (C * B, D) -> total: ()
         """
         exit_q, exit_p, exit_negs = split_columns(exit_embeddings, num_columns)
         teacher_columns = None
-        if teacher is not None and self.kd_weight > 0:
-            teacher_columns = flat_columns(teacher, num_columns)
+        if teacher_embeddings is not None and self.kd_weight > 0:
+            teacher_columns = flat_columns(teacher_embeddings, num_columns)
         own_columns = (
-            flat_columns(self_teacher, num_columns) if self_teacher is not None and self.self_distill else None
+            flat_columns(self_teacher_embeddings, num_columns)
+            if self_teacher_embeddings is not None and self.self_distill
+            else None
         )
         return three_d_loss(
             exit_q,
@@ -377,9 +415,9 @@ class ThreeDObjective(nn.Module):
             passage_ids=passage_ids,
             gather=self.gather,
             exits=self.exits,
-            teacher=teacher_columns,
+            teacher_embeddings=teacher_columns,
             kd_weight=self.kd_weight,
             exit_weights=self.exit_weights,
             self_distill=self.self_distill,
-            self_teacher=own_columns,
+            self_teacher_embeddings=own_columns,
         )
