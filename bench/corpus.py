@@ -189,7 +189,7 @@ def config_bytes(config: tuple, width: int) -> tuple[float, float]:
 
 
 def qdrant_runs(corpus: np.ndarray, queries: np.ndarray, db: str, configs: list[tuple]) -> dict[str, dict]:
-    """Every config through mlembed.corpus.search into Qdrant (`db`: a folder or :memory:); top-10, build s, queries/s."""
+    """Every config through mlembed.corpus.search into Qdrant (`db`: a folder or :memory:); top-10, build s, q/s."""
     work = Path(tempfile.mkdtemp(prefix="bench-qdrant-"))
     write_vectors(work / "corpus", corpus, shard_size=100_000)
     out = {}
