@@ -214,7 +214,7 @@ class MLEmbedConfig(PretrainedConfig):
         output = super().to_dict()
         # Stock code can load a plain save only without MEL (the dense embedding is then in the checkpoint);
         # with MEL a plain save says "mlembed" so stock loaders refuse it instead of using a random embedding.
-        # Hub folders (mlembed.hub.export_hub) carry the dense matrix and are rewritten to the backbone's type.
+        # Hub folders (mlembed.export.hub.export_hub) carry the dense matrix and are rewritten to the backbone's type.
         output["model_type"] = self.backbone_type if self.mel_rank is None else type(self).model_type
         # Unset defaults are left out, so stock code given `default_layers=` errors instead of ignoring it.
         for key in ("default_layers", "default_dim", "default_rank"):

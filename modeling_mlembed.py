@@ -30,7 +30,7 @@ import json
 import logging
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -292,7 +292,7 @@ class MLEmbedModel(MLEmbedPreTrainedModel):
         factors_file = _resolve(path, MEL_WEIGHTS_NAME, hub_kwargs)
         if factors_file is not None:
             factors = load_file(factors_file)
-            with _whole([self.mel.U, self.mel.V]), torch.no_grad():
+            with _zero3_gathered([self.mel.U, self.mel.V]), torch.no_grad():
                 for name in ("U", "V"):
                     param = getattr(self.mel, name)
                     if tuple(factors[name].shape) != tuple(param.shape):
@@ -629,17 +629,17 @@ class MLEmbedModel(MLEmbedPreTrainedModel):
         if isinstance(texts, str):
             texts = [texts]
         max_length = self.config.sequence_length if max_length is None else max_length
-        prefix = self._prompt(prompt_name, prompt)
+        prompt_text = resolve_prompt(self.config.prompts, prompt_name, prompt)
         tokenizer = tokenizer or self.get_tokenizer()
-        order = np.argsort([-len(t) for t in texts], kind="stable")  # similar lengths batch together
         out = np.zeros((len(texts), out_dim), dtype=np.float32)
         truncated = 0
         was_training = self.training
         self.eval()  # no dropout, also when called in the middle of training
         try:
-            for start in range(0, len(texts), batch_size):
-                idx = order[start : start + batch_size]
-                batch, cut = _tokenize(tokenizer, [prefix + texts[i] for i in idx], max_length, self.config.append_eos)
+            for idx in length_sorted_batches(texts, batch_size):
+                batch, cut = _tokenize(
+                    tokenizer, [prompt_text + texts[i] for i in idx], max_length, self.config.append_eos
+                )
                 truncated += cut
                 batch = {k: v.to(self.device) for k, v in batch.items()}
                 emb = self(**batch, layers=layers, dim=dim, rank=rank, use_exit_module=use_exit_module).embeddings
@@ -655,16 +655,6 @@ class MLEmbedModel(MLEmbedPreTrainedModel):
                 max_length,
             )
         return out
-
-    def _prompt(self, prompt_name: str | None, prompt: str | None) -> str:
-        if prompt is not None and prompt_name is not None:
-            raise ValueError("give prompt_name or prompt, not both")
-        if prompt_name is None:
-            return prompt or ""
-        prompts = self.config.prompts or {}
-        if prompt_name not in prompts:
-            raise ValueError(f"prompt_name must be one of {sorted(prompts)}, got {prompt_name!r}")
-        return prompts[prompt_name]
 
     def get_tokenizer(self) -> Any:
         """The tokenizer saved with the model (loaded once from `name_or_path`)."""
@@ -715,6 +705,45 @@ def truncate_embeddings(embeddings: torch.Tensor, dim: int, normalize: bool = Tr
     """
     prefix = embeddings[..., :dim]
     return F.normalize(prefix, p=2, dim=-1) if normalize else prefix
+
+
+def resolve_prompt(
+    prompts: Mapping[str, str] | None, prompt_name: str | None = None, prompt: str | None = None
+) -> str:
+    """The text put before every input: `prompts[prompt_name]` (`query`, `document`), `prompt` as given, or none.
+
+    Shared by `encode`, the ONNX runner and the corpus encoder, so a prompt is chosen and checked the same way.
+    """
+    if prompt is not None and prompt_name is not None:
+        raise ValueError("give prompt_name or prompt, not both")
+    if prompt_name is None:
+        return prompt or ""
+    prompts = prompts or {}
+    if prompt_name not in prompts:
+        raise ValueError(f"prompt_name must be one of {sorted(prompts)}, got {prompt_name!r}")
+    return prompts[prompt_name]
+
+
+def length_sorted_batches(texts: Sequence[str], batch_size: int) -> Iterator[np.ndarray]:
+    """Indices of `texts` in batches of similar length, longest first (a stable sort by characters).
+
+    Every batch is padded to its longest text, so sorting once saves most of the padding; the caller puts each
+    batch's rows back at these indices (input order). Texts already in that order keep it without a sort, so a
+    caller that sorted them (the corpus encoder hands `encode` length-sorted chunks) does not sort twice. Shared by
+    `encode`, the ONNX runner and the corpus encoder.
+
+    Shapes:
+        -> each batch: (<= batch_size,) int64 indices into `texts`
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size}")
+    lengths = [len(text) for text in texts]
+    if all(a >= b for a, b in zip(lengths, lengths[1:])):
+        order = np.arange(len(texts))  # what the stable sort would give
+    else:
+        order = np.argsort([-n for n in lengths], kind="stable")
+    for start in range(0, len(texts), batch_size):
+        yield order[start : start + batch_size]
 
 
 def tokenize_with_eos(
@@ -849,7 +878,7 @@ def _build_backbone(config: Any) -> nn.Module:
         return AutoModel.from_config(config)
 
 
-def _whole(params: list[nn.Parameter]) -> Any:
+def _zero3_gathered(params: list[nn.Parameter]) -> Any:
     """A context in which `params` are whole tensors: under DeepSpeed ZeRO-3 (`zero.Init`, e.g. `TrainingArguments`
     with a stage-3 config made before `from_pretrained`) they are partitioned; writes on rank 0 are re-partitioned."""
     if not any(hasattr(p, "ds_id") for p in params):

@@ -14,7 +14,7 @@ setup(
     # The two remote-code files live at the top level (save_pretrained copies them into every checkpoint);
     # installing them as modules lets `import modeling_mlembed` work outside a checkpoint folder too.
     py_modules=["configuration_mlembed", "modeling_mlembed"],
-    package_data={"mlembed": ["templates/*"], "mlembed.mini": ["configs/*.json"]},
+    package_data={"mlembed.export": ["templates/*"], "mlembed.mini": ["configs/*.json"]},
     install_requires=[
         "torch>=2.4,<3",
         "transformers>=5.0,<6",

@@ -337,7 +337,7 @@ def train_variant(variant: Variant, folder: Path, paths: Any) -> None:
 
 def first_layers(paths: Any, layers: int) -> Path:
     """The stock model cut to its first `layers` layers (`export_slim`), the base of a dedicated shallow model."""
-    from mlembed.convert import export_slim
+    from mlembed.export.slim import export_slim
 
     out = paths.root / "ablation" / f"_stock-layers{layers}"
     if not (out / "model.safetensors").is_file():
@@ -367,7 +367,7 @@ def score_variant(variant: Variant, paths: Any, sets: dict[str, Any], redo: bool
 
 def grid_table(rows: dict[str, dict[str, Any]], set_name: str, set_title: str, labels: dict[str, str]) -> str:
     """nDCG@10 at every setting, MRR@10 at full, and the goal ratios against plain fine-tuning on one held-out set."""
-    from mlembed.mini.pipeline import _by_axis
+    from mlembed.mini.report import by_axis
 
     head = [
         "model",
@@ -381,9 +381,9 @@ def grid_table(rows: dict[str, dict[str, Any]], set_name: str, set_title: str, l
     ]
     text = f"**{set_title}** (nDCG@10 unless named)\n\n| " + " | ".join(head) + " |\n|---|"
     text += "---:|" * (len(head) - 1) + "\n"
-    plain = _by_axis(rows["plain"]["eval"][set_name])["full"]["ndcg_at_10"] if "plain" in rows else None
+    plain = by_axis(rows["plain"]["eval"][set_name])["full"]["ndcg_at_10"] if "plain" in rows else None
     for name, row in rows.items():
-        cells = _by_axis(row["eval"][set_name])
+        cells = by_axis(row["eval"][set_name])
         full = cells["full"]["ndcg_at_10"]
         values = [f"{cells[a]['ndcg_at_10']:.3f}" if a in cells else "n/a" for a, _ in SETTINGS]
         if "combined" in cells and cells["combined"]["rank"] is None:
@@ -404,9 +404,9 @@ def row_steps(row: dict[str, Any]) -> int | None:
 def anchor_ratios(rows: dict[str, dict[str, Any]], name: str, set_name: str) -> dict[str, float | None]:
     """{setting: this row's nDCG@10 / its anchor's (`ANCHORS`, trained for the same steps)}; full: a difference to
     plain fine-tuning in nDCG points instead. None where the anchor or the cell is missing."""
-    from mlembed.mini.pipeline import _by_axis
+    from mlembed.mini.report import by_axis
 
-    cells, steps = _by_axis(rows[name]["eval"][set_name]), row_steps(rows[name])
+    cells, steps = by_axis(rows[name]["eval"][set_name]), row_steps(rows[name])
     out: dict[str, float | None] = {}
     for axis, anchor in ANCHORS.items():
         match = [
@@ -415,7 +415,7 @@ def anchor_ratios(rows: dict[str, dict[str, Any]], name: str, set_name: str) -> 
         if not match or axis not in cells:
             out[axis] = None
             continue
-        own = _by_axis(match[0]["eval"][set_name])["full"]["ndcg_at_10"]  # the dedicated model's own (full) setting
+        own = by_axis(match[0]["eval"][set_name])["full"]["ndcg_at_10"]  # the dedicated model's own (full) setting
         value = cells[axis]["ndcg_at_10"]
         out[axis] = 100 * (value - own) if axis == "full" else value / own
     return out
@@ -444,7 +444,7 @@ def main() -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch
 
-    from mlembed.mini import pipeline
+    from mlembed.mini import pipeline, report
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -476,14 +476,14 @@ def main() -> int:
         }
     labels = {name: row["label"] for name, row in rows.items()}
     parts = []
-    for name, title in pipeline.EVAL_SETS:
+    for name, title in report.EVAL_SETS:
         data = sets[name]
         parts.append(grid_table(rows, name, f"{title}, {len(data.queries)} queries", labels))
-    for name, title in pipeline.EVAL_SETS:
+    for name, title in report.EVAL_SETS:
         parts.append(anchor_table(rows, name, title, labels))
-    for name, title in pipeline.EVAL_SETS:
+    for name, title in report.EVAL_SETS:
         results = {variant: row["eval"][name] for variant, row in rows.items()}
-        parts.append(pipeline.language_table(results, title, labels))
+        parts.append(report.language_table(results, title, labels))
     table = "\n".join(parts)
     out = args.output or paths.root / "ablation"
     out.mkdir(parents=True, exist_ok=True)

@@ -37,8 +37,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from _util import print_table  # noqa: E402
 
-from mlembed.corpus import encode_corpus, prefix, write_vectors  # noqa: E402
-from mlembed.search import build_index, index_bytes, open_db, query_vectors, store_vectors  # noqa: E402
+from mlembed.corpus import encode_corpus, truncate_vectors, write_vectors  # noqa: E402
+from mlembed.corpus.search import build_index, index_bytes, open_db, query_vectors, store_vectors  # noqa: E402
 
 # (name, mode, first-stage dim, first-stage precision, shortlist); dim None = full width
 CONFIGS = [
@@ -163,15 +163,15 @@ def numpy_search(corpus: np.ndarray, queries: np.ndarray, config: tuple, k: int 
     if precision == "int8":
         from mlembed.corpus import calibration_ranges
 
-        ranges = calibration_ranges(prefix(corpus[:10_000], dim))
+        ranges = calibration_ranges(truncate_vectors(corpus[:10_000], dim))
     first = np.concatenate(
         [
-            store_vectors(prefix(corpus[s : s + 100_000], dim), precision, ranges)
+            store_vectors(truncate_vectors(corpus[s : s + 100_000], dim), precision, ranges)
             for s in range(0, len(corpus), 100_000)
         ]
     )
     start = time.perf_counter()
-    q_short = prefix(queries, dim)
+    q_short = truncate_vectors(queries, dim)
     if mode == "single":
         found = exact_top(first, q_short, k)
     else:
@@ -189,7 +189,7 @@ def config_bytes(config: tuple, width: int) -> tuple[float, float]:
 
 
 def qdrant_runs(corpus: np.ndarray, queries: np.ndarray, db: str, configs: list[tuple]) -> dict[str, dict]:
-    """Every config through mlembed.search into Qdrant (`db`: a folder or :memory:); top-10, build s, queries/s."""
+    """Every config through mlembed.corpus.search into Qdrant (`db`: a folder or :memory:); top-10, build s, q/s."""
     work = Path(tempfile.mkdtemp(prefix="bench-qdrant-"))
     write_vectors(work / "corpus", corpus, shard_size=100_000)
     out = {}
@@ -265,7 +265,7 @@ def synthetic_vectors(n: int, dim: int = 384, seed: int = 0, clusters: int | Non
     for start in range(0, n, 100_000):
         stop = min(n, start + 100_000)
         noise = rng.standard_normal((stop - start, dim)).astype(np.float32) * scale * 0.8
-        out[start:stop] = prefix(centres[rng.integers(0, clusters, stop - start)] + noise, dim)
+        out[start:stop] = truncate_vectors(centres[rng.integers(0, clusters, stop - start)] + noise, dim)
     return out
 
 
@@ -275,7 +275,7 @@ def synthetic_queries(corpus: np.ndarray, n: int, seed: int = 1) -> np.ndarray:
     scale = (1 + np.arange(corpus.shape[1]) / 32) ** -1.0
     base = corpus[rng.integers(0, len(corpus), n)]
     noise = rng.standard_normal(base.shape).astype(np.float32) * scale * 0.05
-    return prefix(base + noise, corpus.shape[1])
+    return truncate_vectors(base + noise, corpus.shape[1])
 
 
 def bench_synthetic(args: argparse.Namespace) -> dict:

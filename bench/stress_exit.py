@@ -49,7 +49,7 @@ def prepare(folder: Path) -> None:
     from test_st_loss import DDP_SCRIPT
     from test_train import make_workdir
 
-    from mlembed import convert, hub
+    from mlembed.export import convert, hub
 
     if (folder / "tiny.json").exists():  # prepared before (--folder)
         return

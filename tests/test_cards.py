@@ -13,8 +13,9 @@ from conftest import ROOT, backbone_config, tiny_model
 from huggingface_hub import ModelCard
 
 from configuration_mlembed import MLEmbedConfig
-from mlembed import cards, sizes
+from mlembed import sizes
 from mlembed.cli import main as cli
+from mlembed.export import cards
 
 CARDS_DIR = ROOT / "model_cards"
 TOKENIZER_ROWS = 151_669
@@ -139,9 +140,9 @@ def test_committed_cards_are_current(tmp_path):
     fresh = {p.name: p.read_text(encoding="utf-8") for p in tmp_path.iterdir()}
     committed = {p.name: p.read_text(encoding="utf-8") for p in CARDS_DIR.glob("*.md")}
     assert sorted(fresh) == sorted([f"{s.lower()}.md" for s in sizes.SIZES] + ["template.md"])
-    assert sorted(committed) == sorted(fresh), "run `python -m mlembed.cards` and commit model_cards/"
+    assert sorted(committed) == sorted(fresh), "run `mlembed cards` and commit model_cards/"
     stale = [name for name in fresh if fresh[name] != committed[name]]
-    assert not stale, f"stale cards {stale}: run `python -m mlembed.cards`"
+    assert not stale, f"stale cards {stale}: run `mlembed cards`"
     assert fresh["template.md"] == cards.TEMPLATE_PATH.read_text(encoding="utf-8")
 
 

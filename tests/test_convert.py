@@ -13,8 +13,9 @@ import torch
 from conftest import HIDDEN, ROOT, backbone_config, tiny_model, tiny_tokenizer
 from transformers import AutoModel
 
-from mlembed import convert, hub
 from mlembed.cli import main as cli
+from mlembed.export import compat, convert, hub
+from mlembed.export.slim import export_slim
 
 TEXTS = ["elastic embeddings", "a second, longer sentence", "x"]
 
@@ -99,7 +100,7 @@ print(json.dumps(m.encode({TEXTS!r}).tolist()))
 def test_compat_export_loads_with_stock_code_and_matches(tmp_path, kind):
     base = write_base(tmp_path, kind)
     model = convert.convert_base(base, tmp_path / "ml", rank=HIDDEN).eval()
-    convert.export_compat(tmp_path / "ml", tmp_path / "compat")
+    compat.export_compat(tmp_path / "ml", tmp_path / "compat")
     assert "auto_map" not in json.loads((tmp_path / "compat" / "config.json").read_text())
     stock = AutoModel.from_pretrained(tmp_path / "compat").eval()
     assert type(stock).__module__.startswith("transformers.models")
@@ -114,14 +115,14 @@ def test_compat_export_loads_with_stock_code_and_matches(tmp_path, kind):
 def test_slim_export_is_smaller_and_matches_its_setting(tmp_path):
     base = write_base(tmp_path)
     model = convert.convert_base(base, tmp_path / "ml", rank=HIDDEN).eval()
-    info = convert.export_slim(tmp_path / "ml", tmp_path / "slim", layers=2, rank=8, dim=16)
+    info = export_slim(tmp_path / "ml", tmp_path / "slim", layers=2, rank=8, dim=16)
     assert info["bytes_after"] < info["bytes_before"] and 0 < info["saving"] < 1
     slim = AutoModel.from_pretrained(tmp_path / "slim", trust_remote_code=True)
     assert slim.config.num_hidden_layers == 2 and slim.config.mel_rank == 8 and slim.config.default_dim == 16
     expected = model.encode(TEXTS, layers=2, rank=8, dim=16, tokenizer=tiny_tokenizer())
     assert abs(slim.encode(TEXTS) - expected).max() < 1e-5
     # --compat: a plain backbone of the first 2 layers with E = U[:, :8] V[:8]
-    convert.export_compat(tmp_path / "ml", tmp_path / "slim-compat", layers=2, rank=8)
+    compat.export_compat(tmp_path / "ml", tmp_path / "slim-compat", layers=2, rank=8)
     stock = AutoModel.from_pretrained(tmp_path / "slim-compat").eval()
     assert stock.config.num_hidden_layers == 2
     batch = model.tokenize(TEXTS, tiny_tokenizer())
@@ -177,7 +178,7 @@ def test_released_import_refuses_pickled_objects(tmp_path):
 
 def test_cli_convert_encode_export(tmp_path, capsys):
     base = write_base(tmp_path)
-    cli(["convert", str(base), str(tmp_path / "ml"), "--rank", "16", "--exit-layers", "1,2,4"])
+    cli(["convert", str(base), str(tmp_path / "ml"), "--mel-rank", "16", "--exit-layers", "1,2,4"])
     cli(["encode", str(tmp_path / "ml"), "hello", "world", "--layers", "2", "--dim", "8", "--prompt", "query"])
     rows = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     model = AutoModel.from_pretrained(tmp_path / "ml", trust_remote_code=True)
@@ -193,10 +194,25 @@ def test_cli_convert_encode_export(tmp_path, capsys):
     assert "layers must be an integer in 1..4" in capsys.readouterr().err
 
 
+def test_cli_convert_rank_is_the_deprecated_name_of_mel_rank(tmp_path, capsys, caplog):
+    """`convert --rank` (the factorisation rank) became `--mel-rank`, apart from every other command's `--rank` (the
+    rank a model runs at); the old flag still works and says so."""
+    base = write_base(tmp_path)
+    cli(["convert", str(base), str(tmp_path / "new"), "--mel-rank", "16"])
+    assert "--mel-rank" not in caplog.text
+    cli(["convert", str(base), str(tmp_path / "old"), "--rank", "16"])
+    assert "convert --rank is now --mel-rank" in caplog.text
+    for name in ("new", "old"):
+        assert json.loads((tmp_path / name / "config.json").read_text())["mel_rank"] == 16
+    with pytest.raises(SystemExit):
+        cli(["convert", str(base), str(tmp_path / "both"), "--rank", "16", "--mel-rank", "8"])
+    assert "--rank 16 and --mel-rank 8 differ; give --mel-rank only" in capsys.readouterr().err
+
+
 def test_package_imports_without_training_dependencies():
     code = """
 import sys
-import mlembed, mlembed.convert, mlembed.hub, mlembed.cli
+import mlembed, mlembed.export.convert, mlembed.export.hub, mlembed.cli
 heavy = [m for m in ("sentence_transformers", "datasets", "mteb", "pandas", "matplotlib") if m in sys.modules]
 assert not heavy, heavy
 """
@@ -212,7 +228,7 @@ def test_every_export_records_max_seq_length(tmp_path, capsys):
     """compat, slim and hub folders carry the source's length (or --max-seq-length), never above the positions."""
     model = tiny_model("bert", max_seq_length=24)
     convert.save_folder(model, tmp_path / "ml", model.tokenizer)
-    convert.export_compat(tmp_path / "ml", tmp_path / "compat")
+    compat.export_compat(tmp_path / "ml", tmp_path / "compat")
     assert json.loads((tmp_path / "compat" / "config.json").read_text())["max_seq_length"] == 24
     assert json.loads((tmp_path / "compat" / "tokenizer_config.json").read_text())["model_max_length"] == 24
     cli(

@@ -183,7 +183,8 @@ def _stock_vectors(folder, texts, decoder: bool) -> torch.Tensor:
 def test_setting_exports_merge_the_module_into_a_stock_model(backbone, tmp_path):
     """`export --mode slim --layers 3 --compat` (and compat) of a model with a LoRA exit: a stock folder whose vectors
     equal `encode(layers=3)`; a slim ML-Embed folder at that setting, too."""
-    from mlembed.convert import export_compat, export_slim
+    from mlembed.export.compat import export_compat
+    from mlembed.export.slim import export_slim
 
     model = trained_modules("lora", backbone)
     src = tmp_path / "src"
@@ -202,7 +203,7 @@ def test_setting_exports_merge_the_module_into_a_stock_model(backbone, tmp_path)
 
 
 def test_adapter_exits_cannot_be_merged_into_a_stock_export(tmp_path):
-    from mlembed.convert import export_compat
+    from mlembed.export.compat import export_compat
 
     model = trained_modules("adapter")
     model.save_pretrained(tmp_path / "src")
@@ -226,7 +227,7 @@ def test_config_records_the_modules_and_round_trips():
 def test_hub_folder_keeps_the_modules_beside_the_stock_weights(tmp_path):
     """The Hub folder: stock code reads the full path (no exit tensors in model.safetensors); the elastic model reads
     `exit_modules.safetensors` and gives every setting of the source."""
-    from mlembed.hub import export_hub
+    from mlembed.export.hub import export_hub
 
     model = trained_modules("lora")
     model.save_pretrained(tmp_path / "src")
@@ -262,7 +263,7 @@ def test_onnx_export_of_a_module_exit_gives_its_vectors(backbone, tmp_path):
 
 
 def test_the_model_card_says_which_exits_have_modules():
-    from mlembed.cards import render_card
+    from mlembed.export.cards import render_card
 
     plain = str(render_card(tiny_model("qwen3", exit_layers=[1, 2, 3, 4]).config))
     assert "| Exit modules | none: every exit runs the shared layers |" in plain
@@ -270,3 +271,16 @@ def test_the_model_card_says_which_exits_have_modules():
     assert (
         "| Exit modules | exits 2, 3: LoRA rank 4 on the layers up to the exit, and the exit's own final norm" in card
     )
+
+
+def test_add_mel_keeps_the_trained_exit_modules():
+    from mlembed.export.convert import add_mel
+
+    dense = tiny_model("qwen3", mel_rank=None, exit_layers=[1, 2, 3, 4])
+    dense.add_exit_modules("lora", [2], rank=4)
+    with torch.no_grad():
+        for param in dense.exit_modules.parameters():
+            param.add_(0.2 * torch.randn_like(param))
+    factorised = add_mel(dense, 32).eval()  # full rank: the vectors stay
+    factorised.tokenizer = dense.tokenizer
+    np.testing.assert_allclose(factorised.encode(TEXTS, layers=2), dense.eval().encode(TEXTS, layers=2), atol=1e-5)

@@ -15,7 +15,9 @@ import pytest
 from conftest import backbone_config, tiny_tokenizer
 from transformers import AutoModel, AutoTokenizer
 
-from mlembed import convert, engines, hub
+from mlembed.export import convert, engines, hub
+from mlembed.export.compat import export_compat
+from mlembed.export.slim import export_slim
 
 MAX_LEN = 24
 TEXTS = ["an elastic embedding model", "Zażółć gęślą jaźń", "short"]
@@ -49,8 +51,8 @@ def exports(request, tmp_path_factory):
     AutoModel.from_config(backbone_config(kind, **overrides)).save_pretrained(root / "base")
     tokenizer.save_pretrained(root / "base")
     convert.convert_base(root / "base", root / "ml", rank=16, max_seq_length=MAX_LEN)
-    convert.export_compat(root / "ml", root / "compat")
-    convert.export_slim(root / "ml", root / "slim", layers=2, rank=8)
+    export_compat(root / "ml", root / "compat")
+    export_slim(root / "ml", root / "slim", layers=2, rank=8)
     hub.export_hub(root / "ml", root / "hub")
     # what the base tokenizer saves when its user loads and saves it, the export's reference
     base_saved = saved_config(AutoTokenizer.from_pretrained(root / "base"), root / "base-resaved")

@@ -193,7 +193,9 @@ def test_three_d_loss_flat_negatives_ids_and_teacher():
     )
     flat = {l: n.reshape(12, 16) for l, n in negs.items()}  # (B * N, d), query-major
     flat_teacher = (teacher[0], teacher[1], teacher[2].reshape(12, 24))
-    total, parts = three_d_loss(q, p, [16, 8], exit_negs=flat, passage_ids=ids, teacher=flat_teacher, kd_weight=0.3)
+    total, parts = three_d_loss(
+        q, p, [16, 8], exit_negs=flat, passage_ids=ids, teacher_embeddings=flat_teacher, kd_weight=0.3
+    )
     expected = ref_three_d(q, p, negs, [16, 8], ids=ids.tolist(), teacher=teacher, kd_weight=0.3)
     assert total.item() == pytest.approx(expected, rel=1e-10)
     assert "exit2/kd" in parts
@@ -238,8 +240,8 @@ def test_three_d_loss_errors():
         three_d_loss(q, p, [16], exit_negs={l: n[:, :, :8] for l, n in negs.items()})
     with pytest.raises(ValueError, match="exit 2: queries and positives must be"):
         three_d_loss(q, {**p, 2: p[2][:3]}, [16], exit_negs=negs)
-    with pytest.raises(ValueError, match="teacher must be a tuple"):
-        three_d_loss(q, p, [16], exit_negs=negs, teacher=(q[1],), kd_weight=1.0)
+    with pytest.raises(ValueError, match="teacher_embeddings must be a tuple"):
+        three_d_loss(q, p, [16], exit_negs=negs, teacher_embeddings=(q[1],), kd_weight=1.0)
 
 
 def np_kl_rows(teacher: np.ndarray, student: np.ndarray, keep: np.ndarray | None = None) -> float:
@@ -299,7 +301,9 @@ def test_self_distillation_matches_a_plain_loop(own_teacher):
     if not own_teacher:
         _, _, more = random_exits(seed=5)
         teacher = (torch.randn(4, 16, dtype=torch.float64), torch.randn(4, 16, dtype=torch.float64), more[1])
-    total, parts = three_d_loss(q, p, [16, 8], exit_negs=negs, passage_ids=ids, self_distill=0.7, self_teacher=teacher)
+    total, parts = three_d_loss(
+        q, p, [16, 8], exit_negs=negs, passage_ids=ids, self_distill=0.7, self_teacher_embeddings=teacher
+    )
     main = ref_three_d(q, p, negs, [16, 8], ids=ids.tolist())
     kd = ref_self_distill(q, p, negs, [16, 8], teacher=teacher, ids=ids.tolist())
     assert total.item() == pytest.approx(main + 0.7 * kd, rel=1e-10)
@@ -387,10 +391,10 @@ def test_objective_equals_three_d_loss_on_split_columns():
     objective = ThreeDObjective(dims=[16, 8], exits=[2, 4], kd_weight=0.3)
     teacher = torch.randn(4 * 3, 24, dtype=torch.float64)
     ids = torch.tensor([1, 2, 1])
-    got, _ = objective(flat, 4, passage_ids=ids, teacher=teacher)
+    got, _ = objective(flat, 4, passage_ids=ids, teacher_embeddings=teacher)
     tq, tp, tn = split_columns({0: teacher}, 4)
     expected, _ = three_d_loss(
-        q, p, [16, 8], exit_negs=n, passage_ids=ids, teacher=(tq[0], tp[0], tn[0]), kd_weight=0.3
+        q, p, [16, 8], exit_negs=n, passage_ids=ids, teacher_embeddings=(tq[0], tp[0], tn[0]), kd_weight=0.3
     )
     assert got.item() == pytest.approx(expected.item(), rel=1e-12)
     with pytest.raises(ValueError, match=r"must be \(num_columns \* B, d\) with num_columns=5"):
@@ -433,7 +437,7 @@ def test_step_self_distills_a_lower_rank_from_a_full_rank_pass():
         student,
         2,
         passage_ids=passage_ids_from_tokens(batch["input_ids"][3:], batch["attention_mask"][3:]),
-        self_teacher=teacher,
+        self_teacher_embeddings=teacher,
     )
     assert total.item() == pytest.approx(expected.item(), rel=1e-6)
     assert "exit4/dim32/self_kd" in parts  # at a lower rank even the full depth and width is a student
@@ -496,8 +500,24 @@ def test_step_with_separate_exits_runs_each_module_exit_and_a_full_teacher_pass(
     with torch.no_grad():
         teacher = embed(batch, 32, 4)[4]
     ids = passage_ids_from_tokens(batch["input_ids"][3:], batch["attention_mask"][3:])
-    expected, _ = objective(student, 2, passage_ids=ids, self_teacher=teacher)
+    expected, _ = objective(student, 2, passage_ids=ids, self_teacher_embeddings=teacher)
     assert total.item() == pytest.approx(expected.item(), rel=1e-6)
     assert "exit3/dim32/self_kd" in parts and not any(key.startswith("exit4/") for key in parts)
     with pytest.raises(ValueError, match=r"separate_exits trains exit modules, but the model has none"):
         ThreeDObjective.from_config(tiny_model().config, separate_exits=True)
+
+
+def test_embeddings_under_their_old_keywords_still_work_with_a_warning():
+    """`teacher=` / `self_teacher=` took embeddings before `teacher` came to mean only the teacher model."""
+    torch.manual_seed(0)
+    q, p, t = ({4: torch.randn(4, 16)} for _ in range(3))
+    new, _ = three_d_loss(
+        q, p, [16, 8], use_hard_negatives=False, self_distill=0.5, self_teacher_embeddings=(t[4], t[4], None)
+    )
+    with pytest.warns(DeprecationWarning, match=r"three_d_loss\(self_teacher=\) is now self_teacher_embeddings="):
+        old, _ = three_d_loss(
+            q, p, [16, 8], use_hard_negatives=False, self_distill=0.5, self_teacher=(t[4], t[4], None)
+        )
+    assert old.item() == new.item()
+    with pytest.raises(TypeError, match="give teacher_embeddings= only"):
+        three_d_loss(q, p, [16], teacher=(t[4], t[4], None), teacher_embeddings=(t[4], t[4], None), kd_weight=1.0)

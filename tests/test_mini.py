@@ -11,6 +11,8 @@ from conftest import LOCALE, build_deb, write_mo
 
 from mlembed.cli import main as cli
 from mlembed.mini import pipeline as mini
+from mlembed.mini.demo import demo
+from mlembed.mini.report import goal_checks, goals_table
 from mlembed.train.config import load_config
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -153,7 +155,7 @@ def test_short_pipeline_on_minilm_trains_exports_evaluates_and_skips(
     assert set(report["sets"]["catalogues"]["models"]["mini"][0]["by_language"]) == {"de"}
     assert "n/a" in report["table"] and "ml-embed-mini" in report["table"] and "out of domain" in report["table"]
     assert report["goals"] == ""  # no plain model trained: nothing to compare
-    assert "query: thời tiết ngày mai" in mini.demo(model)
+    assert "query: thời tiết ngày mai" in demo(model)
 
     assert mini.run_steps(pipeline, paths) == {step.name: None for step in pipeline}  # all done: nothing reruns
 
@@ -163,17 +165,17 @@ def rows(full: float, layers: float, dim: float) -> list[dict]:
 
 
 def test_goal_checks_against_plain_fine_tuning():
-    met = mini.goal_checks(rows(0.825, 0.70, 0.80), rows(0.83, 0.16, 0.765))
+    met = goal_checks(rows(0.825, 0.70, 0.80), rows(0.83, 0.16, 0.765))
     assert all(ok for _, ok in met.values())
     assert met["layers=3 >= 80% of full"][0] == f"{0.70 / 0.825:.1%}"
-    missed = mini.goal_checks(rows(0.803, 0.645, 0.723), rows(0.83, 0.159, 0.765))  # the paper's recipe, issue 12
+    missed = goal_checks(rows(0.803, 0.645, 0.723), rows(0.83, 0.159, 0.765))  # the paper's recipe, issue 12
     assert {goal for goal, (_, ok) in missed.items() if not ok} == {
         "full >= plain - 0.01",
         "dim=96 >= 95% of full",
         "dim=96 > plain dim=96",
     }
     sets = {"debian": {"models": {"mini": rows(0.803, 0.645, 0.723), "plain": rows(0.83, 0.159, 0.765)}}}
-    table = mini.goals_table(sets)
+    table = goals_table(sets)
     assert "| debian | 0.803 vs 0.830 **missed** | 80.3% met |" in table
 
 

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from conftest import HIDDEN, LAYERS, VOCAB, backbone_config, tiny_model, tiny_tokenizer
 from transformers import AutoModel
 
-from mlembed.convert import from_backbone, svd_factors
+from mlembed.export.convert import from_backbone, svd_factors
 from modeling_mlembed import MLEmbedModel
 
 KINDS = ["qwen3", "llama", "bert"]

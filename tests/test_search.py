@@ -14,7 +14,7 @@ pytest.importorskip("pyarrow")
 
 from mlembed.cli import main  # noqa: E402
 from mlembed.corpus import encode_corpus, read_corpus, write_vectors  # noqa: E402
-from mlembed.search import build_index, collection_config, index_info, open_db, query_vectors, search  # noqa: E402
+from mlembed.corpus.search import build_index, collection_config, index_info, open_db, query_vectors, search  # noqa: E402
 
 
 def unit(x: np.ndarray) -> np.ndarray:

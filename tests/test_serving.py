@@ -16,9 +16,10 @@ import pytest
 import torch
 from conftest import tiny_model
 
-from mlembed import engines
 from mlembed.cli import main
-from mlembed.convert import export_compat, load_tokenizer, save_folder
+from mlembed.export import engines
+from mlembed.export.compat import export_compat
+from mlembed.export.convert import load_tokenizer, save_folder
 
 ort = pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")

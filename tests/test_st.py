@@ -19,7 +19,7 @@ import torch
 from conftest import tiny_tokenizer
 from transformers import AutoModel, AutoTokenizer, Qwen3Config
 
-from mlembed import convert, hub
+from mlembed.export import convert, hub
 
 REPO = "ml-embed/8b"
 SCRIPT = r"""
@@ -160,7 +160,7 @@ def test_hub_folder_layout(report):
     assert [m["type"].rsplit(".", 1)[1] for m in modules] == ["Transformer", "Pooling", "Normalize"]
     assert all(m["type"].startswith("sentence_transformers.") for m in modules)  # built-in modules: no remote code
     pooling = json.loads((report["hub"] / "1_Pooling" / "config.json").read_text())
-    # the classic layout serving engines parse (mlembed.engines; checked further in tests/test_serving.py)
+    # the classic layout serving engines parse (mlembed.export.engines; checked further in tests/test_serving.py)
     assert [k for k, v in pooling.items() if v is True] == ["pooling_mode_lasttoken", "include_prompt"]
     assert config["matryoshka_dimensions"][-1] == 384 and config["is_matryoshka"] is True  # full size included
     st_config = json.loads((report["hub"] / "config_sentence_transformers.json").read_text())

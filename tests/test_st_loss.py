@@ -11,7 +11,7 @@ import torch
 from conftest import free_port, tiny_model
 from torch import nn
 
-from mlembed import convert, hub
+from mlembed.export import convert, hub
 from mlembed.losses import mrl_weights, sample_mel_rank, three_d_loss
 from mlembed.losses.st_loss import MLEmbed3DLoss, _elastic_model
 from mlembed.st import elastic_module

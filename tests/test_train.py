@@ -381,7 +381,7 @@ def test_trainer_api_errors_name_what_is_expected(tmp_path):
 
 
 def test_distillation_from_a_frozen_teacher(workdir):
-    from mlembed import convert
+    from mlembed.export import convert
 
     convert.convert_base(workdir / "base", workdir / "teacher", rank=None)
     config = load_config(
@@ -467,7 +467,7 @@ def test_hub_folder_loads_under_zero3_init(tmp_path):
     import subprocess
     import sys
 
-    from mlembed import convert, hub
+    from mlembed.export import convert, hub
     from tests.conftest import tiny_model
 
     model = tiny_model(mel_rank=16, seed=3)

@@ -93,19 +93,19 @@ class MLEmbedMTEBEncoder(AbsEncoder):
     ) -> np.ndarray:
         """Embed every text of an mteb DataLoader with the prompt for this task and side. -> (N, dim) float32."""
         texts = [text for batch in inputs for text in batch["text"]]
-        prefix = self.prefix(task_metadata, prompt_type)
-        logger.info("%s (%s): %d texts, prompt %r", task_metadata.name, prompt_type, len(texts), prefix)
+        prompt = self.prompt_for(task_metadata, prompt_type)
+        logger.info("%s (%s): %d texts, prompt %r", task_metadata.name, prompt_type, len(texts), prompt)
         return self.model.encode(
             texts,
             layers=self.layers,
             dim=self.dim,
             rank=self.rank,
-            prompt=prefix,
+            prompt=prompt,
             batch_size=kwargs.get("batch_size", self.batch_size),
             max_length=self.max_length,
         )
 
-    def prefix(self, task_metadata: TaskMetadata, prompt_type: PromptType | None) -> str:
+    def prompt_for(self, task_metadata: TaskMetadata, prompt_type: PromptType | None) -> str:
         """The text prepended for this task and side: none for documents, the instruction template otherwise."""
         prompts = self.model.config.prompts or {}
         if prompt_type == PromptType.document:

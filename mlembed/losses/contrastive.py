@@ -2,7 +2,7 @@
 
 Both take L2-normalised embeddings (their dot products are cosine similarities) and divide by a *temperature*
 (0.05 in the paper; sentence-transformers' `scale` is its inverse, 20). They work on tensors, not on a model, so
-the 3D-ML loss (`mlembed.losses.matryoshka`) can call them once per exit layer and output dim from one forward pass.
+the 3D-ML loss (`mlembed.losses.objective`) can call them once per exit layer and output dim from one forward pass.
 """
 
 from __future__ import annotations
@@ -16,6 +16,11 @@ import torch.nn.functional as F
 from mlembed import distributed
 
 logger = logging.getLogger(__name__)
+
+
+def upcast(x: torch.Tensor) -> torch.Tensor:
+    """Half-precision embeddings to fp32 (differentiable); fp32 / fp64 unchanged."""
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
 
 
 def _check_temperature(temperature: float) -> None:

@@ -12,8 +12,9 @@ sentence-transformers loss are thin adapters over it, so both optimise exactly t
 
 from __future__ import annotations
 
+import functools
 import logging
-import math
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -22,107 +23,37 @@ import torch.nn.functional as F
 from torch import nn
 
 from mlembed import distributed
+from mlembed.losses.axes import check_dims, check_exit_dims, check_exit_weights, check_exits, sample_mel_rank
+from mlembed.losses.columns import as_negatives, flat_columns, split_columns
 from mlembed.losses.contrastive import (
     hard_negative_infonce,
     in_batch_targets,
     masked_infonce,
     passage_ids_from_tokens,
+    upcast,
 )
-from mlembed.losses.distill import distill_mse, score_distill_kl
+from mlembed.losses.distill import self_distill_exit, self_teacher_logits, teacher_distill_loss
 from modeling_mlembed import truncate_embeddings
 
 logger = logging.getLogger(__name__)
+_RENAMED = {"teacher": "teacher_embeddings", "self_teacher": "self_teacher_embeddings"}  # old keyword -> new
 
 
-def mrl_weights(dims: Sequence[int], full_dim: int | None = None) -> dict[int, float]:
-    """Loss weight of each MRL dim: 1 / (n sqrt(full_dim / d')), n = 1, 2, ... over the dims sorted descending.
+def _renamed_keywords(function: Callable) -> Callable:
+    """Calls with the old keywords still work, with a DeprecationWarning: embeddings were passed as `teacher=` /
+    `self_teacher=` before `teacher` came to mean only the teacher model (`step`, the Trainer, the ST loss)."""
 
-    Larger prefixes weigh more; with `full_dim` 1024 and dims 1024 ... 8 the weights are 1, .354, .167, .088, .050,
-    .030, .018, .011 (ML-Embed, as in its reference code).
+    @functools.wraps(function)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        for old, new in _RENAMED.items():
+            if old in kwargs:
+                if new in kwargs:
+                    raise TypeError(f"{function.__qualname__}: give {new}= only ({old}= is its old name)")
+                warnings.warn(f"{function.__qualname__}({old}=) is now {new}=", DeprecationWarning, stacklevel=2)
+                kwargs[new] = kwargs.pop(old)
+        return function(*args, **kwargs)
 
-    Args:
-        dims: the MRL dims trained (any order, unique).
-        full_dim: the embedding width d; default `max(dims)`.
-
-    Returns:
-        {dim: weight}, dims in descending order.
-    """
-    if not dims or any(isinstance(d, bool) or not isinstance(d, int) or d < 1 for d in dims):
-        raise ValueError(f"dims must be a non-empty list of positive integers, got {list(dims)!r}")
-    if len(set(dims)) != len(dims):
-        raise ValueError(f"dims must be unique, got {list(dims)}")
-    full_dim = max(dims) if full_dim is None else full_dim
-    if max(dims) > full_dim:
-        raise ValueError(f"dims must lie in 1..full_dim={full_dim}, got {sorted(dims)}")
-    ordered = sorted(dims, reverse=True)
-    return {d: 1.0 / (n * math.sqrt(full_dim / d)) for n, d in enumerate(ordered, start=1)}
-
-
-def sample_mel_rank(ranks: Sequence[int], generator: torch.Generator | None = None) -> int:
-    """The MEL rank for this step: k with probability k / sum(ranks), the same on every process.
-
-    Drawn on rank 0 and broadcast (`mlembed.distributed.shared_choice`), so all processes embed with the
-    same rank even when their generators differ. r=512 gives 512 .533, 256 .267, 128 .133, 64 .067.
-    """
-    if not ranks or any(isinstance(k, bool) or not isinstance(k, int) or k < 1 for k in ranks):
-        raise ValueError(f"ranks must be a non-empty list of positive integers (e.g. config.mel_ranks), got {ranks!r}")
-    ranks = sorted(set(ranks))
-    return distributed.shared_choice(ranks, weights=ranks, generator=generator)
-
-
-def _upcast(x: torch.Tensor) -> torch.Tensor:
-    """Half-precision embeddings to fp32 (differentiable); fp32 / fp64 unchanged."""
-    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
-
-
-def _as_negatives(negs: torch.Tensor, batch: int, width: int) -> torch.Tensor:
-    """(B, N, d) as given, or (B * N, d) with query i's negatives in rows i*N .. i*N + N - 1, to (B, N, d)."""
-    if negs.ndim == 2 and negs.shape[0] % batch == 0 and negs.shape[0] >= batch and negs.shape[1] == width:
-        return negs.reshape(batch, negs.shape[0] // batch, width)
-    if negs.ndim == 3 and negs.shape[0] == batch and negs.shape[1] >= 1 and negs.shape[2] == width:
-        return negs
-    raise ValueError(f"negatives must be (B, N, d) or (B * N, d) with B={batch}, d={width}, got {tuple(negs.shape)}")
-
-
-def _check_exits(exit_q: Mapping, exit_p: Mapping, exit_negs: Mapping | None, exits: Sequence[int] | None) -> list:
-    available = sorted(exit_q)
-    if not available:
-        raise ValueError("exit_q is empty; call the model with exits=True")
-    if sorted(exit_p) != available or (exit_negs is not None and sorted(exit_negs) != available):
-        raise ValueError(
-            f"exit_q, exit_p and exit_negs must have the same exit layers, got {available}, "
-            f"{sorted(exit_p)}, {None if exit_negs is None else sorted(exit_negs)}"
-        )
-    chosen = available if exits is None else sorted(set(exits))
-    if not chosen or any(layer not in available for layer in chosen):
-        raise ValueError(f"exits must be a non-empty subset of the exit layers given {available}, got {exits!r}")
-    return chosen
-
-
-def _check_dims(dims: Sequence[int], width: int, weights: Mapping[int, float] | None) -> dict[int, float]:
-    if not dims or any(isinstance(d, bool) or not isinstance(d, int) or not 1 <= d <= width for d in dims):
-        raise ValueError(
-            f"dims must be a non-empty list of integers in 1..{width} (the embedding width), got {dims!r}"
-        )
-    if weights is None:
-        return mrl_weights(list(dict.fromkeys(dims)), full_dim=width)
-    missing = [d for d in dims if d not in weights]
-    if missing:
-        raise ValueError(f"weights must give a weight for every dim in {sorted(set(dims))}, missing {missing}")
-    return {d: float(weights[d]) for d in sorted(set(dims), reverse=True)}
-
-
-def _teacher_loss(
-    q: torch.Tensor, p: torch.Tensor, negs: torch.Tensor | None, teacher: Sequence[torch.Tensor | None]
-) -> torch.Tensor:
-    """Distillation of one exit: MSE of queries, positives and negatives to the teacher's first d dims."""
-    if len(teacher) != 3:
-        raise ValueError("teacher must be a tuple (teacher_q, teacher_p, teacher_negs); teacher_negs may be None")
-    loss = distill_mse(q, teacher[0]) + distill_mse(p, teacher[1])
-    if negs is not None and teacher[2] is not None:
-        t_negs = _as_negatives(teacher[2], q.shape[0], teacher[2].shape[-1])
-        loss = loss + distill_mse(negs, t_negs)
-    return loss
+    return wrapper
 
 
 def _dim_losses(
@@ -150,67 +81,7 @@ def _dim_losses(
     return losses
 
 
-def _candidate_logits(
-    q: torch.Tensor,
-    p: torch.Tensor,
-    negs: torch.Tensor | None,
-    candidates: torch.Tensor | None,
-    dim: int,
-    temperature: float,
-) -> torch.Tensor:
-    """Scores of each query over the candidates its contrastive losses see, at the prefix `dim`: the in-batch
-    positives (else its own positive), then its own hard negatives.
-
-    Shapes:
-        q, p: (B, d); negs: (B, N, d) or None; candidates: (W * B, d) or None -> (B, W * B + N) or (B, 1 + N)
-    """
-    q_d = truncate_embeddings(q, dim)  # (B, d')
-    if candidates is not None:
-        logits = [q_d @ truncate_embeddings(candidates, dim).T]  # (B, W * B)
-    else:
-        logits = [(q_d * truncate_embeddings(p, dim)).sum(-1, keepdim=True)]  # (B, 1)
-    if negs is not None:
-        logits.append(torch.einsum("bd,bnd->bn", q_d, truncate_embeddings(negs, dim)))  # (B, N)
-    return torch.cat(logits, dim=1) / temperature
-
-
-def _self_distill_exit(
-    student: tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None],
-    teacher_logits: torch.Tensor,
-    dims: Sequence[int],
-    exclude: torch.Tensor | None,
-    temperature: float,
-    skip_dim: int | None,
-) -> dict[int, torch.Tensor]:
-    """KL of the teacher's score distribution to this exit's at every dim (`skip_dim`: the teacher itself)."""
-    q, p, negs, candidates = student
-    return {
-        dim: score_distill_kl(_candidate_logits(q, p, negs, candidates, dim, temperature), teacher_logits, exclude)
-        for dim in dims
-        if dim != skip_dim
-    }
-
-
-def _self_teacher_logits(
-    teacher: Sequence[torch.Tensor | None],
-    batch: int,
-    use_in_batch: bool,
-    gather: bool,
-    temperature: float,
-) -> torch.Tensor:
-    """The full setting's scores (detached): its queries over its own in-batch positives (gathered) and negatives.
-
-    Shapes:
-        teacher: ((B, D), (B, D), (B, N, D) or (B * N, D) or None) -> (B, W * B + N) or (B, 1 + N)
-    """
-    if len(teacher) != 3:
-        raise ValueError("self_teacher must be a tuple (teacher_q, teacher_p, teacher_negs); teacher_negs may be None")
-    q, p = _upcast(teacher[0].detach()), _upcast(teacher[1].detach())
-    negs = None if teacher[2] is None else _upcast(_as_negatives(teacher[2].detach(), batch, q.shape[-1]))
-    candidates = (distributed.gather(p) if gather else p) if use_in_batch else None
-    return _candidate_logits(q, p, negs, candidates, q.shape[-1], temperature)
-
-
+@_renamed_keywords
 def three_d_loss(
     exit_q: Mapping[int, torch.Tensor],
     exit_p: Mapping[int, torch.Tensor],
@@ -223,11 +94,11 @@ def three_d_loss(
     passage_ids: torch.Tensor | None = None,
     gather: bool = True,
     exits: Sequence[int] | None = None,
-    teacher: Sequence[torch.Tensor | None] | None = None,
+    teacher_embeddings: Sequence[torch.Tensor | None] | None = None,
     kd_weight: float = 0.0,
     exit_weights: Mapping[int, float] | None = None,
     self_distill: float = 0.0,
-    self_teacher: Sequence[torch.Tensor | None] | None = None,
+    self_teacher_embeddings: Sequence[torch.Tensor | None] | None = None,
     exit_dims: Mapping[int, Sequence[int]] | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The ML-Embed training loss over the depth (MLL) and output (MRL) axes from one forward pass.
@@ -241,7 +112,7 @@ def three_d_loss(
 
     Self-distillation (`self_distill` > 0, not in the paper): the model's own full setting (the deepest exit, full
     width, full MEL rank), detached, teaches every other setting to rank the step's candidates as it does (KL of the
-    score distributions, `score_distill_kl`). The teacher is `self_teacher` (the full-rank embeddings, from a second
+    score distributions, `score_distill_kl`). The teacher is `self_teacher_embeddings` (the full rank's, from a second
     forward when the step's rank is lower) or, by default, the deepest exit of this pass at its full width, which is
     then not its own student.
 
@@ -264,12 +135,14 @@ def three_d_loss(
             `in_batch_infonce`).
         gather: in-batch candidates from all processes (gathered with gradient, once per exit).
         exits: subset of the exit layers to use; default all given. `[last layer]` alone = MLL off.
-        teacher: `(teacher_q, teacher_p, teacher_negs)` embeddings of a frozen teacher at its own full settings
+        teacher_embeddings: `(teacher_q, teacher_p, teacher_negs)` embeddings of a frozen teacher at its own full
+            settings
             (width D >= d, un-normalised, e.g. its `exit_embeddings[its last layer]`), compared with every exit.
         kd_weight: weight of the distillation term; 0 skips it.
         exit_weights: {exit layer: weight} for the chosen exits (missing ones weigh 1); default all 1 (the paper).
         self_distill: weight of the self-distillation term; 0 skips it.
-        self_teacher: `(q, p, negs)` full-width embeddings of the full setting for self-distillation (detached
+        self_teacher_embeddings: `(q, p, negs)` full-width embeddings of the full setting for self-distillation
+            (detached
             here); default the deepest chosen exit of `exit_q`, `exit_p`, `exit_negs`.
         exit_dims: {exit layer: dims} to train only those (exit, dim) pairs at the listed exits, each with weight 1
             (Starbucks' diagonal pairs, arXiv 2410.13230); unlisted exits train every dim of `dims`.
@@ -281,7 +154,7 @@ def three_d_loss(
         | exit_q    | {l: (B, d)}                   | queries, per exit layer                       |
         | exit_p    | {l: (B, d)}                   | positives, per exit layer                     |
         | exit_negs | {l: (B, N, d) or (B * N, d)}  | hard negatives, per exit layer                |
-        | teacher   | ((B, D), (B, D), (B, N, D))   | teacher embeddings (optional)                 |
+        | teacher_e.| ((B, D), (B, D), (B, N, D))   | teacher embeddings (optional)                 |
         +-----------+-------------------------------+-----------------------------------------------+
 
     Returns:
@@ -306,9 +179,9 @@ def three_d_loss(
         >>> sorted(parts)[:2]
         ['exit2/dim16/hard_negative', 'exit2/dim16/in_batch']
     """
-    if not (use_in_batch or use_hard_negatives or (teacher is not None and kd_weight > 0)):
+    if not (use_in_batch or use_hard_negatives or (teacher_embeddings is not None and kd_weight > 0)):
         raise ValueError(
-            "nothing to compute: enable use_in_batch, use_hard_negatives, or give a teacher with kd_weight > 0"
+            "nothing to compute: enable use_in_batch, use_hard_negatives, or give teacher_embeddings and kd_weight > 0"
         )
     if use_hard_negatives and exit_negs is None:
         raise ValueError("use_hard_negatives=True needs exit_negs; pass use_hard_negatives=False for pairs only")
@@ -316,31 +189,35 @@ def three_d_loss(
         raise ValueError(
             f"temperature must be > 0 and kd_weight, self_distill >= 0, got {temperature}, {kd_weight}, {self_distill}"
         )
-    chosen = _check_exits(exit_q, exit_p, exit_negs if use_hard_negatives else None, exits)
+    chosen = check_exits(exit_q, exit_p, exit_negs if use_hard_negatives else None, exits)
     batch, width = exit_q[chosen[0]].shape
-    weights_by_dim = _check_dims(dims, width, weights)
-    pairs = _check_exit_dims(exit_dims, chosen, width, weights_by_dim)
-    by_exit = _check_exit_weights(exit_weights, chosen)
+    weights_by_dim = check_dims(dims, width, weights)
+    pairs = check_exit_dims(exit_dims, chosen, width, weights_by_dim)
+    by_exit = check_exit_weights(exit_weights, chosen)
     targets = None
     if use_in_batch:  # labels and duplicate mask shared by every exit and dim
         targets = in_batch_targets(batch, passage_ids, gather=gather, device=exit_q[chosen[0]].device)
-    teacher_logits, own_teacher = None, self_teacher is None
+    teacher_logits, own_teacher = None, self_teacher_embeddings is None
     if self_distill > 0:
         deepest = chosen[-1]
-        source = self_teacher or (exit_q[deepest], exit_p[deepest], exit_negs[deepest] if use_hard_negatives else None)
-        teacher_logits = _self_teacher_logits(source, batch, use_in_batch, gather, temperature)
+        source = self_teacher_embeddings or (
+            exit_q[deepest],
+            exit_p[deepest],
+            exit_negs[deepest] if use_hard_negatives else None,
+        )
+        teacher_logits = self_teacher_logits(source, batch, use_in_batch, gather, temperature)
     exclude = None
     if teacher_logits is not None and targets is not None and targets[1] is not None:  # duplicates, then negatives
         exclude = F.pad(targets[1], (0, teacher_logits.shape[1] - targets[1].shape[1]), value=False)
     total, parts, distilled = torch.zeros((), device=exit_q[chosen[0]].device), {}, []
     for layer in chosen:
-        q, p = _upcast(exit_q[layer]), _upcast(exit_p[layer])  # similarities / temperature need fp32 under bf16
+        q, p = upcast(exit_q[layer]), upcast(exit_p[layer])  # similarities / temperature need fp32 under bf16
         if q.shape != (batch, width) or p.shape != (batch, width):
             raise ValueError(
                 f"exit {layer}: queries and positives must be ({batch}, {width}), got "
                 f"{tuple(q.shape)} and {tuple(p.shape)}"
             )
-        negs = _upcast(_as_negatives(exit_negs[layer], batch, width)) if use_hard_negatives else None  # (B, N, d)
+        negs = upcast(as_negatives(exit_negs[layer], batch, width)) if use_hard_negatives else None  # (B, N, d)
         candidates = None
         if use_in_batch:  # one differentiable gather per exit, sliced per dim below
             candidates = distributed.gather_with_grad(p, check_shapes=layer == chosen[0]) if gather else p
@@ -348,14 +225,14 @@ def three_d_loss(
             for kind, loss in _dim_losses(q, p, negs, candidates, targets, dim, temperature).items():
                 parts[f"exit{layer}/dim{dim}/{kind}"] = loss.detach()
                 total = total + by_exit[layer] * weight * loss
-        if teacher is not None and kd_weight > 0:
-            loss = _teacher_loss(q, p, negs, teacher)
+        if teacher_embeddings is not None and kd_weight > 0:
+            loss = teacher_distill_loss(q, p, negs, teacher_embeddings)
             parts[f"exit{layer}/kd"] = loss.detach()
             total = total + by_exit[layer] * kd_weight * loss
         if teacher_logits is not None:
             skip = width if own_teacher and layer == chosen[-1] else None
             student = (q, p, negs, candidates)
-            for dim, loss in _self_distill_exit(
+            for dim, loss in self_distill_exit(
                 student, teacher_logits, pairs[layer], exclude, temperature, skip
             ).items():
                 parts[f"exit{layer}/dim{dim}/self_kd"] = loss.detach()
@@ -364,32 +241,6 @@ def three_d_loss(
     if distilled:
         total = total + self_distill * torch.stack(distilled).mean()
     return total, parts
-
-
-def _check_exit_dims(
-    exit_dims: Mapping[int, Sequence[int]] | None, chosen: Sequence[int], width: int, weights: dict[int, float]
-) -> dict[int, dict[int, float]]:
-    """{exit: {dim: weight}}: the listed exits' own dims (weight 1 each), every other exit all dims and weights."""
-    exit_dims = dict(exit_dims or {})
-    unknown = sorted(set(exit_dims) - set(chosen))
-    if unknown:
-        raise ValueError(f"exit_dims name exits {unknown} outside the exits used {list(chosen)}")
-    for layer, dims in exit_dims.items():
-        if not dims or any(isinstance(d, bool) or not isinstance(d, int) or not 1 <= d <= width for d in dims):
-            raise ValueError(f"exit_dims[{layer}] must be a non-empty list of integers in 1..{width}, got {dims!r}")
-    return {layer: {d: 1.0 for d in exit_dims[layer]} if layer in exit_dims else weights for layer in chosen}
-
-
-def _check_exit_weights(exit_weights: Mapping[int, float] | None, chosen: Sequence[int]) -> dict[int, float]:
-    """{exit: weight} for the chosen exits; missing exits weigh 1, weights must be >= 0 and not all 0."""
-    exit_weights = dict(exit_weights or {})
-    unknown = sorted(set(exit_weights) - set(chosen))
-    if unknown:
-        raise ValueError(f"exit_weights name exits {unknown} outside the exits used {list(chosen)}")
-    by_exit = {layer: float(exit_weights.get(layer, 1.0)) for layer in chosen}
-    if any(not math.isfinite(w) or w < 0 for w in by_exit.values()) or not sum(by_exit.values()) > 0:
-        raise ValueError(f"exit_weights must be finite, >= 0 and not all 0, got {exit_weights}")
-    return by_exit
 
 
 class ThreeDObjective(nn.Module):
@@ -539,37 +390,50 @@ class ThreeDObjective(nn.Module):
             passage_ids = passage_ids_from_tokens(
                 batch["input_ids"][size : 2 * size], batch["attention_mask"][size : 2 * size]
             )
-        targets = None
+        teacher_embeddings = None
         if teacher is not None and self.kd_weight > 0:
             with torch.no_grad():
-                targets = teacher(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).embeddings
+                teacher_embeddings = teacher(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+            teacher_embeddings = teacher_embeddings.embeddings
         total, parts = self(
-            exits, num_columns, passage_ids=passage_ids, use_in_batch=use_in_batch, teacher=targets, self_teacher=full
+            exits,
+            num_columns,
+            passage_ids=passage_ids,
+            use_in_batch=use_in_batch,
+            teacher_embeddings=teacher_embeddings,
+            self_teacher_embeddings=full,
         )
         return total, parts, rank
 
+    @_renamed_keywords
     def forward(
         self,
         exit_embeddings: Mapping[int, torch.Tensor],
         num_columns: int,
         passage_ids: torch.Tensor | None = None,
         use_in_batch: bool = True,
-        teacher: torch.Tensor | None = None,
-        self_teacher: torch.Tensor | None = None,
+        teacher_embeddings: torch.Tensor | None = None,
+        self_teacher_embeddings: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """`three_d_loss` of a flat batch of columns (queries, positives, then every negative column).
 
-        `self_teacher`: the full setting's embeddings of the same columns (self-distillation at a lower step rank);
-        default the deepest exit of `exit_embeddings`.
+        `teacher_embeddings`: a frozen teacher's embeddings of the same columns (distillation, `kd_weight` > 0);
+        `self_teacher_embeddings`: the full setting's (self-distillation at a lower step rank), default the deepest
+        exit of `exit_embeddings`.
 
         Shapes:
-            exit_embeddings[l]: (C * B, d); passage_ids: (B,); teacher, self_teacher: (C * B, D) -> total: ()
+            exit_embeddings[l]: (C * B, d); passage_ids: (B,); teacher_embeddings, self_teacher_embeddings:
+            (C * B, D) -> total: ()
         """
         exit_q, exit_p, exit_negs = split_columns(exit_embeddings, num_columns)
         teacher_columns = None
-        if teacher is not None and self.kd_weight > 0:
-            teacher_columns = _columns(teacher, num_columns)
-        own_columns = _columns(self_teacher, num_columns) if self_teacher is not None and self.self_distill else None
+        if teacher_embeddings is not None and self.kd_weight > 0:
+            teacher_columns = flat_columns(teacher_embeddings, num_columns)
+        own_columns = (
+            flat_columns(self_teacher_embeddings, num_columns)
+            if self_teacher_embeddings is not None and self.self_distill
+            else None
+        )
         return three_d_loss(
             exit_q,
             exit_p,
@@ -582,56 +446,10 @@ class ThreeDObjective(nn.Module):
             passage_ids=passage_ids,
             gather=self.gather,
             exits=self.exits,
-            teacher=teacher_columns,
+            teacher_embeddings=teacher_columns,
             kd_weight=self.kd_weight,
             exit_weights=self.exit_weights,
             self_distill=self.self_distill,
-            self_teacher=own_columns,
+            self_teacher_embeddings=own_columns,
             exit_dims=self.exit_dims,
         )
-
-
-def _columns(flat: torch.Tensor, num_columns: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    """(queries, positives, negatives or None) of one flat (C * B, D) embedding batch."""
-    q, p, n = split_columns({0: flat}, num_columns)
-    return q[0], p[0], None if n is None else n[0]
-
-
-def split_columns(
-    exit_embeddings: Mapping[int, torch.Tensor], num_columns: int
-) -> tuple[dict[int, torch.Tensor], dict[int, torch.Tensor], dict[int, torch.Tensor] | None]:
-    """Queries, positives and negatives (B, N, d) of a flat column batch, per exit.
-
-    Shapes:
-        exit_embeddings[l]: (C * B, d) -> q[l], p[l]: (B, d); negs[l]: (B, C - 2, d), or None when C = 2.
-    """
-    if not isinstance(num_columns, int) or num_columns < 2:
-        raise ValueError(f"num_columns must be an integer >= 2 (queries, positives[, negatives]), got {num_columns!r}")
-    q, p, n = {}, {}, {}
-    for layer, emb in exit_embeddings.items():
-        if emb.ndim != 2 or emb.shape[0] % num_columns:
-            raise ValueError(
-                f"exit {layer}: embeddings must be (num_columns * B, d) with num_columns={num_columns}, "
-                f"got {tuple(emb.shape)}"
-            )
-        columns = emb.unflatten(0, (num_columns, -1))  # (C, B, d)
-        q[layer], p[layer] = columns[0], columns[1]
-        if num_columns > 2:
-            n[layer] = columns[2:].transpose(0, 1)  # (B, N, d)
-    return q, p, (n if num_columns > 2 else None)
-
-
-def stack_columns(columns: Sequence[Mapping[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-    """Tokenised columns (each B rows, own width) as one right-padded flat batch, the layout `ThreeDObjective` reads.
-
-    Shapes:
-        columns[c]["input_ids"]: (B, T_c) -> input_ids, attention_mask[, token_type_ids]: (C * B, max T_c)
-    """
-    if not columns:
-        raise ValueError("columns must not be empty")
-    rows = {c["input_ids"].shape[0] for c in columns}
-    if len(rows) != 1:
-        raise ValueError(f"every column needs the same number of rows, got {sorted(rows)}")
-    width = max(c["input_ids"].shape[1] for c in columns)
-    keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if all(k in c for c in columns)]
-    return {key: torch.cat([F.pad(c[key], (0, width - c[key].shape[1]), value=0) for c in columns]) for key in keys}

@@ -24,7 +24,8 @@ import torch
 from torch import Tensor, nn
 
 from mlembed import CITATION
-from mlembed.losses.objective import ThreeDObjective, stack_columns
+from mlembed.losses.columns import stack_columns
+from mlembed.losses.objective import ThreeDObjective
 
 logger = logging.getLogger(__name__)
 

@@ -4,8 +4,10 @@ It is a *user* of the library (data source, recipe, export, evaluation, demo), k
 
 * `debian`: Debian's translated package descriptions as (summary, description) retrieval pairs (the training
   data and the in-domain held-out split);
-* `pipeline`: the steps (data, convert, train, train-plain, export, eval), each cached, and the demo;
+* `catalogues`: the out-of-domain test set (program messages translated from English, never trained on);
+* `pipeline`: the steps (data, data-ood, convert, train, train-plain, export, eval), each cached;
+* `report`: the tables and the goals; `demo`: the search demo at two elastic settings;
 * `configs/`: the recipes (`mini.json`, `mini-plain.json`), shipped inside the package.
 
-Run: `mlembed mini` or `python -m mlembed.mini`.
+Run: `mlembed mini`.
 """

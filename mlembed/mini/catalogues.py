@@ -32,8 +32,7 @@ Output (the layout of ``mlembed.mini.debian``'s eval files, readable by ``mlembe
 ``<out>/eval/catalogues_test.parquet`` with ``query``, ``passage``, ``language``, ``package``, and
 ``<out>/summary.json`` (counts per language and skip reason, packages with versions, caps, seed).
 
-Run: ``mlembed data catalogues data/catalogues --languages pl,vi,de,fr,es,it,pt,ru,ja`` (or
-``python -m mlembed.mini.catalogues``).
+Run: ``mlembed data catalogues data/catalogues --languages pl,vi,de,fr,es,it,pt,ru,ja``.
 """
 
 from __future__ import annotations
@@ -49,7 +48,6 @@ import shlex
 import shutil
 import struct
 import subprocess
-import sys
 import tarfile
 import time
 from collections import Counter, defaultdict
@@ -529,9 +527,3 @@ def build_catalogue_testset(
     summary["seconds"] = round(time.perf_counter() - start, 1)
     (Path(out_dir) / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False))
     return summary
-
-
-if __name__ == "__main__":  # `python -m mlembed.mini.catalogues OUT ...` is `mlembed data catalogues OUT ...`
-    from mlembed.cli import main
-
-    raise SystemExit(main(["data", "catalogues", *sys.argv[1:]]))

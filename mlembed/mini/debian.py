@@ -21,7 +21,7 @@ The split is held out by package: a package's split depends only on a hash of it
 paragraph (or of its name when there is no English text), so a package, and its sibling packages
 that share that paragraph (``libfoo1`` / ``libfoo-dev``), land in the same split in every language.
 
-Run: ``mlembed data debian data/debian --languages en,pl,vi,de,fr`` (or ``python -m mlembed.mini.debian``).
+Run: ``mlembed data debian data/debian --languages en,pl,vi,de,fr``.
 """
 
 from __future__ import annotations
@@ -37,7 +37,6 @@ import re
 import shlex
 import shutil
 import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -509,13 +508,3 @@ def _write_eval(out_dir: Path, eval_rows: dict[str, list[dict]]) -> list[str]:
         pd.DataFrame(rows, columns=["query", "passage", "language", "package"]).to_parquet(path, index=False)
         written.append(str(path))
     return written
-
-
-if __name__ == "__main__":  # `python -m mlembed.mini.debian OUT ...` is `mlembed data debian OUT ...`
-    from mlembed.cli import main
-
-    raise SystemExit(main(["data", "debian", *sys.argv[1:]]))
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

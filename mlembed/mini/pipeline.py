@@ -18,7 +18,7 @@ or env `MLEMBED_CACHE`):
 7. eval: nDCG@10 on both held-out sets for the three models at full, layers=3, dim=96, rank=64 and all three;
 8. demo: multilingual semantic search at two elastic settings, then the eval tables and the goals.
 
-Run: `mlembed mini` or `python -m mlembed.mini` (or `./quickstart.sh`); `--skip-ablation` skips step 5 (its table
+Run: `mlembed mini` (or `./quickstart.sh`); `--skip-ablation` skips step 5 (its table
 rows go missing); `--smoke` runs every step on a slice of the data with a few training steps (a check, not a model).
 Both trainings run under bf16 autocast where the CPU has native bf16 instructions (`precision_overrides`), in fp32
 elsewhere or with `--set training.bf16=false`.
@@ -38,6 +38,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mlembed.mini.demo import print_demo
+from mlembed.mini.report import EVAL_SETS, REDUCED, goals_table, results_table
+
 logger = logging.getLogger(__name__)
 
 REPO_ID = "ml-embed/mini"
@@ -45,24 +48,7 @@ CONFIGS = Path(__file__).resolve().parent / "configs"  # shipped inside the pack
 LANGUAGES = ("en", "pl", "vi", "de", "fr", "es", "it", "pt", "ru", "ja")
 TRAIN_PER_LANGUAGE, TEST_PER_LANGUAGE = 2000, 100
 EVAL_MAX_LENGTH = 128
-REDUCED = {"layers": 3, "dim": 96, "rank": 64}  # the elastic setting of the table and the demo
-EVAL_SETS = (  # name, title: the two held-out sets every table reports
-    ("debian", "held-out Debian split (in domain: package summary -> description, same language)"),
-    ("catalogues", "program messages (out of domain: translated message -> English original)"),
-)
 NO_PROMPTS = {"query": "", "document": ""}  # MiniLM was trained without instructions
-MODELS = (  # eval name, label in the table
-    ("stock", "all-MiniLM-L6-v2 (stock)"),
-    ("plain", "plain fine-tuning"),
-    ("mini", "ml-embed-mini (3D-ML)"),
-)
-COLUMNS = (
-    ("full", "full"),
-    ("layers", "layers=3"),
-    ("dim", "dim=96"),
-    ("rank", "rank=64"),
-    ("combined", "layers=3 + dim=96 + rank=64"),
-)
 
 
 @dataclass(frozen=True)
@@ -174,7 +160,7 @@ def build_ood(paths: MiniPaths, **kwargs: Any) -> dict:
 
 def convert_stock(paths: MiniPaths, base: str | None = None) -> Path:
     """The baseline as an ML-Embed folder: dense embedding (mel_rank None), MiniLM's own (empty) prompts."""
-    from mlembed.convert import convert_base
+    from mlembed.export.convert import convert_base
 
     spec = load_recipe("mini.json", base or minilm_path(), paths).model
     convert_base(
@@ -222,7 +208,7 @@ def train(config: Any) -> Path:
 
 def export(paths: MiniPaths, repo_id: str = REPO_ID) -> Path:
     """Hub folder of ml-embed-mini, installed into the HF cache as `repo_id` (idempotent)."""
-    from mlembed.hub import export_hub, install_into_cache
+    from mlembed.export.hub import export_hub, install_into_cache
 
     export_hub(paths.run("mini") / "final", paths.hub, repo_id=repo_id, max_seq_length=EVAL_MAX_LENGTH)
     return install_into_cache(paths.hub, repo_id)
@@ -278,153 +264,6 @@ def evaluate(paths: MiniPaths, models: dict[str, Path], batch_size: int = 64) ->
     (paths.eval / "results.json").write_text(json.dumps(report, indent=2) + "\n")
     (paths.eval / "table.md").write_text(report["table"] + "\n" + report["goals"], encoding="utf-8")
     return report
-
-
-# ------------------------------------------------------------------------------------------------------ tables
-def _by_axis(results: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    return {r["axis"]: r for r in results}
-
-
-def _set_title(name: str, report: dict[str, Any]) -> str:
-    title = dict(EVAL_SETS).get(name, name)
-    return f"{title}, {report['n_queries']} queries / {report['n_documents']} passages"
-
-
-def results_table(sets: dict[str, dict[str, Any]], labels: dict[str, str] | None = None) -> str:
-    """Markdown: nDCG@10 per setting on each held-out set, encode speed (first set), nDCG@10 per language per set."""
-    labels = {**dict(MODELS), **(labels or {})}
-    head = "| model | " + " | ".join(title for _, title in COLUMNS) + " |\n|---|" + "---:|" * len(COLUMNS) + "\n"
-    parts = []
-    for number, (name, report) in enumerate(sets.items()):
-        quality = f"**nDCG@10, {_set_title(name, report)}** (* = dense model, rank n/a: layers=3 + dim=96 only)\n\n"
-        quality += head
-        speed = "**encode speed**, texts/s (queries + passages; dim does not change the compute)\n\n" + head
-        for model, rows in report["models"].items():
-            cells = _by_axis(rows)
-            row_q, row_s = [], []
-            for axis, _ in COLUMNS:
-                r = cells.get(axis)
-                star = "*" if axis == "combined" and r is not None and r["rank"] is None else ""
-                row_q.append("n/a" if r is None else f"{r['ndcg_at_10']:.3f}{star}")
-                row_s.append("n/a" if r is None else f"{r['throughput']:.0f}")
-            quality += f"| {labels.get(model, model)} | " + " | ".join(row_q) + " |\n"
-            speed += f"| {labels.get(model, model)} | " + " | ".join(row_s) + " |\n"
-        parts.append(quality)
-        if number == 0:
-            parts.append(speed)
-    for name, report in sets.items():
-        parts.append(language_table(report["models"], dict(EVAL_SETS).get(name, name), labels))
-    return "\n".join(parts)
-
-
-def language_table(
-    results: dict[str, Sequence[dict[str, Any]]],
-    title: str,
-    labels: dict[str, str] | None = None,
-    settings: Sequence[tuple[str, str]] = (("full", "full"), ("combined", "reduced")),
-) -> str:
-    """Markdown: nDCG@10 per language of every model at the given settings (axis, label)."""
-    labels = labels or dict(MODELS)
-    languages = sorted({lang for rows in results.values() for r in rows for lang in r.get("by_language", {})})
-    shown = " / ".join(label for _, label in settings)
-    text = f"**nDCG@10 per language, {title}** ({shown}; reduced = layers=3 + dim=96 + rank=64)\n\n"
-    text += "| model | setting | " + " | ".join(languages) + " |\n|---|---|" + "---:|" * len(languages) + "\n"
-    for name, rows in results.items():
-        cells = _by_axis(rows)
-        for axis, setting in settings:
-            if axis not in cells:
-                continue
-            scores = cells[axis]["by_language"]
-            values = [f"{scores[lang]['ndcg_at_10']:.3f}" if lang in scores else "-" for lang in languages]
-            text += f"| {labels.get(name, name)} | {setting} | " + " | ".join(values) + " |\n"
-    return text
-
-
-# The goals of ml-embed-mini against plain fine-tuning (issue 12), on every held-out set, in nDCG@10.
-FULL_MARGIN, LAYERS_KEEP, DIM_KEEP = 0.01, 0.80, 0.95
-
-
-def goal_checks(model: Sequence[dict[str, Any]], plain: Sequence[dict[str, Any]]) -> dict[str, tuple[str, bool]]:
-    """{goal: (the numbers, met)}: full >= plain - 1 point; layers=3 keeps >= 80% and dim=96 >= 95% of the model's
-    own full score; layers=3 and dim=96 beat plain fine-tuning cut the same way."""
-    m, p = _by_axis(model), _by_axis(plain)
-    full, layers, dim = (m[axis]["ndcg_at_10"] for axis in ("full", "layers", "dim"))
-    p_full, p_layers, p_dim = (p[axis]["ndcg_at_10"] for axis in ("full", "layers", "dim"))
-    return {
-        "full >= plain - 0.01": (f"{full:.3f} vs {p_full:.3f}", full >= p_full - FULL_MARGIN),
-        "layers=3 >= 80% of full": (f"{layers / full:.1%}", layers >= LAYERS_KEEP * full),
-        "dim=96 >= 95% of full": (f"{dim / full:.1%}", dim >= DIM_KEEP * full),
-        "layers=3 > plain layers=3": (f"{layers:.3f} vs {p_layers:.3f}", layers > p_layers),
-        "dim=96 > plain dim=96": (f"{dim:.3f} vs {p_dim:.3f}", dim > p_dim),
-    }
-
-
-def goals_table(sets: dict[str, dict[str, Any]], model: str = "mini", plain: str = "plain") -> str:
-    """Markdown: each goal of ml-embed-mini against plain fine-tuning on each held-out set, met or missed."""
-    rows = {
-        name: goal_checks(report["models"][model], report["models"][plain])
-        for name, report in sets.items()
-        if model in report["models"] and plain in report["models"]
-    }
-    if not rows:
-        return ""
-    goals = list(next(iter(rows.values())))
-    text = "**goals** (nDCG@10, ml-embed-mini against plain fine-tuning)\n\n| held-out set | " + " | ".join(goals)
-    text += " |\n|---|" + "---|" * len(goals) + "\n"
-    for name, checks in rows.items():
-        cells = [f"{value} {'met' if ok else '**missed**'}" for value, ok in checks.values()]
-        text += f"| {name} | " + " | ".join(cells) + " |\n"
-    return text
-
-
-# -------------------------------------------------------------------------------------------------------- demo
-DEMO_CORPUS = (
-    ("en", "apt installs, upgrades and removes software packages on Debian systems."),
-    ("fr", "Le gestionnaire de paquets dpkg installe les fichiers .deb sur le système."),
-    ("de", "Mit git verwaltet man Versionen von Quellcode und arbeitet im Team zusammen."),
-    ("it", "Il compilatore gcc traduce il codice sorgente C in programmi eseguibili."),
-    ("pl", "Przepis na pierogi: ugotuj ziemniaki, zagnieć ciasto z mąki i wody, nadziej i gotuj."),
-    ("es", "Receta de paella: arroz, azafrán, pollo y mariscos cocinados en una sartén grande."),
-    ("vi", "Phở bò là món ăn truyền thống của Việt Nam, gồm bánh phở, thịt bò và nước dùng."),
-    ("en", "Bake the bread at 220 degrees for forty minutes until the crust is golden."),
-    ("de", "Morgen wird es in Berlin regnerisch und windig, bei Temperaturen um zehn Grad."),
-    ("pl", "Jutro w Warszawie słonecznie, temperatura do dwudziestu pięciu stopni."),
-    ("vi", "Dự báo thời tiết: ngày mai Hà Nội có mưa rào và dông."),
-    ("fr", "Il neigera demain sur les Alpes ; les routes de montagne seront fermées."),
-)
-DEMO_QUERIES = (
-    "How do I install software packages?",
-    "przepis na obiad",
-    "Wie wird das Wetter morgen?",
-    "thời tiết ngày mai",
-)
-
-
-def demo(model: Any, top: int = 3, width: int = 44) -> str:
-    """Top hits per query at the full setting and at layers=3, dim=96, rank=64, side by side."""
-    import numpy as np
-
-    texts = [text for _, text in DEMO_CORPUS]
-    settings = {"full": {}, "layers=3 dim=96 rank=64": dict(REDUCED)}
-    if model.mel is None:
-        settings = {"full": {}, "layers=3 dim=96": {"layers": REDUCED["layers"], "dim": REDUCED["dim"]}}
-    hits = {}
-    for label, kwargs in settings.items():
-        docs = model.encode(texts, prompt_name="document", **kwargs)  # (N, dim)
-        queries = model.encode(list(DEMO_QUERIES), prompt_name="query", **kwargs)  # (Q, dim)
-        hits[label] = queries @ docs.T  # (Q, N) cosine similarities
-    lines = ["  " + " | ".join(f"{label:<{width}}" for label in settings)]
-    for q, query in enumerate(DEMO_QUERIES):
-        lines.append(f"query: {query}")
-        ranked = {label: np.argsort(-scores[q])[:top] for label, scores in hits.items()}
-        for i in range(top):
-            cells = []
-            for label, scores in hits.items():
-                j = ranked[label][i]
-                lang, text = DEMO_CORPUS[j]
-                cells.append(f"{scores[q, j]:.3f} [{lang}] {text[: width - 13]:<{width - 13}}")
-            lines.append("  " + " | ".join(cells))
-    return "\n".join(lines)
 
 
 # ---------------------------------------------------------------------------------------------------- pipeline
@@ -556,7 +395,7 @@ SMOKE_OVERRIDES = (
 
 
 def run(args: argparse.Namespace) -> int:
-    """`mlembed mini` / `python -m mlembed.mini`: the steps not done yet, the demo, the table."""
+    """`mlembed mini`: the steps not done yet, the demo, the table."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # everything is local; no Hub round trips
     cache = args.cache_dir or default_cache_dir()
@@ -588,12 +427,3 @@ def run(args: argparse.Namespace) -> int:
     print(report["goals"])
     print(f"cache: {paths.root}  ({time.perf_counter() - start:.0f} s)")
     return 0
-
-
-def print_demo(repo_id: str = REPO_ID) -> None:
-    """The demo through the installed model id, as a user would load it."""
-    from transformers import AutoModel
-
-    model = AutoModel.from_pretrained(repo_id, trust_remote_code=True).eval()
-    print(f"\nMultilingual semantic search with {repo_id} ({len(DEMO_CORPUS)} texts, cosine scores):\n")
-    print(demo(model))

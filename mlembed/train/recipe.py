@@ -27,7 +27,7 @@ def build_model(config: TrainConfig) -> tuple[Any, Any]:
     remote code only with `model.trust_remote_code`)."""
     from transformers import AutoModel
 
-    from mlembed.convert import add_mel, from_backbone, is_mlembed_folder, load_tokenizer
+    from mlembed.export.convert import add_mel, from_backbone, is_mlembed_folder, load_tokenizer
     from modeling_mlembed import MLEmbedModel
 
     spec = config.model
@@ -147,7 +147,7 @@ def run(config: TrainConfig, resume_from_checkpoint: str | bool | None = None, *
     final = Path(trainer.args.output_dir) / "final"
     trainer.save_model(str(final))
     if config.export.hub and trainer.is_world_process_zero():
-        from mlembed.hub import export_hub
+        from mlembed.export.hub import export_hub
 
         export_hub(final, Path(trainer.args.output_dir) / "hub", repo_id=config.export.repo_id)
     release(trainer)

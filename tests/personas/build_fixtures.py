@@ -28,7 +28,8 @@ sys.path.insert(0, str(TESTS))
 from conftest import backbone_config, tiny_tokenizer  # noqa: E402
 from transformers import AutoModel  # noqa: E402
 
-from mlembed import cli, convert, hub  # noqa: E402
+from mlembed import cli  # noqa: E402
+from mlembed.export import convert, hub  # noqa: E402
 from modeling_mlembed import MLEmbedModel  # noqa: E402
 
 REPO_ID = "ml-embed/persona"

@@ -40,15 +40,15 @@ def test_installed_from_the_wheel_without_extras():
 
 def test_help_and_the_packaged_files():
     assert mlembed("--help").returncode == 0
-    proc = subprocess.run([sys.executable, "-m", "mlembed.mini", "--help"], capture_output=True, text=True)
+    proc = mlembed("mini", "--help")
     assert proc.returncode == 0 and "--smoke" in proc.stdout, proc.stderr
     configs = importlib.resources.files("mlembed.mini") / "configs"
     assert {"mini.json", "mini-plain.json"} <= {p.name for p in configs.iterdir()}
-    assert (importlib.resources.files("mlembed") / "templates" / "card.md").is_file()
+    assert (importlib.resources.files("mlembed.export") / "templates" / "card.md").is_file()
 
 
 def test_convert_encode_export(tmp_path):
-    proc = mlembed("convert", str(FIXTURES / "base"), str(tmp_path / "ml"), "--rank", "32")
+    proc = mlembed("convert", str(FIXTURES / "base"), str(tmp_path / "ml"), "--mel-rank", "32")
     assert proc.returncode == 0, proc.stderr
     proc = mlembed("encode", str(tmp_path / "ml"), "short", "--layers", "1", "--dim", "8", "--rank", "8")
     assert proc.returncode == 0, proc.stderr

@@ -5,7 +5,7 @@ config (`mlembed.sizes.parameter_counts` counts a meta-device model), so cards c
 
 Single source of truth: the Jinja template ships inside the package (`mlembed/templates/card.md`, installed as
 package data, so `render_card` works from a wheel). `model_cards/` in the repository is output only: `mlembed cards`
-(or `python -m mlembed.cards`) rewrites one card per released size there plus `template.md`, a verbatim copy of
+rewrites one card per released size there plus `template.md`, a verbatim copy of
 the packaged template for people browsing the repository. A test regenerates everything and compares.
 """
 
@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -89,7 +88,7 @@ def _param_rows(counts: Mapping[str, Any]) -> list[dict[str, str]]:
 
 
 def _hub_files(config: MLEmbedConfig, counts: Mapping[str, Any]) -> list[dict[str, str]]:
-    """What a folder written by `mlembed.hub.export_hub` holds, with this model's shapes."""
+    """What a folder written by `mlembed.export.hub.export_hub` holds, with this model's shapes."""
     rows, d = counts["vocab_rows"], counts["hidden_size"]
     backbone = _BACKBONE_NAMES.get(config.backbone_type, config.backbone_type)
     files = [
@@ -258,9 +257,3 @@ def write_cards(out_dir: str | Path = "model_cards", eval_tables: Mapping[str, s
     paths.append(template_copy)
     logger.info("wrote %d files to %s", len(paths), out)
     return paths
-
-
-if __name__ == "__main__":  # `python -m mlembed.cards` is `mlembed cards`
-    from mlembed.cli import main
-
-    raise SystemExit(main(["cards", *sys.argv[1:]]))

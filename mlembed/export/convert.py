@@ -1,17 +1,17 @@
-"""Conversion in and out of ML-Embed.
+"""Conversion into ML-Embed, the folder on disk, and the stock backbone of one setting (what every export starts from).
 
 * `convert_base`: any `AutoModel` backbone folder -> ML-Embed folder, MEL factors from an fp32 SVD of the token
   embedding (singular values folded into U).
 * `convert_released`: the reference's release layout (a standard Qwen3 folder whose embedding is U V, plus
   `U.pth` / `V.pth` bare-tensor pickles, read with `torch.load(weights_only=True)` only) -> ML-Embed folder.
-* `export_compat`: ML-Embed -> plain backbone folder (dense E = U V), loadable by stock code and servable by engines
-  (with the keys and files of `mlembed.engines`).
-* `export_slim`: ML-Embed -> physically smaller ML-Embed (first k layers, rank r, default dim d), or with
-  `compat=True` a plain backbone folder serving exactly that elastic setting.
+* `save_folder`, `load_tokenizer`, `is_mlembed_folder`: an ML-Embed folder written and read with the installed code.
+* `stock_backbone`: a stock `AutoModel` at (layers, rank), the dense embedding baked in: the body of the compat, Hub
+  and ONNX exports (`mlembed.export.compat`, `mlembed.export.hub`, `mlembed.serving`).
 """
 
 from __future__ import annotations
 
+import inspect
 import logging
 import shutil
 from pathlib import Path
@@ -21,8 +21,7 @@ import torch
 from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedConfig
 
 from configuration_mlembed import AXIS_FIELDS, MLEmbedConfig, check_max_seq_length, check_mel_rank
-from mlembed import engines
-from mlembed.engines import save_tokenizer
+from mlembed.export import engines
 from modeling_mlembed import MLEmbedModel
 
 logger = logging.getLogger(__name__)
@@ -74,7 +73,10 @@ def add_mel(model: MLEmbedModel, rank: int) -> MLEmbedModel:
     axes = {
         key: getattr(model.config, key) for key in AXIS_FIELDS if key not in ("backbone_type", "mel_rank", "mel_ranks")
     }
-    return from_backbone(stock_backbone(model), mel_rank=rank, **axes)
+    factorised = from_backbone(stock_backbone(model), mel_rank=rank, **axes)
+    if model.exit_modules is not None:  # built from the config above; their trained weights travel too
+        factorised.exit_modules.load_state_dict(model.exit_modules.state_dict())
+    return factorised
 
 
 def save_folder(model: MLEmbedModel, out: str | Path, tokenizer: Any = None) -> Path:
@@ -87,7 +89,7 @@ def save_folder(model: MLEmbedModel, out: str | Path, tokenizer: Any = None) -> 
 def save_folder_files(out: str | Path, tokenizer: Any = None) -> Path:
     """Both remote-code files (save_pretrained copies them too, but not for every caller) and the tokenizer."""
     out = Path(out)
-    here = Path(__file__).resolve().parents[1]
+    here = Path(inspect.getfile(MLEmbedModel)).resolve().parent  # both remote-code files are installed there
     for name in _REMOTE_CODE_FILES:
         if not (out / name).exists():
             shutil.copy(here / name, out / name)
@@ -177,7 +179,7 @@ def convert_released(folder: str | Path, out: str | Path, **axes: Any) -> MLEmbe
 def stock_backbone(model: MLEmbedModel, layers: int | None = None, rank: int | None = None) -> torch.nn.Module:
     """A stock `AutoModel` backbone with the first `layers` layers and dense E = U[:, :rank] V[:rank]."""
     layers, _, rank = model.resolve_axes(layers, None, rank)
-    config = _backbone_config(model.config, layers)
+    config = stock_config(model.config, layers)
     stock = AutoModel.from_config(config).to(model.dtype)
     state = model.backbone_state_dict(layers)
     if model.mel is not None:
@@ -188,7 +190,8 @@ def stock_backbone(model: MLEmbedModel, layers: int | None = None, rank: int | N
     return stock
 
 
-def _backbone_config(config: MLEmbedConfig, layers: int) -> Any:
+def stock_config(config: MLEmbedConfig, layers: int) -> Any:
+    """The stock backbone's config cut to `layers` layers (and their `layer_types`)."""
     fields = config.backbone_config().to_dict()
     fields["num_hidden_layers"] = layers
     if isinstance(fields.get("layer_types"), list):
@@ -202,109 +205,8 @@ def _embedding_key(stock: torch.nn.Module) -> str:
     return next(f"{n}.weight" for n, m in stock.named_modules() if m is emb)
 
 
-def export_compat(
-    src: str | Path,
-    out: str | Path,
-    layers: int | None = None,
-    rank: int | None = None,
-    dtype: str = "auto",
-    dim: int | None = None,
-    max_seq_length: int | None = None,
-) -> Path:
-    """ML-Embed folder -> plain backbone folder (stock `AutoModel`, no remote code) at (layers, rank), ready to serve.
-
-    Besides the weights (dense E = U[:, :rank] V[:rank], the first `layers` layers) it writes what engines read
-    (`mlembed.engines`): `matryoshka_dimensions` / `is_matryoshka` in `config.json` (the trained dims up to `dim`),
-    the sentence-transformers module files (pooling, normalisation, prompts, max length) and a tokenizer that
-    appends EOS itself (decoders). `dtype`: of the written weights (`auto` keeps the source's). `max_seq_length`
-    (default: the source's) is written into `config.json`, `sentence_bert_config.json` and the tokenizer."""
-    model = MLEmbedModel.from_pretrained(src, dtype=dtype)
-    _, dim, _ = model.resolve_axes(layers, dim, rank)  # every axis checked before anything is written
-    out = Path(out)
-    length = export_max_seq_length(model.config, max_seq_length)
-    stock = stock_backbone(model, layers, rank)
-    stock.config.max_seq_length = length
-    stock.save_pretrained(out)
-    save_tokenizer(load_tokenizer(src), out, length, append_eos=bool(model.config.append_eos))
-    engines.write_engine_files(out, model.config, dim=dim, max_seq_length=length)
-    return out
-
-
 def export_max_seq_length(config: MLEmbedConfig, override: int | None = None) -> int:
     """The tokens per text an export records: `override`, else what the model was trained or evaluated for (its
     `max_seq_length`; 512 capped by the positions for older folders); never above the backbone's positions."""
     length = config.sequence_length if override is None else override
     return check_max_seq_length(length, config.max_positions)
-
-
-def export_slim(
-    src: str | Path,
-    out: str | Path,
-    layers: int | None = None,
-    rank: int | None = None,
-    dim: int | None = None,
-    dtype: str = "auto",
-    max_seq_length: int | None = None,
-) -> dict[str, Any]:
-    """Physically smaller ML-Embed folder whose default output equals the source at (layers, dim, rank).
-
-    `dtype`: of the written weights (`auto` keeps the source's); `max_seq_length`: default the source's."""
-    model = MLEmbedModel.from_pretrained(src, dtype=dtype)
-    layers, dim, rank = model.resolve_axes(layers, dim, rank)
-    cfg = model.config
-    axes = {
-        "max_seq_length": export_max_seq_length(cfg, max_seq_length),
-        "exit_layers": sorted({l for l in cfg.exit_layers if l <= layers} | {layers}),
-        "matryoshka_dims": cfg.matryoshka_dims,
-        "default_dim": dim,
-        "pooling": cfg.pooling,
-        "normalize": cfg.normalize,
-        "prompts": cfg.prompts,
-        "append_eos": cfg.append_eos,
-    }
-    if rank is not None:
-        axes["mel_ranks"] = sorted({k for k in cfg.mel_ranks if k <= rank} | {rank})
-    kept = _kept_exit_modules(model, layers)
-    if kept:
-        axes["exit_modules"] = {**cfg.exit_modules, "exits": kept}
-    slim_config = MLEmbedConfig.from_backbone(_backbone_config(cfg, layers), mel_rank=rank, **axes)
-    slim = MLEmbedModel(slim_config).to(model.dtype)
-    slim.backbone.load_state_dict(model.backbone_state_dict(layers), strict=False)  # exit `layers`' module merged
-    for exit_layer in kept:
-        slim.exit_modules[str(exit_layer)].load_state_dict(model.exit_modules[str(exit_layer)].state_dict())
-    if rank is not None:
-        with torch.no_grad():
-            slim.mel.U.copy_(model.mel.U[:, :rank])
-            slim.mel.V.copy_(model.mel.V[:rank])
-    save_folder(slim, out)
-    save_tokenizer(load_tokenizer(src), out, slim_config.max_seq_length)
-    before, after = _weights_bytes(src), _weights_bytes(out)
-    return {
-        "layers": layers,
-        "rank": rank,
-        "dim": dim,
-        "bytes_before": before,
-        "bytes_after": after,
-        "saving": 1 - after / before if before else 0.0,
-    }
-
-
-def _kept_exit_modules(model: MLEmbedModel, layers: int) -> list[int]:
-    """The exit modules a slim export at `layers` keeps unmerged: those below `layers`, unless exit `layers`' own
-    module is merged into the shared weights (the shallower ones were trained on the unmerged body: dropped)."""
-    if model.config.exit_modules is None:
-        return []
-    below = [k for k in model.config.exit_modules["exits"] if k < layers]
-    if model.exit_module(layers) is not None and below:
-        logger.warning(
-            "exit %d's module is merged into the exported layers; the modules of exits %s are dropped (they were "
-            "trained on the unmerged layers)",
-            layers,
-            below,
-        )
-        return []
-    return below
-
-
-def _weights_bytes(folder: str | Path) -> int:
-    return sum(p.stat().st_size for p in Path(folder).glob("*.safetensors"))

@@ -67,14 +67,14 @@ def export_hub(
       remote code and gets a clear error instead of random factors. `repo_id` here only names the model card's repo.
     * sentence-transformers files with built-in modules only (Transformer -> Pooling -> Normalize, prompts) in the
       classic layout serving engines parse, `matryoshka_dimensions` / `is_matryoshka` in `config.json`
-      (`mlembed.engines`), and a tokenizer that appends EOS after truncation (decoders).
+      (`mlembed.export.engines`), and a tokenizer that appends EOS after truncation (decoders).
     * `max_seq_length` (default: the model's, what it was trained or evaluated for) in `config.json`,
       `sentence_bert_config.json` and the tokenizer's `model_max_length`.
     """
     from safetensors.torch import save_file
 
-    from mlembed import engines
-    from mlembed.convert import export_max_seq_length, load_tokenizer, save_folder_files, stock_backbone
+    from mlembed.export import engines
+    from mlembed.export.convert import export_max_seq_length, load_tokenizer, save_folder_files, stock_backbone
     from modeling_mlembed import EXIT_WEIGHTS_NAME, MEL_WEIGHTS_NAME, MLEmbedModel
 
     src, out = Path(src), Path(out)
@@ -100,7 +100,7 @@ def export_hub(
     # stock loaders read the dense checkpoint; engines read the Matryoshka keys and the module files
     engines.update_config_json(out, {"model_type": model.config.backbone_type})
     engines.write_engine_files(out, model.config, max_seq_length=model.config.max_seq_length)
-    from mlembed.cards import render_card
+    from mlembed.export.cards import render_card
 
     render_card(model.config, repo_id=repo_id).save(out / "README.md")
     return out

@@ -32,15 +32,9 @@ from typing import Any
 
 import numpy as np
 
-from mlembed.corpus import (
-    PRECISIONS,
-    calibration_ranges,
-    check_fingerprint,
-    dequantize,
-    prefix,
-    read_corpus,
-    read_manifest,
-)
+from mlembed.corpus.manifest import check_fingerprint, read_manifest
+from mlembed.corpus.precision import PRECISIONS, calibration_ranges, dequantize, quantize, truncate_vectors
+from mlembed.corpus.run import read_corpus
 
 logger = logging.getLogger(__name__)
 
@@ -78,9 +72,7 @@ def store_vectors(vectors: np.ndarray, precision: str, ranges: np.ndarray | None
         signs = np.where(vectors > 0, 1.0, -1.0).astype(np.float32)  # quantize_embeddings' binary: bit = (x > 0)
         return signs / np.sqrt(vectors.shape[1], dtype=np.float32)
     if precision == "int8":
-        from mlembed.corpus import quantize
-
-        return prefix(
+        return truncate_vectors(
             dequantize(quantize(vectors, "int8", ranges), "int8", vectors.shape[1], ranges), vectors.shape[1]
         )
     raise ValueError(f"precision must be one of {list(SHORT_PRECISIONS)}, got {precision!r}")
@@ -174,7 +166,7 @@ def build_index(
     row = 0
     with tqdm(total=total, unit="doc", desc="index") as bar:
         for ids, full in read_corpus(corpus_dir, batch_size=batch_size):
-            short = store_vectors(prefix(full, dim), precision, ranges)
+            short = store_vectors(truncate_vectors(full, dim), precision, ranges)
             vectors = {"dense": short} if mode == "single" else {"short": short, "full": full}
             client.upload_collection(
                 collection,
@@ -222,7 +214,7 @@ def query_vectors(
 
     if k < 1 or shortlist < k:
         raise ValueError(f"need 1 <= k <= shortlist, got k={k}, shortlist={shortlist}")
-    short = prefix(queries, info["dim"])
+    short = truncate_vectors(queries, info["dim"])
     requests = []
     for q_short, q_full in zip(short, queries):
         if info["mode"] == "single":
@@ -254,7 +246,7 @@ def search(
     `model` defaults to the one recorded in the manifest; a model, `layers` or `rank` that does not match the
     manifest is an error.
     """
-    from mlembed.corpus import EncodeJob, ShardEncoder
+    from mlembed.corpus.encoder import EncodeJob, ShardEncoder
 
     client = client or open_db(db)
     info = index_info(client, collection)

@@ -80,7 +80,7 @@ def write_engine_files(out: str | Path, config: Any, max_seq_length: int, dim: i
         dim: the output size of the exported setting (`None`: the full hidden size). A plain backbone still returns
             the full size; `matryoshka_dimensions` then lists only the dims up to `dim`, so engines that check the
             list refuse larger requests.
-        max_seq_length: tokens per text the export records (`mlembed.convert.export_max_seq_length`).
+        max_seq_length: tokens per text the export records (`mlembed.export.convert.export_max_seq_length`).
     """
     out = Path(out)
     size = int(dim or config.hidden_size)
