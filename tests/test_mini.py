@@ -189,3 +189,16 @@ def test_bf16_is_chosen_only_on_a_cpu_with_native_bf16_and_never_over_the_user()
     assert mini.precision_overrides(["training.max_steps=3"], []) == []
     for chosen in ("training.bf16=false", "training.bf16=true", "training.fp16=true"):
         assert mini.precision_overrides([chosen], ["amx_bf16"]) == []
+
+
+def test_missing_system_tools_are_named_in_one_line_before_any_download(tmp_path, monkeypatch, capsys):
+    """Without dpkg-deb (or apt-get, gpgv, the keyring) `mlembed mini` stops before the data steps, in one line."""
+    real_which = shutil.which
+    monkeypatch.setattr(shutil, "which", lambda tool: None if tool == "dpkg-deb" else real_which(tool))
+    monkeypatch.setattr(mini, "build_data", lambda *a, **k: pytest.fail("the data step ran"))
+    assert mini.missing_system_tools(keyring=str(tmp_path / "none.gpg")) == ["dpkg-deb", str(tmp_path / "none.gpg")]
+    with pytest.raises(SystemExit) as stopped:
+        cli(["mini", "--cache-dir", str(tmp_path / "cache"), "--no-demo"])
+    assert stopped.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("mlembed mini: the data steps need dpkg-deb, missing on this machine")

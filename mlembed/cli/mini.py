@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,9 @@ def cmd_mini(args: argparse.Namespace) -> None:
     needs("mini")
     from mlembed.mini.pipeline import run
 
-    run(args)
+    code = run(args)
+    if code:
+        sys.exit(code)
 
 
 def add_mini(sub: Any) -> None:

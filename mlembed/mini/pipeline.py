@@ -32,6 +32,8 @@ import argparse
 import json
 import logging
 import os
+import shutil
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -394,6 +396,18 @@ SMOKE_OVERRIDES = (
 )
 
 
+SYSTEM_TOOLS = ("apt-get", "dpkg-deb", "gpgv")  # the data steps fetch Debian's indexes and packages with them
+
+
+def missing_system_tools(keyring: str | None = None) -> list[str]:
+    """What the data steps need and this machine lacks: `SYSTEM_TOOLS` on the PATH and Debian's archive keyring."""
+    from mlembed.mini.debian import DEFAULT_KEYRING
+
+    missing = [tool for tool in SYSTEM_TOOLS if shutil.which(tool) is None]
+    keyring = keyring or DEFAULT_KEYRING
+    return missing if Path(keyring).is_file() else [*missing, keyring]
+
+
 def run(args: argparse.Namespace) -> int:
     """`mlembed mini`: the steps not done yet, the demo, the table."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -417,6 +431,15 @@ def run(args: argparse.Namespace) -> int:
     unknown = sorted(set(args.redo) - {step.name for step in pipeline})
     if unknown:
         raise ValueError(f"unknown step(s) {unknown}; steps: {[step.name for step in pipeline]}")
+    fetching = [step.name for step in pipeline if step.name in ("data", "data-ood") and not step.done(paths)]
+    missing = missing_system_tools() if fetching else []
+    if missing:  # before any download or install of data: one line, what is missing and what provides it
+        print(
+            f"mlembed mini: the data steps need {', '.join(missing)}, missing on this machine "
+            "(Debian / Ubuntu: apt install apt dpkg gpgv debian-archive-keyring)",
+            file=sys.stderr,
+        )
+        return 2
     start = time.perf_counter()
     run_steps(pipeline, paths, force=args.redo)
     if not args.no_demo:
