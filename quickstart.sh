@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # ml-embed-mini from nothing: a venv, the CPU build of torch, ML-Embed with the `mini` extra, then the pipeline
 # (`mlembed mini`). Idempotent: re-running reuses the venv, pip skips what is installed, and every finished step is
-# skipped (cache: $MLEMBED_CACHE or ~/.cache/mlembed/mini). Arguments go to the pipeline, e.g. --skip-ablation,
-# --redo eval, --smoke (every step on a slice of the data, as CI runs it). The venv is $MLEMBED_VENV or .venv.
+# skipped (cache: $MLEMBED_CACHE or ~/.cache/mlembed/mini). Arguments go to the pipeline, e.g. --redo eval,
+# --smoke (every step on a slice of the data, as CI runs it). The venv is $MLEMBED_VENV or .venv.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 

@@ -243,14 +243,11 @@ VARIANTS += (
         grid_steps=False,
     ),
 )
-# The dedicated model each setting is measured against (plain fine-tuning for the full size), at the same steps.
-ANCHORS = {
-    "full": "plain",
-    "layers": "dedicated-layers3",
-    "dim": "dedicated-dim96",
-    "rank": "dedicated-rank64",
-    "combined": "dedicated-combined",
-}
+# The model each setting is measured against (`mlembed.mini.report.ANCHORS`), at the shipped recipe's steps:
+# `--only anchors` trains and scores these and the shipped default, and writes the anchors `mlembed mini` shows.
+ANCHOR_ROWS = ("default", "plain@300", "dedicated-layers3", "dedicated-dim96", "dedicated-rank64")
+ANCHOR_ROWS += ("dedicated-combined",)
+GROUPS = {"anchors": ANCHOR_ROWS}
 SETTINGS = (("full", "full"), ("layers", "layers=3"), ("dim", "dim=96"), ("rank", "rank=64"), ("combined", "all 3"))
 
 
@@ -404,11 +401,12 @@ def row_steps(row: dict[str, Any]) -> int | None:
 def anchor_ratios(rows: dict[str, dict[str, Any]], name: str, set_name: str) -> dict[str, float | None]:
     """{setting: this row's nDCG@10 / its anchor's (`ANCHORS`, trained for the same steps)}; full: a difference to
     plain fine-tuning in nDCG points instead. None where the anchor or the cell is missing."""
+    from mlembed.mini import report
     from mlembed.mini.report import by_axis
 
     cells, steps = by_axis(rows[name]["eval"][set_name]), row_steps(rows[name])
     out: dict[str, float | None] = {}
-    for axis, anchor in ANCHORS.items():
+    for axis, anchor in report.ANCHORS.items():
         match = [
             r for n, r in rows.items() if n.partition("@")[0] == anchor and row_steps(r) == steps and r is not None
         ]
@@ -416,13 +414,14 @@ def anchor_ratios(rows: dict[str, dict[str, Any]], name: str, set_name: str) -> 
             out[axis] = None
             continue
         own = by_axis(match[0]["eval"][set_name])["full"]["ndcg_at_10"]  # the dedicated model's own (full) setting
-        value = cells[axis]["ndcg_at_10"]
-        out[axis] = 100 * (value - own) if axis == "full" else value / own
+        out[axis] = report.against_anchor(axis, cells[axis]["ndcg_at_10"], own)
     return out
 
 
 def anchor_table(rows: dict[str, dict[str, Any]], set_name: str, set_title: str, labels: dict[str, str]) -> str:
     """Markdown: every trained row's cells against the dedicated models of the same steps (full: points from plain)."""
+    from mlembed.mini import report
+
     text = (
         f"**{set_title}: each cell against a model trained for that setting alone** (full: nDCG@10 points from plain "
         "fine-tuning; the cuts: nDCG@10 / the dedicated model's; same steps)\n\n"
@@ -430,12 +429,31 @@ def anchor_table(rows: dict[str, dict[str, Any]], set_name: str, set_title: str,
         "all 3 / dedicated |\n|---|---:|---:|---:|---:|---:|---:|\n"
     )
     for name, row in rows.items():
-        if row["config"] is None or name.partition("@")[0] in ANCHORS.values():
+        if row["config"] is None or name.partition("@")[0] in report.ANCHORS.values():
             continue
         ratios = anchor_ratios(rows, name, set_name)
-        cells = ["n/a" if v is None else (f"{v:+.1f}" if axis == "full" else f"{v:.0%}") for axis, v in ratios.items()]
+        cells = ["n/a" if v is None else report.format_against(axis, v) for axis, v in ratios.items()]
         text += f"| {labels[name]} | {row_steps(row) or '-'} | " + " | ".join(cells) + " |\n"
     return text
+
+
+def save_anchors(rows: dict[str, dict[str, Any]], paths: Any, command: str) -> Path | None:
+    """The anchors at the shipped recipe's steps, when every one of them is in `rows`: `<cache>/ablation/anchors.json`
+    (`mlembed mini` reads it); None when one is missing."""
+    from mlembed.mini import report
+
+    steps = own_steps(resolve("default"))
+    scores: dict[str, dict[str, Any]] = {}
+    for axis, anchor in report.ANCHORS.items():
+        match = [n for n, row in rows.items() if n.partition("@")[0] == anchor and row_steps(row) == steps]
+        if not match:
+            return None
+        for set_name, results in rows[match[0]]["eval"].items():
+            full = report.by_axis(results)["full"]["ndcg_at_10"]
+            scores.setdefault(set_name, {})[axis] = {"model": match[0], "ndcg_at_10": full}
+    out = paths.root / "ablation" / report.ANCHORS_FILE
+    report.write_anchors(out, scores, steps, command)
+    return out
 
 
 def main() -> int:
@@ -450,6 +468,7 @@ def main() -> int:
         torch.set_num_threads(args.threads)
     paths = pipeline.MiniPaths((args.cache_dir or pipeline.default_cache_dir()).expanduser())
     names = [v.name for v in VARIANTS] if args.only is None else args.only.split(",")
+    names = [row for name in names for row in GROUPS.get(name, (name,))]
     chosen = [resolve(name) for name in names]
     for steps in filter(None, args.steps.split(",")):
         chosen += [resolve(f"{v.name.partition('@')[0]}@{steps}") for v in chosen if v.config]
@@ -491,6 +510,9 @@ def main() -> int:
     (out / "results.json").write_text(json.dumps(rows, indent=2) + "\n")
     print(table)
     print(f"wrote {out / 'table.md'} and {out / 'results.json'}")
+    anchors = save_anchors(rows, paths, " ".join(["python", *sys.argv]))
+    if anchors:
+        print(f"wrote {anchors}: `mlembed mini` shows its table against them")
     return 0
 
 

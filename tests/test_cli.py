@@ -93,7 +93,7 @@ def test_resume_is_a_plain_flag():
 
 def test_pipeline_builders_are_subcommands():
     assert {"mini", "cards", "data"} <= set(build_parser()._subparsers._group_actions[0].choices)
-    assert parse("mini", "--smoke", "--skip-ablation").smoke is True
+    assert parse("mini", "--smoke").smoke is True
 
 
 def run_python(code: str, *args: str) -> subprocess.CompletedProcess:

@@ -27,7 +27,6 @@ def add_mini(sub: Any) -> None:
 
 def add_mini_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cache-dir", type=Path, default=None, help="default $MLEMBED_CACHE or ~/.cache/mlembed/mini")
-    parser.add_argument("--skip-ablation", action="store_true", help="do not train the plain fine-tuning ablation")
     parser.add_argument("--redo", nargs="+", action=StrList, default=[], metavar="STEP", help="run these steps again")
     parser.add_argument("--no-demo", action="store_true", help="stop after the evaluation")
     parser.add_argument(
