@@ -235,6 +235,14 @@ VARIANTS += (
         init="two-stage-body",
         grid_steps=False,
     ),
+    Variant(  # what fits the main job's time: one module, on the exit the tables report, a third of the steps
+        "two-stage-lora3",
+        "two-stage recipe: stage 1, then one LoRA exit module (exit 3, rank 16) for 100 steps",
+        "mini-plain.json",
+        (*EXITS, 'model.exit_modules={"kind": "lora", "exits": [3], "rank": 16}', "training.max_steps=100"),
+        init="two-stage-body",
+        grid_steps=False,
+    ),
     Variant(
         "starbucks",
         "shared weights, Starbucks-style diagonal pairs (2, 48) (3, 96) (4, 192) (6, all) + KL to the full setting",
@@ -395,7 +403,16 @@ def grid_table(rows: dict[str, dict[str, Any]], set_name: str, set_title: str, l
 
 
 def row_steps(row: dict[str, Any]) -> int | None:
-    return (row.get("train") or {}).get("steps")
+    """The steps the row is compared at: its body's (a second stage that trains only exit modules on a frozen body
+    is compared with the anchors of the body's steps), else its own training's."""
+    return row.get("body_steps") or (row.get("train") or {}).get("steps")
+
+
+def body_steps(variant: Variant) -> int | None:
+    """Steps of the variant's body: the first variant of its `init` chain, which trained from stock MiniLM."""
+    while variant.init:
+        variant = resolve(variant.init)
+    return own_steps(variant)
 
 
 def anchor_ratios(rows: dict[str, dict[str, Any]], name: str, set_name: str) -> dict[str, float | None]:
@@ -491,6 +508,7 @@ def main() -> int:
             "config": variant.config,
             "overrides": list(variant.overrides),
             "train": json.loads(summary.read_text()) if variant.config and summary.is_file() else None,
+            "body_steps": body_steps(variant) if "loss.stage=exits" in variant.overrides else None,
             "eval": score_variant(variant, paths, sets, variant.name in redo),
         }
     labels = {name: row["label"] for name, row in rows.items()}

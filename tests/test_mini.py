@@ -221,3 +221,30 @@ def test_missing_system_tools_are_named_in_one_line_before_any_download(tmp_path
     assert stopped.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("mlembed mini: the data steps need dpkg-deb, missing on this machine")
+
+
+def test_the_ablation_bench_writes_the_anchors_the_main_job_reads(tmp_path, monkeypatch):
+    """bench/ablation.py saves each anchor's own full score at the shipped recipe's steps, as `mlembed mini` reads."""
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "bench"))
+    import ablation
+
+    steps = ablation.own_steps(ablation.resolve("default"))
+    assert steps == json.loads((mini.CONFIGS / "mini.json").read_text())["training"]["max_steps"]
+    full = {"plain": 0.84, "dedicated-layers3": 0.7, "dedicated-dim96": 0.8, "dedicated-rank64": 0.83}
+    full["dedicated-combined"] = 0.6
+    grid = {
+        f"{name}@{steps}" if name == "plain" else name: {"train": {"steps": steps}, "eval": {"debian": rows(full=v)}}
+        for name, v in full.items()
+    }
+    grid["plain"] = {"train": {"steps": 200}, "eval": {"debian": rows(full=0.5)}}  # other steps: never an anchor
+    paths = mini.MiniPaths(tmp_path)
+    assert ablation.save_anchors({k: v for k, v in grid.items() if k != "dedicated-dim96"}, paths, "cmd") is None
+    written = ablation.save_anchors(grid, paths, "python bench/ablation.py --only anchors")
+    assert written == paths.root / "ablation" / report.ANCHORS_FILE
+    saved = report.load_anchors(written)
+    assert saved["steps"] == steps
+    assert saved["sets"]["debian"]["full"] == {"model": f"plain@{steps}", "ndcg_at_10": 0.84}
+    assert {axis: s["ndcg_at_10"] for axis, s in saved["sets"]["debian"].items()} == dict(
+        zip(report.ANCHORS, full.values(), strict=True)
+    )
+    assert set(ablation.GROUPS["anchors"]) >= {f"plain@{steps}", *list(full)[1:], "default"}
