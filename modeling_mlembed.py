@@ -345,12 +345,19 @@ class MLEmbedModel(MLEmbedPreTrainedModel):
         return self.exit_modules[str(layers)]
 
     def _lora_hooks(self, module: MLEmbedExitModule) -> list[Any]:
-        """Forward hooks adding each LoRA delta to its linear layer's output, for one pass."""
+        """Forward hooks applying each LoRA to its linear layer for one pass. With gradients: the delta is added to
+        the layer's output (LoRA's training form). Without (inference): the layer runs once on its merged weight
+        W + delta, swapped in now and put back by the handle's `remove()` (the pass's `finally`), so the shared
+        weights stay exact; one (out, r) x (r, in) product per layer instead of two low-rank products per token.
+        Like every hook here, this changes the shared layers for the pass: one pass at a time per model object."""
         hooks = []
         for name, lora in module.lora.items():
             index, path = name.split("-", 1)
             linear = _get_path(self.layer_stack[int(index)], path.replace("-", "."))
-            hooks.append(linear.register_forward_hook(_add_delta(lora)))
+            if torch.is_grad_enabled():
+                hooks.append(linear.register_forward_hook(_add_delta(lora)))
+            else:
+                hooks.append(_MergedWeight(linear, lora))
         return hooks
 
     def _merged_exit_state(self, state: dict[str, torch.Tensor], layers: int) -> dict[str, torch.Tensor]:
@@ -900,6 +907,17 @@ def _add_delta(lora: MLEmbedLoRALinear):
         return output + lora(inputs[0])  # (..., out)
 
     return hook
+
+
+class _MergedWeight:
+    """A linear layer computing with W + delta (inference) until `remove()` gives it back its own weight object."""
+
+    def __init__(self, linear: nn.Module, lora: MLEmbedLoRALinear) -> None:
+        self.linear, self.shared = linear, linear._parameters["weight"]
+        linear._parameters["weight"] = self.shared + lora.delta_weight().to(self.shared.dtype)  # (out, in)
+
+    def remove(self) -> None:
+        self.linear._parameters["weight"] = self.shared
 
 
 def _capture(store: dict[int, torch.Tensor], depth: int):

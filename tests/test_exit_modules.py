@@ -284,3 +284,24 @@ def test_add_mel_keeps_the_trained_exit_modules():
     factorised = add_mel(dense, 32).eval()  # full rank: the vectors stay
     factorised.tokenizer = dense.tokenizer
     np.testing.assert_allclose(factorised.encode(TEXTS, layers=2), dense.eval().encode(TEXTS, layers=2), atol=1e-5)
+
+
+@pytest.mark.parametrize("backbone", ["qwen3", "bert"])
+def test_lora_inference_on_merged_weights_equals_the_training_form_and_gives_the_weights_back(backbone):
+    """Without gradients a LoRA exit runs on W + delta (one matmul per layer); with them, W x + delta(x) (LoRA's
+    training form). Both give the same vectors, and afterwards every shared weight is its own object again, also
+    when the pass fails."""
+    model = trained_modules("lora", backbone).eval()
+    batch = tiny_tokenizer()(TEXTS, padding=True, return_tensors="pt")
+    weights = {name: param for name, param in model.named_parameters()}
+    with torch.no_grad():
+        merged = model(**batch, layers=3).embeddings
+    with torch.enable_grad():
+        training_form = model(**batch, layers=3).embeddings.detach()
+    torch.testing.assert_close(merged, training_form, rtol=1e-5, atol=1e-6)
+    assert all(param is weights[name] for name, param in model.named_parameters())
+    with torch.no_grad(), pytest.raises(RuntimeError):  # fails inside the backbone, the merged weights in place
+        model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"][:, :2], layers=3)
+    assert all(param is weights[name] for name, param in model.named_parameters())
+    with torch.no_grad():
+        torch.testing.assert_close(model(**batch, layers=3).embeddings, merged, rtol=0, atol=0)
