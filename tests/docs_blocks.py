@@ -4,9 +4,8 @@
 fresh process whose Hugging Face cache is private and offline: the runner builds one tiny random model, installs
 it in that cache under every Hub id the pages use (`ml-embed/8b`, ...) and places it as every local folder they
 load (`ml-embed-mini`, ...), then runs the blocks of each page in order in the page's own working folder, so a
-block can use what an earlier block of the page wrote. Python blocks run with `exec`; a shell block made only of
-`mlembed` commands runs them in this process through `mlembed.cli.main` (one torch import for all), any other
-shell block runs in bash. Results go to SPEC's `results` file after every block.
+block can use what an earlier block of the page wrote. Python blocks run with `exec`; shell blocks run line by line,
+`mlembed` commands in this process through `mlembed.cli.main` (one torch import for all), other lines in bash. Results go to SPEC's `results` file after every block.
 
 A block is not run when the line before its fence (blank lines allowed) is `<!-- docs-test: skip (reason) -->`.
 """
@@ -117,26 +116,27 @@ def mlembed_argv(command: str) -> list[str] | None:
 
 
 def run_shell(code: str, lang: str) -> str:
+    """Each logical line in turn: `mlembed ...` in this process, anything else in bash."""
     from mlembed import cli
 
-    commands = shell_commands(code, lang)
-    argvs = [mlembed_argv(command) for command in commands]
     out = io.StringIO()
-    if all(argv is not None for argv in argvs):
-        for command, argv in zip(commands, argvs):
-            with contextlib.redirect_stdout(out):
-                try:
-                    status = cli.main(argv)
-                except SystemExit as exit:  # argparse's --help / usage errors
-                    status = exit.code or 0
-            if status:
-                raise RuntimeError(f"`{command}` exited with {status}\n{out.getvalue()[-2000:]}")
-        return out.getvalue()
-    script = "set -euo pipefail\n" + "\n".join(commands) + "\n"
-    proc = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=300)
-    if proc.returncode:
-        raise RuntimeError(f"bash exited with {proc.returncode}\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}")
-    return proc.stdout
+    for command in shell_commands(code, lang):
+        argv = mlembed_argv(command)
+        if argv is None:
+            proc = subprocess.run(["bash", "-euo", "pipefail", "-c", command], capture_output=True, text=True)
+            out.write(proc.stdout)
+            if proc.returncode:
+                raise RuntimeError(f"`{command}` exited with {proc.returncode}\n{proc.stderr[-3000:]}")
+            continue
+        err = io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                status = cli.main(argv)
+            except SystemExit as exit:  # argparse's --help / usage errors
+                status = exit.code or 0
+        if status:
+            raise RuntimeError(f"`{command}` exited with {status}\n{err.getvalue()[-3000:]}")
+    return out.getvalue()
 
 
 def run_python(block: Block) -> str:
@@ -181,7 +181,7 @@ def build_fixture(work: Path) -> Path:
         num_attention_heads=4,
         num_key_value_heads=2,
         head_dim=16,
-        intermediate_size=64,
+        intermediate_size=96,  # not heads x head_dim: ONNX int8 finds the down-projections by shape
         max_position_embeddings=512,
         pad_token_id=0,
         eos_token_id=1,
