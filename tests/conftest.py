@@ -33,6 +33,7 @@ def pytest_terminal_summary(terminalreporter, config) -> None:
         for line in not_run:
             terminalreporter.line(line)
 
+
 VOCAB = 99
 HIDDEN = 32
 LAYERS = 4

@@ -5,7 +5,8 @@ fresh process whose Hugging Face cache is private and offline: the runner builds
 it in that cache under every Hub id the pages use (`ml-embed/8b`, ...) and places it as every local folder they
 load (`ml-embed-mini`, ...), then runs the blocks of each page in order in the page's own working folder, so a
 block can use what an earlier block of the page wrote. Python blocks run with `exec`; shell blocks run line by line,
-`mlembed` commands in this process through `mlembed.cli.main` (one torch import for all), other lines in bash. Results go to SPEC's `results` file after every block.
+`mlembed` commands in this process through `mlembed.cli.main` (one torch import for all), other lines in bash.
+Results go to SPEC's `results` file after every block.
 
 A block is not run when the line before its fence (blank lines allowed) is `<!-- docs-test: skip (reason) -->`.
 """

@@ -16,9 +16,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from docs_blocks import PAGES, ROOT, RUNNABLE, all_blocks, spec_for
-
 from conftest import DOCS_NOT_RUN
+from docs_blocks import PAGES, ROOT, RUNNABLE, all_blocks, spec_for
 
 BLOCKS = all_blocks()
 RUN = [block for block in BLOCKS if block.lang in RUNNABLE and block.skip is None]
