@@ -22,6 +22,18 @@ from modeling_mlembed import MLEmbedModel  # noqa: E402
 # tests/personas run in their own environments (.ci/run), not in the development suite
 collect_ignore = ["personas"]
 
+# tests/test_docs.py: the docs' code blocks marked `<!-- docs-test: skip (reason) -->`, listed after the run
+DOCS_NOT_RUN = pytest.StashKey[list]()
+
+
+def pytest_terminal_summary(terminalreporter, config) -> None:
+    not_run = config.stash.get(DOCS_NOT_RUN, [])
+    if not_run:
+        terminalreporter.section(f"docs code blocks not run ({len(not_run)}, marked docs-test: skip)", sep="-")
+        for line in not_run:
+            terminalreporter.line(line)
+
+
 VOCAB = 99
 HIDDEN = 32
 LAYERS = 4
