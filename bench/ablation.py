@@ -244,6 +244,14 @@ VARIANTS += (
         grid_steps=False,
     ),
     Variant(
+        "two-stage-adapter3",
+        "two-stage recipe: stage 1, then one residual adapter (exit 3, width 64) for 100 steps",
+        "mini-plain.json",
+        (*EXITS, 'model.exit_modules={"kind": "adapter", "exits": [3], "rank": 64}', "training.max_steps=100"),
+        init="two-stage-body",
+        grid_steps=False,
+    ),
+    Variant(
         "starbucks",
         "shared weights, Starbucks-style diagonal pairs (2, 48) (3, 96) (4, 192) (6, all) + KL to the full setting",
         "mini.json",
