@@ -394,7 +394,11 @@ def grid_table(rows: dict[str, dict[str, Any]], set_name: str, set_title: str, l
     ]
     text = f"**{set_title}** (nDCG@10 unless named)\n\n| " + " | ".join(head) + " |\n|---|"
     text += "---:|" * (len(head) - 1) + "\n"
-    plain = by_axis(rows["plain"]["eval"][set_name])["full"]["ndcg_at_10"] if "plain" in rows else None
+    plain = {  # plain fine-tuning's full score at each steps (`plain`, or a learning-curve point `plain@STEPS`)
+        row_steps(row): by_axis(row["eval"][set_name])["full"]["ndcg_at_10"]
+        for name, row in rows.items()
+        if name.partition("@")[0] == "plain"
+    }
     for name, row in rows.items():
         cells = by_axis(row["eval"][set_name])
         full = cells["full"]["ndcg_at_10"]
@@ -402,8 +406,9 @@ def grid_table(rows: dict[str, dict[str, Any]], set_name: str, set_title: str, l
         if "combined" in cells and cells["combined"]["rank"] is None:
             values[-1] += "*"
         values.append(f"{cells['full']['mrr_at_10']:.3f}")
-        values.append("-" if plain is None or name == "plain" else f"{full - plain:+.3f}")
-        values += [f"{cells['layers']['ndcg_at_10'] / full:.0%}", f"{cells['dim']['ndcg_at_10'] / full:.0%}"]
+        same = plain.get(row_steps(row))
+        values.append("-" if same is None or name.partition("@")[0] == "plain" else f"{full - same:+.3f}")
+        values += [f"{cells[a]['ndcg_at_10'] / full:.0%}" if a in cells else "n/a" for a in ("layers", "dim")]
         train = row.get("train") or {}
         values += [str(train.get("steps", "-")), str(round(train["seconds"])) if train.get("seconds") else "-"]
         text += f"| {labels[name]} | " + " | ".join(values) + " |\n"

@@ -162,7 +162,7 @@ def test_short_pipeline_on_minilm_trains_exports_evaluates_and_skips(
 
 
 def rows(**scores: float) -> list[dict]:
-    return [{"axis": axis, "ndcg_at_10": value} for axis, value in scores.items()]
+    return [{"axis": axis, "ndcg_at_10": value, "mrr_at_10": value} for axis, value in scores.items()]
 
 
 ANCHOR_SCORES = {"full": 0.840, "layers": 0.700, "dim": 0.800, "rank": 0.830, "combined": 0.600}
@@ -248,3 +248,9 @@ def test_the_ablation_bench_writes_the_anchors_the_main_job_reads(tmp_path, monk
         zip(report.ANCHORS, full.values(), strict=True)
     )
     assert set(ablation.GROUPS["anchors"]) >= {f"plain@{steps}", *list(full)[1:], "default"}
+    for name, row in grid.items():  # the tables take rows without cuts (a dedicated 3-layer model has only `full`)
+        row.update(label=name, config=None if name == "stock" else "mini.json")
+    labels = {name: name for name in grid}
+    table = ablation.grid_table(grid, "debian", "Debian", labels)
+    assert "| dedicated-layers3 | 0.700 | n/a | n/a | n/a | n/a | 0.700 | -0.140 | n/a | n/a |" in table
+    assert "| plain | 0.500 |" in table and ablation.anchor_table(grid, "debian", "Debian", labels)
