@@ -443,7 +443,7 @@ def anchor_ratios(rows: dict[str, dict[str, Any]], name: str, set_name: str) -> 
         if not match or axis not in cells:
             out[axis] = None
             continue
-        own = by_axis(match[0]["eval"][set_name])["full"]["ndcg_at_10"]  # the dedicated model's own (full) setting
+        own = report.anchor_score(axis, match[0]["eval"][set_name])  # the dedicated model at its trained setting
         out[axis] = report.against_anchor(axis, cells[axis]["ndcg_at_10"], own)
     return out
 
@@ -479,8 +479,8 @@ def save_anchors(rows: dict[str, dict[str, Any]], paths: Any, command: str) -> P
         if not match:
             return None
         for set_name, results in rows[match[0]]["eval"].items():
-            full = report.by_axis(results)["full"]["ndcg_at_10"]
-            scores.setdefault(set_name, {})[axis] = {"model": match[0], "ndcg_at_10": full}
+            own = report.anchor_score(axis, results)
+            scores.setdefault(set_name, {})[axis] = {"model": match[0], "ndcg_at_10": own}
     out = paths.root / "ablation" / report.ANCHORS_FILE
     report.write_anchors(out, scores, steps, command)
     return out

@@ -232,9 +232,16 @@ def test_the_ablation_bench_writes_the_anchors_the_main_job_reads(tmp_path, monk
     assert steps == json.loads((mini.CONFIGS / "mini.json").read_text())["training"]["max_steps"]
     full = {"plain": 0.84, "dedicated-layers3": 0.7, "dedicated-dim96": 0.8, "dedicated-rank64": 0.83}
     full["dedicated-combined"] = 0.6
+    # the dims anchors are trained at full width but deployed at dim=96: their anchor is that cell, not their full one
+    cells = {name: {"full": v} for name, v in full.items()}
+    cells["dedicated-dim96"] = {"full": 0.83, "dim": full["dedicated-dim96"]}
+    cells["dedicated-combined"] = {"full": 0.62, "dim": full["dedicated-combined"]}
     grid = {
-        f"{name}@{steps}" if name == "plain" else name: {"train": {"steps": steps}, "eval": {"debian": rows(full=v)}}
-        for name, v in full.items()
+        f"{name}@{steps}" if name == "plain" else name: {
+            "train": {"steps": steps},
+            "eval": {"debian": rows(**cells[name])},
+        }
+        for name in full
     }
     grid["plain"] = {"train": {"steps": 200}, "eval": {"debian": rows(full=0.5)}}  # other steps: never an anchor
     paths = mini.MiniPaths(tmp_path)

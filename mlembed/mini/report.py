@@ -89,9 +89,17 @@ ANCHORS = {
     "rank": "dedicated-rank64",
     "combined": "dedicated-combined",
 }
+# The cell of each anchor that is the setting it was trained for: the dims models are deployed at dim=96 (their `dim`
+# cell, at their own depth and rank); the others at their own full setting.
+ANCHOR_CELLS = {"full": "full", "layers": "full", "dim": "dim", "rank": "full", "combined": "dim"}
 # The goals per setting: full size within 0.3 nDCG@10 points of plain fine-tuning; each cut a share of its anchor.
 GOALS = {"full": -0.3, "layers": 0.95, "dim": 0.97, "rank": 0.97, "combined": 0.90}
 ANCHORS_FILE = "anchors.json"  # in `<cache>/ablation/`, written by bench/ablation.py
+
+
+def anchor_score(axis: str, results: Sequence[dict[str, Any]]) -> float:
+    """The anchor model's nDCG@10 at the setting it was trained for (`ANCHOR_CELLS`), from its eval rows."""
+    return by_axis(results)[ANCHOR_CELLS[axis]]["ndcg_at_10"]
 
 
 def against_anchor(axis: str, value: float, anchor: float) -> float:
