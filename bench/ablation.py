@@ -243,6 +243,19 @@ VARIANTS += (
         init="two-stage-body",
         grid_steps=False,
     ),
+    Variant(  # LoRA usually wants a higher learning rate than full fine-tuning (1e-4 in mini-plain.json)
+        "two-stage-lora3-lr1e-3",
+        "two-stage recipe: stage 1, then one LoRA exit module (exit 3, rank 16) for 100 steps at learning rate 1e-3",
+        "mini-plain.json",
+        (
+            *EXITS,
+            'model.exit_modules={"kind": "lora", "exits": [3], "rank": 16}',
+            "training.max_steps=100",
+            "training.learning_rate=1e-3",
+        ),
+        init="two-stage-body",
+        grid_steps=False,
+    ),
     Variant(
         "two-stage-adapter3",
         "two-stage recipe: stage 1, then one residual adapter (exit 3, width 64) for 100 steps",
