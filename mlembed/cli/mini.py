@@ -40,7 +40,7 @@ def add_mini_arguments(parser: argparse.ArgumentParser) -> None:
         action="extend",
         default=[],
         metavar="SECTION.KEY=VALUE",
-        help="override both recipes, e.g. training.max_steps=20",
+        help="override the recipe (mini.json), e.g. training.max_steps=20",
     )
 
 

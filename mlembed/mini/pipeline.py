@@ -412,7 +412,7 @@ def anchors_note(paths: MiniPaths, report: dict[str, Any]) -> str:
     if anchors is None:
         return (
             "Each setting against a model trained for it alone (plain fine-tuning, a 3-layer model, ...): not in this "
-            "cache; `python bench/ablation.py --only anchors` trains and scores them (about an hour on 2 cores), "
+            "cache; `python bench/ablation.py --only anchors` trains and scores them (1-1.5 hours on 2 cores), "
             "then this job shows the table."
         )
     summary = paths.run("mini") / "summary.json"
