@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from safetensors import safe_open
 from safetensors.torch import load_file
 from torch import nn
-from transformers import AutoModel, AutoTokenizer, PreTrainedModel
+from transformers import MODEL_MAPPING, AutoModel, AutoTokenizer, PreTrainedModel
 from transformers.utils import ModelOutput, cached_file
 
 try:
@@ -279,7 +279,17 @@ class MLEmbedModel(MLEmbedPreTrainedModel):
         if config is None or isinstance(config, str):
             config = cls.config_class.from_pretrained(path if config is None else config, **hub_kwargs)
         exit_file = _check_exit_weights(cls, config, path, hub_kwargs) if config.exit_modules else None
-        model, info = super().from_pretrained(pretrained_model_name_or_path, *args, output_loading_info=True, **kwargs)
+        # transformers < 4.50 matches checkpoint names against the class's `base_model_prefix`, not the instance's:
+        # with `model` for a BERT backbone (`bert.*`) it loaded none of the backbone's weights and reported nothing
+        # missing (uninitialised memory, NaN vectors). The class carries the backbone's prefix for the call.
+        prefix, kept = MODEL_MAPPING[type(config.backbone_config())].base_model_prefix, cls.base_model_prefix
+        cls.base_model_prefix = prefix
+        try:
+            model, info = super().from_pretrained(
+                pretrained_model_name_or_path, *args, output_loading_info=True, **kwargs
+            )
+        finally:
+            cls.base_model_prefix = kept
         if model.mel is not None:
             model._load_factors(path, hub_kwargs)
         if exit_file is not None:  # a Hub folder: the exit modules sit beside the stock weights
