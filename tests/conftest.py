@@ -47,15 +47,15 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def tiny_tokenizer():
-    """Character-level fast tokenizer: vocab 99 (specials + printable chars), EOS and PAD tokens."""
+def tiny_tokenizer(vocab_size: int = VOCAB):
+    """Character-level fast tokenizer: specials + printable chars, padded with extra tokens to `vocab_size` ids."""
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
     specials = ["<pad>", "<eos>", "<unk>", "<cls>"]
     chars = [c for c in string.printable if not c.isspace() or c == " "]
     vocab = {tok: i for i, tok in enumerate(specials + chars)}
-    vocab.update({f"<extra_{i}>": i for i in range(len(vocab), VOCAB)})
+    vocab.update({f"<extra_{i}>": i for i in range(len(vocab), vocab_size)})
     backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
     backend.pre_tokenizer = pre_tokenizers.Split("", behavior="isolated")
     return PreTrainedTokenizerFast(

@@ -19,7 +19,6 @@ import json
 import os
 import re
 import shlex
-import string
 import subprocess
 import sys
 import time
@@ -148,28 +147,14 @@ def run_python(block: Block) -> str:
     return out.getvalue()
 
 
-def fixture_tokenizer():
-    """Character-level fast tokenizer: specials + printable characters, padded to VOCAB ids."""
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
-    specials = ["<pad>", "<eos>", "<unk>", "<cls>"]
-    chars = [c for c in string.printable if not c.isspace() or c == " "]
-    vocab = {tok: i for i, tok in enumerate(specials + chars)}
-    vocab.update({f"<extra_{i}>": i for i in range(len(vocab), VOCAB)})
-    backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
-    backend.pre_tokenizer = pre_tokenizers.Split("", behavior="isolated")
-    return PreTrainedTokenizerFast(
-        tokenizer_object=backend, eos_token="<eos>", pad_token="<pad>", unk_token="<unk>", cls_token="<cls>"
-    )
-
-
 def build_fixture(work: Path) -> Path:
     """The tiny model as a Hub folder, installed in the (private) HF cache under every id in HUB_IDS."""
     import torch
     from transformers import Qwen3Config
 
     sys.path.insert(0, str(ROOT))
+    from conftest import tiny_tokenizer  # the tests' own character-level tokenizer (this folder is on sys.path)
+
     from configuration_mlembed import MLEmbedConfig
     from mlembed.export import convert, hub
     from modeling_mlembed import MLEmbedModel
@@ -188,7 +173,7 @@ def build_fixture(work: Path) -> Path:
         eos_token_id=1,
     )
     model = MLEmbedModel(MLEmbedConfig.from_backbone(backbone, **AXES)).eval()
-    convert.save_folder(model, work / "elastic", fixture_tokenizer())
+    convert.save_folder(model, work / "elastic", tiny_tokenizer(VOCAB))
     folder = hub.export_hub(work / "elastic", work / "model")
     for repo_id in HUB_IDS:
         hub.install_into_cache(folder, repo_id)
