@@ -8,9 +8,10 @@ rows named "300 steps" / "400 steps" excepted), with the same seed and schedule 
 `mlembed/mini/configs/mini-plain.json`, changed only by the overrides listed in `VARIANTS`), and is scored on both
 held-out sets of the pipeline (the in-domain Debian split and the out-of-domain program messages) at full,
 layers=3, dim=96, rank=64 and all three together (nDCG@10, MRR@10, per language). Rows: stock MiniLM (no
-training), plain fine-tuning, each axis alone, all three (the paper's recipe, the previous default), all three plus
-each change tried, and the shipped default (`mini.json` as is: since this grid, rank 384 + full exit 3x at 300
-steps).
+training), plain fine-tuning, each axis alone, all three (the paper's recipe) plus each change tried, the shared
+recipe as ml-embed-mini shipped it until the two-stage one (`shared`), the dedicated models (the anchors), the
+two-stage recipes, and the shipped default as is (`default-body` = `mini.json`, then `default` = `mini-exits.json`).
+`NAME@STEPS` (or `--steps`) is a row at another training budget: a learning curve.
 
 Everything is cached in the mini cache (`--cache-dir`, default `$MLEMBED_CACHE` or `~/.cache/mlembed/mini`):
 the data and the stock model of the pipeline, one folder per variant under `ablation/<name>` (model, training
@@ -39,6 +40,9 @@ sys.path.insert(0, str(ROOT))
 UNIFORM_DIMS = '{"384": 1, "192": 1, "96": 1, "48": 1, "24": 1}'  # MRL's own weighting (Kusupati et al. 2022)
 ONLY_96 = '{"384": 0, "192": 0, "96": 1, "48": 0, "24": 0}'  # a loss on the first 96 dims alone
 AXES_ON = ("model.mel_rank=128", "loss.mel=true", "loss.mll=true", "loss.mrl=true")  # the paper's 3D-ML
+# The paper's shared recipe as ml-embed-mini shipped it until the two-stage recipe (`shared`): 3D-ML with full-rank MEL
+# and the full exit weighted 3x, 300 steps.
+SHARED = (*AXES_ON, "model.mel_rank=384", 'loss.exit_weights={"6": 3.0}')
 GRID_STEPS = "training.max_steps=200"  # every row with grid_steps (all but the shipped default), unless overridden
 
 
@@ -107,7 +111,7 @@ VARIANTS = (
         (*AXES_ON, "model.mel_rank=384", 'loss.exit_weights={"6": 3.0}'),
     ),
     Variant("plain-300", "plain fine-tuning, 300 steps", "mini-plain.json", ("training.max_steps=300",)),
-    Variant(  # the shipped default since it was measured (mini.json)
+    Variant(  # the shared recipe as first measured (`shared` since)
         "3d-r384-exitw-300",
         "all three + rank 384 + full exit 3x, 300 steps",
         "mini-plain.json",
@@ -140,38 +144,41 @@ VARIANTS = (
         (*AXES_ON, "model.mel_rank=384", 'loss.exit_weights={"6": 3.0}', 'data.num_negatives={"retrieval": 1}'),
     ),
     Variant(  # bench/train_bf16.py times the same recipe in fp32 and bf16 on this CPU
-        "default-bf16",
-        "the shipped default trained under bf16 autocast (CPUs with bf16 instructions)",
-        "mini.json",
-        ("training.bf16=true",),
+        "shared-bf16",
+        "the shared recipe trained under bf16 autocast (CPUs with bf16 instructions)",
+        "mini-plain.json",
+        (*SHARED, "training.bf16=true"),
         grid_steps=False,
     ),
     Variant(  # a second phase on the shipped model: only layers 4-6 train, every layers<=3 setting stays as it was
-        "default-freeze3",
-        "the shipped default (bf16), then 100 more steps training only layers 4-6 (`model.frozen_layers=3`; "
+        "shared-freeze3",
+        "the shared recipe (bf16), then 100 more steps training only layers 4-6 (`model.frozen_layers=3`; "
         "exits 4 and 6, full 3x)",
-        "mini.json",
+        "mini-plain.json",
         (
+            *SHARED,
             "training.bf16=true",
             "model.frozen_layers=3",
             'loss.exit_weights={"2": 0, "3": 0, "6": 3.0}',
             "training.max_steps=100",
             "training.seed=1",
         ),
-        init="default-bf16",
+        init="shared-bf16",
         grid_steps=False,
     ),
     Variant(  # the issue's "stock model as teacher": MSE to stock MiniLM's embedding at every exit (weighted)
-        "default-kd-stock",
-        "the shipped default (bf16) + distillation from stock MiniLM (MSE, kd_weight 100)",
-        "mini.json",
-        ("training.bf16=true", "loss.kd_weight=100", 'loss.teacher="{stock}"'),
+        "shared-kd-stock",
+        "the shared recipe (bf16) + distillation from stock MiniLM (MSE, kd_weight 100)",
+        "mini-plain.json",
+        (*SHARED, "training.bf16=true", "loss.kd_weight=100", 'loss.teacher="{stock}"'),
         grid_steps=False,
     ),
     Variant(
-        "default",
-        "ml-embed-mini: the shipped default (mini.json: rank 384 + full exit 3x, 300 steps)",
-        "mini.json",
+        "shared",
+        "the paper's shared recipe (ml-embed-mini's default until the two-stage one): rank 384 + full exit 3x, 300 "
+        "steps",
+        "mini-plain.json",
+        SHARED,
         grid_steps=False,
     ),
     # Dedicated models: each trained for one cut setting alone (same data, steps, seed and schedule as plain
@@ -209,14 +216,20 @@ VARIANTS = (
 # Decoupled exits: the two-stage recipe (stage 1 trains the body at full depth with MEL and MRL; stage 2 freezes it
 # and trains only exit modules, contrastive at the exit + KL to the full setting's scores), and Starbucks-style
 # diagonal pairs for the shared design.
-BODY = ("model.mel_rank=384", "loss.mel=true", "loss.mrl=true")  # MLL off: the full exit alone
 EXITS = ("loss.stage=exits", "loss.mel=true", "loss.mrl=true", "loss.self_distill=1.0")
 VARIANTS += (
     Variant(
-        "two-stage-body",
-        "two-stage recipe, stage 1: the body (MEL rank 384 + MRL, full exit only)",
-        "mini-plain.json",
-        BODY,
+        "default-body",
+        "ml-embed-mini, two-stage recipe, stage 1 (mini.json): the body (MEL rank 384 + MRL, full exit only)",
+        "mini.json",
+        grid_steps=False,
+    ),
+    Variant(
+        "default",
+        "ml-embed-mini: the shipped two-stage recipe (mini.json, then mini-exits.json: one LoRA exit module, exit 3, "
+        "rank 16, 100 steps at learning rate 1e-3)",
+        "mini-exits.json",
+        init="default-body",
         grid_steps=False,
     ),
     Variant(
@@ -224,7 +237,7 @@ VARIANTS += (
         "two-stage recipe: stage 1, then LoRA exit modules (exits 2/3/4, rank 16) on the frozen body",
         "mini-plain.json",
         (*EXITS, 'model.exit_modules={"kind": "lora", "exits": [2, 3, 4], "rank": 16}'),
-        init="two-stage-body",
+        init="default-body",
         grid_steps=False,
     ),
     Variant(
@@ -232,7 +245,7 @@ VARIANTS += (
         "two-stage recipe: stage 1, then residual adapters (exits 2/3/4, width 64) on the frozen body",
         "mini-plain.json",
         (*EXITS, 'model.exit_modules={"kind": "adapter", "exits": [2, 3, 4], "rank": 64}'),
-        init="two-stage-body",
+        init="default-body",
         grid_steps=False,
     ),
     Variant(  # what fits the main job's time: one module, on the exit the tables report, a third of the steps
@@ -240,20 +253,7 @@ VARIANTS += (
         "two-stage recipe: stage 1, then one LoRA exit module (exit 3, rank 16) for 100 steps",
         "mini-plain.json",
         (*EXITS, 'model.exit_modules={"kind": "lora", "exits": [3], "rank": 16}', "training.max_steps=100"),
-        init="two-stage-body",
-        grid_steps=False,
-    ),
-    Variant(  # LoRA usually wants a higher learning rate than full fine-tuning (1e-4 in mini-plain.json)
-        "two-stage-lora3-lr1e-3",
-        "two-stage recipe: stage 1, then one LoRA exit module (exit 3, rank 16) for 100 steps at learning rate 1e-3",
-        "mini-plain.json",
-        (
-            *EXITS,
-            'model.exit_modules={"kind": "lora", "exits": [3], "rank": 16}',
-            "training.max_steps=100",
-            "training.learning_rate=1e-3",
-        ),
-        init="two-stage-body",
+        init="default-body",
         grid_steps=False,
     ),
     Variant(
@@ -261,40 +261,48 @@ VARIANTS += (
         "two-stage recipe: stage 1, then one residual adapter (exit 3, width 64) for 100 steps",
         "mini-plain.json",
         (*EXITS, 'model.exit_modules={"kind": "adapter", "exits": [3], "rank": 64}', "training.max_steps=100"),
-        init="two-stage-body",
+        init="default-body",
         grid_steps=False,
     ),
     Variant(
         "starbucks",
         "shared weights, Starbucks-style diagonal pairs (2, 48) (3, 96) (4, 192) (6, all) + KL to the full setting",
-        "mini.json",
-        ('loss.exit_dims={"2": [48], "3": [96], "4": [192]}', "loss.self_distill=1.0", "loss.exit_weights={}"),
+        "mini-plain.json",
+        (
+            *SHARED,
+            'loss.exit_dims={"2": [48], "3": [96], "4": [192]}',
+            "loss.self_distill=1.0",
+            "loss.exit_weights={}",
+        ),
         grid_steps=False,
     ),
 )
 # The model each setting is measured against (`mlembed.mini.report.ANCHORS`), at the shipped recipe's steps:
 # `--only anchors` trains and scores these and the shipped default, and writes the anchors `mlembed mini` shows.
-ANCHOR_ROWS = ("default", "plain@300", "dedicated-layers3", "dedicated-dim96", "dedicated-rank64")
-ANCHOR_ROWS += ("dedicated-combined",)
+ANCHOR_ROWS = ("default-body", "default", "shared", "plain@300", "dedicated-layers3", "dedicated-dim96")
+ANCHOR_ROWS += ("dedicated-rank64", "dedicated-combined")
 GROUPS = {"anchors": ANCHOR_ROWS}
 SETTINGS = (("full", "full"), ("layers", "layers=3"), ("dim", "dim=96"), ("rank", "rank=64"), ("combined", "all 3"))
 
 
 def resolve(name: str) -> Variant:
-    """A variant by name; `NAME@STEPS` is that variant trained for STEPS steps (a learning-curve point; a variant
-    it starts from (`init`) is taken at the same steps)."""
+    """A variant by name; `NAME@STEPS` is that variant's recipe at a budget of STEPS body steps (a learning-curve
+    point): the variant it starts from (`init`) is taken at STEPS, and a later stage keeps its share of the budget
+    (the shipped default, 300 + 100 steps, is 150 + 50 at `default@150`)."""
     base, _, steps = name.partition("@")
     known = {v.name: v for v in VARIANTS}
     if base not in known or (steps and not steps.isdigit()):
         raise SystemExit(f"unknown variant {name!r}; variants: {sorted(known)} (NAME@STEPS for another step count)")
     variant = known[base]
-    if not steps or int(steps) == own_steps(variant):
+    body = body_steps(variant)
+    if not steps or body is None or int(steps) == body:
         return variant
+    own = max(1, round(own_steps(variant) * int(steps) / body))
     return replace(
         variant,
         name=name,
         label=f"{variant.label} [{steps} steps]",
-        overrides=(*variant.overrides, f"training.max_steps={steps}"),
+        overrides=(*variant.overrides, f"training.max_steps={own}"),
         init=f"{variant.init}@{steps}" if variant.init else None,
     )
 
@@ -441,6 +449,17 @@ def body_steps(variant: Variant) -> int | None:
     return own_steps(variant)
 
 
+def exit_stage(variant: Variant) -> bool:
+    """Whether the variant is a second stage that trains only exit modules on a frozen body (`loss.stage=exits`)."""
+    from mlembed.mini.pipeline import CONFIGS
+
+    if variant.config is None:
+        return False
+    stage = json.loads((CONFIGS / variant.config).read_text())["loss"].get("stage", "all")
+    found = [o.split("=", 1)[1] for o in variant.overrides if o.startswith("loss.stage=")]
+    return (found[-1] if found else stage) == "exits"
+
+
 def anchor_ratios(rows: dict[str, dict[str, Any]], name: str, set_name: str) -> dict[str, float | None]:
     """{setting: this row's nDCG@10 / its anchor's (`ANCHORS`, trained for the same steps)}; full: a difference to
     plain fine-tuning in nDCG points instead. None where the anchor or the cell is missing."""
@@ -485,7 +504,7 @@ def save_anchors(rows: dict[str, dict[str, Any]], paths: Any, command: str) -> P
     (`mlembed mini` reads it); None when one is missing."""
     from mlembed.mini import report
 
-    steps = own_steps(resolve("default"))
+    steps = body_steps(resolve("default"))
     scores: dict[str, dict[str, Any]] = {}
     for axis, anchor in report.ANCHORS.items():
         match = [n for n, row in rows.items() if n.partition("@")[0] == anchor and row_steps(row) == steps]
@@ -534,7 +553,7 @@ def main() -> int:
             "config": variant.config,
             "overrides": list(variant.overrides),
             "train": json.loads(summary.read_text()) if variant.config and summary.is_file() else None,
-            "body_steps": body_steps(variant) if "loss.stage=exits" in variant.overrides else None,
+            "body_steps": body_steps(variant) if exit_stage(variant) else None,
             "eval": score_variant(variant, paths, sets, variant.name in redo),
         }
     labels = {name: row["label"] for name, row in rows.items()}

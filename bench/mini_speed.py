@@ -64,7 +64,7 @@ def cases(paths, texts: list[str], batch_size: int, max_length: int) -> dict:
     for model in (stock_st, mini_st):
         model.max_seq_length = max_length
     stock = MLEmbedModel.from_pretrained(paths.stock, dtype=torch.float32).eval()
-    mini = MLEmbedModel.from_pretrained(paths.run("mini") / "final", dtype=torch.float32).eval()
+    mini = MLEmbedModel.from_pretrained(paths.model, dtype=torch.float32).eval()
     encode = dict(batch_size=batch_size, max_length=max_length)
     st_kwargs = dict(batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True)
     out = {

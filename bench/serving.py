@@ -58,7 +58,7 @@ SPIN = " spin"  # the same graph with ONNX Runtime's threads spin-waiting (its d
 
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--model", type=Path, default=MINI / "runs" / "mini" / "final", help="an ML-Embed folder")
+    p.add_argument("--model", type=Path, default=MINI / "runs" / "mini-exits" / "final", help="an ML-Embed folder")
     p.add_argument("--data", type=Path, default=MINI / "data" / "eval" / "debian_test.parquet")
     p.add_argument("--calibration", type=Path, default=MINI / "data" / "train", help="training parquet folder")
     p.add_argument("--calibration-texts", type=int, default=256, help="texts to calibrate the smoothed int8 with")

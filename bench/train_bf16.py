@@ -9,7 +9,7 @@ on the processor: with native bf16 instructions (AVX512_BF16, AMX) oneDNN runs t
 it converts and is slower. The script prints the CPU's bf16 flags, then trains `--steps` steps of `mini.json` in
 each precision, alternating `--rounds` times (fresh trainer each run, so the same steps and data), and reports
 seconds per step and the ratio fp32 / bf16 measured in the same run. The quality of a bf16-trained model is a row
-of the ablation grid (`python bench/ablation.py --only default-bf16`). `mlembed mini` trains in bf16 by itself on a
+of the ablation grid (`python bench/ablation.py --only shared-bf16`). `mlembed mini` trains in bf16 by itself on a
 CPU with those flags (`pipeline.precision_overrides`).
 """
 

@@ -6,6 +6,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import LOCALE, build_deb, write_mo
 
@@ -25,7 +26,7 @@ QUICK = [  # a shortened mini recipe: two steps of four pairs, short texts
 ]
 
 
-@pytest.mark.parametrize("name", ["mini.json", "mini-plain.json"])
+@pytest.mark.parametrize("name", ["mini.json", "mini-exits.json", "mini-plain.json"])
 def test_shipped_mini_configs_load_and_validate(name, tmp_path):
     config = load_config(mini.CONFIGS / name)
     assert name in config.launch and "model.base" in config.launch  # says how the install-dependent base is set
@@ -36,16 +37,25 @@ def test_shipped_mini_configs_load_and_validate(name, tmp_path):
     assert filled.training["output_dir"] == str(tmp_path / "runs" / Path(name).stem)
 
 
-def test_plain_config_is_the_3d_recipe_with_the_axes_off():
-    full = json.loads((mini.CONFIGS / "mini.json").read_text())
+def test_the_two_stages_and_plain_differ_only_where_the_recipe_says():
+    """mini.json (stage 1) = plain fine-tuning + MEL rank 384 + MRL; mini-exits.json (stage 2) = the same model with
+    one LoRA exit module on exit 3, trained alone (`loss.stage` "exits"), shorter and at LoRA's learning rate."""
+    body = json.loads((mini.CONFIGS / "mini.json").read_text())
+    exits = json.loads((mini.CONFIGS / "mini-exits.json").read_text())
     plain = json.loads((mini.CONFIGS / "mini-plain.json").read_text())
-    assert full["model"]["mel_rank"] == 384 and plain["model"]["mel_rank"] is None  # full rank at full size
-    assert all(full["loss"][axis] for axis in ("mel", "mll", "mrl"))
+    assert body["model"]["mel_rank"] == 384 and plain["model"]["mel_rank"] is None  # full rank at full size
+    assert body["loss"]["mel"] and body["loss"]["mrl"] and not body["loss"]["mll"]  # the full exit alone
     assert not any(plain["loss"][axis] for axis in ("mel", "mll", "mrl"))
-    assert {3, 6} <= set(full["model"]["exit_layers"]) and 96 in full["model"]["matryoshka_dims"]
-    assert full["data"] == plain["data"]
-    same = {k: v for k, v in full["training"].items() if k != "output_dir"}
+    assert {3, 6} <= set(body["model"]["exit_layers"]) and 96 in body["model"]["matryoshka_dims"]
+    assert body["data"] == plain["data"] == exits["data"]
+    same = {k: v for k, v in body["training"].items() if k != "output_dir"}
     assert same == {k: v for k, v in plain["training"].items() if k != "output_dir"}
+    assert exits["loss"]["stage"] == "exits" and exits["loss"]["self_distill"] > 0
+    assert exits["model"]["exit_modules"] == {"kind": "lora", "exits": [3], "rank": 16}
+    assert {k: v for k, v in exits["model"].items() if k != "exit_modules"} == body["model"]
+    changed = {k for k, v in exits["training"].items() if body["training"][k] != v}
+    assert changed == {"output_dir", "max_steps", "learning_rate"}
+    assert exits["training"]["max_steps"] < body["training"]["max_steps"]
 
 
 def test_finished_steps_are_skipped_and_redo_forces_them(tmp_path, capsys):
@@ -131,17 +141,27 @@ def test_short_pipeline_on_minilm_trains_exports_evaluates_and_skips(
     data = {"languages": ("en", "pl"), "lists_dir": fixture_lists, "fetch": False, "test_fraction": 0.3}
     ood = {"languages": ("de",), "debs": catalogue_debs}
     pipeline = mini.steps(overrides=QUICK, data_options={**data, "negatives": 1}, ood_options=ood)
-    assert [step.name for step in pipeline] == ["data", "data-ood", "convert", "train", "export", "eval"]
+    names = ["data", "data-ood", "convert", "train", "train-exits", "eval", "export"]
+    assert [step.name for step in pipeline] == names
     paths = mini.MiniPaths(tmp_path / "cache")
     first = mini.run_steps(pipeline, paths)
     assert all(seconds is not None for seconds in first.values())
-    summary = json.loads((paths.run("mini") / "summary.json").read_text())
-    assert summary["steps"] == 2 and summary["final_loss"] is not None
+    for stage in ("mini", "mini-exits"):
+        summary = json.loads((paths.run(stage) / "summary.json").read_text())
+        assert summary["steps"] == 2 and summary["final_loss"] is not None
 
-    model = AutoModel.from_pretrained(paths.run("mini") / "final", trust_remote_code=True)
+    body = AutoModel.from_pretrained(paths.body, trust_remote_code=True)
+    model = AutoModel.from_pretrained(paths.model, trust_remote_code=True)
+    assert body.config.exit_modules is None and model.config.exit_modules["exits"] == [3]
     assert model.config.mel_rank == 384 and model.config.exit_layers == [2, 3, 4, 6]
+    texts = ["apt installs packages", "grep searches files"]
+    # stage 2 trained only the exit module: the full setting is the body's, bit for bit; layers=3 has its own
+    assert np.array_equal(model.encode(texts), body.encode(texts))
+    assert not np.allclose(model.encode(texts, layers=3), body.encode(texts, layers=3))
     assert model.encode(["apt installs packages"], layers=3, dim=96, rank=64).shape == (1, 96)
     assert (tmp_path / "hf" / "models--ml-embed--mini" / "refs" / "main").is_file() and mini.installed()
+    card = (paths.hub / "README.md").read_text()  # the card says the recipe and shows the job's tables
+    assert "two-stage recipe" in card and "| ml-embed-mini |" in card and "exits 3: LoRA rank 16" in card
 
     report = json.loads((paths.eval / "results.json").read_text())
     assert set(report["sets"]) == {"debian", "catalogues"}
@@ -187,8 +207,8 @@ def test_each_setting_is_measured_against_its_own_anchor_with_its_goal(tmp_path)
 
 def test_the_main_job_shows_anchors_only_from_the_same_number_of_steps(tmp_path):
     paths = mini.MiniPaths(tmp_path)
-    (paths.run("mini")).mkdir(parents=True)
-    (paths.run("mini") / "summary.json").write_text(json.dumps({"steps": 300}))
+    paths.body.mkdir(parents=True)  # the anchors are trained as long as the body (stage 1)
+    (paths.body.parent / "summary.json").write_text(json.dumps({"steps": 300}))
     sets = {"debian": {"models": {"mini": rows(full=0.84, layers=0.7, dim=0.8, rank=0.83, combined=0.6)}}}
     assert "not in this cache" in mini.anchors_note(paths, {"sets": sets})
     anchors(paths.root / "ablation", steps=200)
@@ -228,7 +248,7 @@ def test_the_ablation_bench_writes_the_anchors_the_main_job_reads(tmp_path, monk
     monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "bench"))
     import ablation
 
-    steps = ablation.own_steps(ablation.resolve("default"))
+    steps = ablation.body_steps(ablation.resolve("default"))
     assert steps == json.loads((mini.CONFIGS / "mini.json").read_text())["training"]["max_steps"]
     full = {"plain": 0.84, "dedicated-layers3": 0.7, "dedicated-dim96": 0.8, "dedicated-rank64": 0.83}
     full["dedicated-combined"] = 0.6
@@ -254,10 +274,27 @@ def test_the_ablation_bench_writes_the_anchors_the_main_job_reads(tmp_path, monk
     assert {axis: s["ndcg_at_10"] for axis, s in saved["sets"]["debian"].items()} == dict(
         zip(report.ANCHORS, full.values(), strict=True)
     )
-    assert set(ablation.GROUPS["anchors"]) >= {f"plain@{steps}", *list(full)[1:], "default"}
+    assert set(ablation.GROUPS["anchors"]) >= {f"plain@{steps}", *list(full)[1:], "default", "shared"}
     for name, row in grid.items():  # the tables take rows without cuts (a dedicated 3-layer model has only `full`)
         row.update(label=name, config=None if name == "stock" else "mini.json")
     labels = {name: name for name in grid}
     table = ablation.grid_table(grid, "debian", "Debian", labels)
     assert "| dedicated-layers3 | 0.700 | n/a | n/a | n/a | n/a | 0.700 | -0.140 | n/a | n/a |" in table
     assert "| plain | 0.500 |" in table and ablation.anchor_table(grid, "debian", "Debian", labels)
+
+
+def test_a_learning_curve_point_keeps_each_stage_its_share_of_the_budget(monkeypatch):
+    """`NAME@STEPS` trains the body for STEPS and a later stage for its shipped share (100 of 300 -> 50 of 150)."""
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "bench"))
+    import ablation
+
+    body = json.loads((mini.CONFIGS / "mini.json").read_text())["training"]["max_steps"]
+    stage = json.loads((mini.CONFIGS / "mini-exits.json").read_text())["training"]["max_steps"]
+    point = ablation.resolve(f"default@{2 * body}")
+    assert point.init == f"default-body@{2 * body}" and ablation.own_steps(point) == 2 * stage
+    assert ablation.body_steps(point) == 2 * body and ablation.exit_stage(point)
+    assert ablation.own_steps(ablation.resolve(f"default-body@{2 * body}")) == 2 * body
+    assert ablation.resolve(f"default@{body}") == ablation.resolve("default")  # its own budget: the row itself
+    assert not ablation.exit_stage(ablation.resolve("shared"))
+    with pytest.raises(SystemExit, match="unknown variant 'default@x'"):
+        ablation.resolve("default@x")

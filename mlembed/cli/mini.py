@@ -40,7 +40,7 @@ def add_mini_arguments(parser: argparse.ArgumentParser) -> None:
         action="extend",
         default=[],
         metavar="SECTION.KEY=VALUE",
-        help="override the recipe (mini.json), e.g. training.max_steps=20",
+        help="override both stages' recipes (mini.json, mini-exits.json), e.g. training.max_steps=20",
     )
 
 

@@ -52,6 +52,7 @@ def export_hub(
     repo_id: str | None = None,
     max_seq_length: int | None = None,
     dtype: str = "auto",
+    eval_table: str | None = None,
 ) -> Path:
     """One folder for both worlds: stock loaders (compatibility mode) and the elastic remote-code model.
 
@@ -70,6 +71,7 @@ def export_hub(
       (`mlembed.export.engines`), and a tokenizer that appends EOS after truncation (decoders).
     * `max_seq_length` (default: the model's, what it was trained or evaluated for) in `config.json`,
       `sentence_bert_config.json` and the tokenizer's `model_max_length`.
+    * `README.md`, the model card (`render_card`), with `eval_table` (markdown) as its evaluation section.
     """
     from safetensors.torch import save_file
 
@@ -102,7 +104,7 @@ def export_hub(
     engines.write_engine_files(out, model.config, max_seq_length=model.config.max_seq_length)
     from mlembed.export.cards import render_card
 
-    render_card(model.config, repo_id=repo_id).save(out / "README.md")
+    render_card(model.config, repo_id=repo_id, eval_table=eval_table).save(out / "README.md")
     return out
 
 

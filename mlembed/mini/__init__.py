@@ -5,11 +5,11 @@ It is a *user* of the library (data source, recipe, export, evaluation, demo), k
 * `debian`: Debian's translated package descriptions as (summary, description) retrieval pairs (the training
   data and the in-domain held-out split);
 * `catalogues`: the out-of-domain test set (program messages translated from English, never trained on);
-* `pipeline`: the steps (data, data-ood, convert, train, export, eval), each cached;
+* `pipeline`: the steps (data, data-ood, convert, train, train-exits, export, eval), each cached;
 * `report`: the tables, and the goals against the models trained for each setting alone;
 * `demo`: the search demo at two elastic settings;
-* `configs/`: the recipes (`mini.json`; `mini-plain.json`, the plain fine-tuning anchor of `bench/ablation.py`),
-  shipped inside the package.
+* `configs/`: the recipes (`mini.json`, then `mini-exits.json`: the two stages; `mini-plain.json`, the plain
+  fine-tuning anchor of `bench/ablation.py`), shipped inside the package.
 
 Run: `mlembed mini`.
 """

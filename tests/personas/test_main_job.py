@@ -17,7 +17,7 @@ REPO_ID = "ml-embed/mini-smoke"
 
 
 def test_every_step_ran_and_was_reported():
-    for step in ("data", "data-ood", "convert", "train", "export", "eval"):
+    for step in ("data", "data-ood", "convert", "train", "train-exits", "export", "eval"):
         assert (CACHE / "timings.json").is_file()
         assert step in json.loads((CACHE / "timings.json").read_text()), step
     assert f"Multilingual semantic search with {REPO_ID}" in LOG
@@ -25,6 +25,8 @@ def test_every_step_ran_and_was_reported():
     assert "Elastic tables on both held-out sets" in LOG and "| ml-embed-mini |" in LOG
     assert "bench/ablation.py --only anchors" in LOG  # no anchors trained in this cache: says how to get them
     assert "texts/s" not in LOG  # no speed figure timed inside the evaluation
+    card = (CACHE / "hub" / "README.md").read_text(encoding="utf-8")
+    assert "two-stage recipe" in card and "| ml-embed-mini |" in card  # the card says the recipe, with the table
 
 
 def test_the_table_has_every_model_and_setting_on_both_sets():

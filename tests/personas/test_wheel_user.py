@@ -43,7 +43,7 @@ def test_help_and_the_packaged_files():
     proc = mlembed("mini", "--help")
     assert proc.returncode == 0 and "--smoke" in proc.stdout, proc.stderr
     configs = importlib.resources.files("mlembed.mini") / "configs"
-    assert {"mini.json", "mini-plain.json"} <= {p.name for p in configs.iterdir()}
+    assert {"mini.json", "mini-exits.json", "mini-plain.json"} <= {p.name for p in configs.iterdir()}
     assert (importlib.resources.files("mlembed.export") / "templates" / "card.md").is_file()
 
 
