@@ -298,3 +298,24 @@ def test_a_learning_curve_point_keeps_each_stage_its_share_of_the_budget(monkeyp
     assert not ablation.exit_stage(ablation.resolve("shared"))
     with pytest.raises(SystemExit, match="unknown variant 'default@x'"):
         ablation.resolve("default@x")
+
+
+def test_a_model_trained_from_another_recipe_or_overrides_is_trained_again(tmp_path, monkeypatch):
+    """The cache reuses a trained stage only when it came from the same recipe and `--set` overrides: a cache from
+    an earlier recipe (no fingerprint) or from `--set training.max_steps=3` retrains instead of being shown as it."""
+    monkeypatch.setattr(mini, "minilm_path", lambda: "/some/minilm")
+    paths = mini.MiniPaths(tmp_path)
+    paths.body.mkdir(parents=True)
+    for name in ("model.safetensors", "config.json"):
+        (paths.body / name).write_text("{}")
+
+    def train_done(overrides):
+        return next(s for s in mini.steps(overrides=overrides) if s.name == "train").done(paths)
+
+    summary = paths.body.parent / "summary.json"
+    summary.write_text(json.dumps({"steps": 300}))  # a model of an earlier release: no recipe recorded
+    assert not train_done(QUICK)
+    recipe = mini.load_recipe("mini.json", "/some/minilm", paths, QUICK)
+    summary.write_text(json.dumps({"steps": 2, "recipe": mini.recipe_fingerprint(recipe)}))
+    assert train_done(QUICK)
+    assert not train_done([*QUICK, "training.max_steps=3"]) and not train_done([])

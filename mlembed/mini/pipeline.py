@@ -34,6 +34,7 @@ Afterwards, offline: `SentenceTransformer("ml-embed/mini")` or
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import os
@@ -41,7 +42,7 @@ import shutil
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -205,8 +206,16 @@ def load_recipe(name: str, base: str, paths: MiniPaths, overrides: Sequence[str]
     return load_config(CONFIGS / name, [*fills, *overrides])
 
 
+def recipe_fingerprint(config: Any) -> str:
+    """A hash of everything a recipe config trains with (not its `launch` note or folder): a model trained from
+    another recipe, or with other `--set` overrides, is not reused."""
+    values = {k: v for k, v in asdict(config).items() if k not in ("launch", "root")}
+    return hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
 def train(config: Any) -> Path:
-    """Run a recipe config; save the final folder and the trainer state (losses) next to it."""
+    """Run a recipe config; save the final folder and the trainer state (losses) next to it, and in `summary.json`
+    the seconds, steps, precision, first and final loss and the recipe's fingerprint."""
     from mlembed.train.recipe import build_trainer
 
     trainer = build_trainer(config)
@@ -218,6 +227,7 @@ def train(config: Any) -> Path:
     losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
     summary = {"seconds": round(time.perf_counter() - start, 1), "steps": trainer.state.global_step}
     summary["precision"] = "bf16" if trainer.args.bf16 else "fp16" if trainer.args.fp16 else "fp32"
+    summary["recipe"] = recipe_fingerprint(config)
     summary.update(first_loss=losses[0] if losses else None, final_loss=losses[-1] if losses else None)
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     logger.info("trained %s: %s", out.name, summary)
@@ -328,6 +338,18 @@ def steps(
     def recipe(name: str, base: Callable[[MiniPaths], str]) -> Callable[[MiniPaths], Path]:
         return lambda p: train(load_recipe(name, base(p), p, overrides))
 
+    def trained(name: str, base: Callable[[MiniPaths], str]) -> Callable[[MiniPaths], bool]:
+        """The run folder holds a model trained from this very recipe (config and overrides)."""
+
+        def done(p: MiniPaths) -> bool:
+            summary = p.run(Path(name).stem) / "summary.json"
+            if not _has_model(lambda q: q.run(Path(name).stem) / "final")(p) or not summary.is_file():
+                return False
+            wanted = recipe_fingerprint(load_recipe(name, base(p), p, overrides))
+            return json.loads(summary.read_text()).get("recipe") == wanted
+
+        return done
+
     pipeline = [
         Step(
             "data",
@@ -345,13 +367,15 @@ def steps(
         Step(
             "train",
             "train ml-embed-mini, stage 1: the body (MEL + MRL, configs/mini.json)",
-            _has_model(lambda p: p.body),
+            trained("mini.json", lambda p: minilm_path()),
             recipe("mini.json", lambda p: minilm_path()),
         ),
         Step(
             "train-exits",
             "train ml-embed-mini, stage 2: the layers=3 exit module on the frozen body (configs/mini-exits.json)",
-            lambda p: _has_model(lambda q: q.model)(p) and _newer(p.model / "model.safetensors", p.body),
+            lambda p: (
+                trained("mini-exits.json", lambda q: str(q.body))(p) and _newer(p.model / "model.safetensors", p.body)
+            ),
             recipe("mini-exits.json", lambda p: str(p.body)),
         ),
         Step("eval", "evaluate on both held-out sets", _evaluated, lambda p: evaluate(p, _eval_models(p))),
