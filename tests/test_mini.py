@@ -58,6 +58,22 @@ def test_the_two_stages_and_plain_differ_only_where_the_recipe_says():
     assert exits["training"]["max_steps"] < body["training"]["max_steps"]
 
 
+def test_the_card_says_the_recipe_the_shipped_configs_train(tmp_path, monkeypatch):
+    """The card's recipe note is read from the configs: edited configs change it (no numbers of its own)."""
+    for name in ("mini.json", "mini-exits.json"):
+        config = json.loads((mini.CONFIGS / name).read_text())
+        config["training"]["max_steps"] = {"mini.json": 345, "mini-exits.json": 67}[name]
+        if name == "mini.json":
+            config["model"]["mel_rank"] = 192
+        else:
+            config["model"]["exit_modules"] = {"kind": "adapter", "exits": [2], "rank": 48}
+        (tmp_path / name).write_text(json.dumps(config))
+    monkeypatch.setattr(mini, "CONFIGS", tmp_path)
+    note = mini.recipe_note()
+    assert "MEL (rank 192)" in note and "345 steps" in note and "67 steps" in note
+    assert "residual adapter (width 48) of exit 2" in note and "`layers=2` runs the module" in note
+
+
 def test_finished_steps_are_skipped_and_redo_forces_them(tmp_path, capsys):
     calls = []
 

@@ -234,14 +234,22 @@ def train(config: Any) -> Path:
     return out / "final"
 
 
-RECIPE_NOTE = (
-    "Trained by `mlembed mini` with the two-stage recipe: stage 1 (`mlembed/mini/configs/mini.json`) trains the body "
-    "from all-MiniLM-L6-v2 at full depth with MEL (rank 384) and MRL losses, 300 steps on Debian package-description "
-    "pairs in 10 languages; stage 2 (`mini-exits.json`) freezes it and trains only the LoRA exit module of exit 3, "
-    "100 steps (contrastive at the exit + KL to the full setting's scores). The full setting is the body's, bit for "
-    "bit; `layers=3` runs the module. Why this recipe and not the paper's shared one: `docs/ablation.md` in the "
-    "ML-Embed repository."
-)
+def recipe_note() -> str:
+    """The card's account of the recipe, read from the shipped configs (so the two cannot drift)."""
+    body, exits = (json.loads((CONFIGS / name).read_text()) for name in ("mini.json", "mini-exits.json"))
+    module = exits["model"]["exit_modules"]
+    width = module["rank"]
+    kind = {"lora": f"LoRA exit module (rank {width})", "adapter": f"residual adapter (width {width})"}
+    return (
+        "Trained by `mlembed mini` with the two-stage recipe: stage 1 (`mlembed/mini/configs/mini.json`) trains the "
+        f"body from all-MiniLM-L6-v2 at full depth with MEL (rank {body['model']['mel_rank']}) and MRL losses, "
+        f"{body['training']['max_steps']} steps on Debian package-description pairs in {len(LANGUAGES)} languages; "
+        f"stage 2 (`mini-exits.json`) freezes it and trains only the {kind[module['kind']]} of exit "
+        f"{', '.join(map(str, module['exits']))}, {exits['training']['max_steps']} steps "
+        "(contrastive at the exit + KL to the full setting's scores). The full setting is the body's, bit for bit; "
+        f"`layers={module['exits'][0]}` runs the module. Why this recipe and not the paper's shared one: "
+        "`docs/ablation.md` in the ML-Embed repository."
+    )
 
 
 def export(paths: MiniPaths, repo_id: str = REPO_ID) -> Path:
@@ -251,7 +259,7 @@ def export(paths: MiniPaths, repo_id: str = REPO_ID) -> Path:
 
     results = paths.eval / "results.json"
     table = json.loads(results.read_text())["table"] if results.is_file() else ""
-    card = f"{RECIPE_NOTE}\n\n{table}"
+    card = f"{recipe_note()}\n\n{table}"
     export_hub(paths.model, paths.hub, repo_id=repo_id, max_seq_length=EVAL_MAX_LENGTH, eval_table=card)
     return install_into_cache(paths.hub, repo_id)
 
@@ -335,21 +343,23 @@ def steps(
     `build_catalogue_testset` (languages, packages, caps, or `debs` to skip the download).
     """
 
-    def recipe(name: str, base: Callable[[MiniPaths], str]) -> Callable[[MiniPaths], Path]:
-        return lambda p: train(load_recipe(name, base(p), p, overrides))
+    def stage(name: str, base: Callable[[MiniPaths], str]) -> tuple[Callable[..., bool], Callable[..., Path]]:
+        """A training stage's (done, action): done when its run folder holds a model trained from this very recipe
+        (config and overrides); the action trains it."""
 
-    def trained(name: str, base: Callable[[MiniPaths], str]) -> Callable[[MiniPaths], bool]:
-        """The run folder holds a model trained from this very recipe (config and overrides)."""
+        def config(p: MiniPaths) -> Any:
+            return load_recipe(name, base(p), p, overrides)
 
         def done(p: MiniPaths) -> bool:
             summary = p.run(Path(name).stem) / "summary.json"
             if not _has_model(lambda q: q.run(Path(name).stem) / "final")(p) or not summary.is_file():
                 return False
-            wanted = recipe_fingerprint(load_recipe(name, base(p), p, overrides))
-            return json.loads(summary.read_text()).get("recipe") == wanted
+            return json.loads(summary.read_text()).get("recipe") == recipe_fingerprint(config(p))
 
-        return done
+        return done, lambda p: train(config(p))
 
+    body_done, body_train = stage("mini.json", lambda p: minilm_path())
+    exits_done, exits_train = stage("mini-exits.json", lambda p: str(p.body))
     pipeline = [
         Step(
             "data",
@@ -367,16 +377,14 @@ def steps(
         Step(
             "train",
             "train ml-embed-mini, stage 1: the body (MEL + MRL, configs/mini.json)",
-            trained("mini.json", lambda p: minilm_path()),
-            recipe("mini.json", lambda p: minilm_path()),
+            body_done,
+            body_train,
         ),
         Step(
             "train-exits",
             "train ml-embed-mini, stage 2: the layers=3 exit module on the frozen body (configs/mini-exits.json)",
-            lambda p: (
-                trained("mini-exits.json", lambda q: str(q.body))(p) and _newer(p.model / "model.safetensors", p.body)
-            ),
-            recipe("mini-exits.json", lambda p: str(p.body)),
+            lambda p: exits_done(p) and _newer(p.model / "model.safetensors", p.body),
+            exits_train,
         ),
         Step("eval", "evaluate on both held-out sets", _evaluated, lambda p: evaluate(p, _eval_models(p))),
         Step(
