@@ -232,6 +232,14 @@ VARIANTS += (
         init="default-body",
         grid_steps=False,
     ),
+    Variant(  # the main job's time budget: stage 2 at half its steps
+        "default-exits50",
+        "ml-embed-mini's two-stage recipe with stage 2 at 50 steps (warmup 10)",
+        "mini-exits.json",
+        ("training.max_steps=50", "training.warmup_steps=10"),
+        init="default-body",
+        grid_steps=False,
+    ),
     Variant(
         "two-stage-lora",
         "two-stage recipe: stage 1, then LoRA exit modules (exits 2/3/4, rank 16) on the frozen body",
@@ -307,17 +315,24 @@ def resolve(name: str) -> Variant:
     )
 
 
-def own_steps(variant: Variant) -> int | None:
-    """The steps a variant trains for by its own definition (None: no training)."""
+def setting(variant: Variant, key: str) -> Any:
+    """The value `section.key` the variant trains with: its config file's, after its overrides (None: no training
+    or no such key)."""
+    from mlembed.mini.pipeline import CONFIGS
+    from mlembed.train.config import apply_overrides
+
     if variant.config is None:
         return None
-    overrides = (GRID_STEPS,) * variant.grid_steps + variant.overrides
-    found = [o.split("=", 1)[1] for o in overrides if o.startswith("training.max_steps=")]
-    if found:
-        return int(found[-1])
-    from mlembed.mini.pipeline import CONFIGS
+    raw = json.loads((CONFIGS / variant.config).read_text())
+    section, _, name = key.partition(".")
+    overrides = [GRID_STEPS] * variant.grid_steps + list(variant.overrides)
+    return apply_overrides(raw, overrides).get(section, {}).get(name)
 
-    return int(json.loads((CONFIGS / variant.config).read_text())["training"]["max_steps"])
+
+def own_steps(variant: Variant) -> int | None:
+    """The steps a variant trains for by its own definition (None: no training)."""
+    steps = setting(variant, "training.max_steps")
+    return None if steps is None else int(steps)
 
 
 def parse_args() -> argparse.Namespace:
@@ -451,13 +466,7 @@ def body_steps(variant: Variant) -> int | None:
 
 def exit_stage(variant: Variant) -> bool:
     """Whether the variant is a second stage that trains only exit modules on a frozen body (`loss.stage=exits`)."""
-    from mlembed.mini.pipeline import CONFIGS
-
-    if variant.config is None:
-        return False
-    stage = json.loads((CONFIGS / variant.config).read_text())["loss"].get("stage", "all")
-    found = [o.split("=", 1)[1] for o in variant.overrides if o.startswith("loss.stage=")]
-    return (found[-1] if found else stage) == "exits"
+    return setting(variant, "loss.stage") == "exits"
 
 
 def anchor_ratios(rows: dict[str, dict[str, Any]], name: str, set_name: str) -> dict[str, float | None]:
