@@ -15,8 +15,10 @@ two-stage recipes, and the shipped default as is (`default-body` = `mini.json`, 
 
 Everything is cached in the mini cache (`--cache-dir`, default `$MLEMBED_CACHE` or `~/.cache/mlembed/mini`):
 the data and the stock model of the pipeline, one folder per variant under `ablation/<name>` (model, training
-summary, `eval.json`), so a rerun only trains and scores what is missing or stale. Outputs (`-o`, default
-`<cache>/ablation`): `table.md` (the grid on both sets, the goal ratios, nDCG@10 per language) and `results.json`.
+summary, `eval.json`), so a rerun only trains and scores what is missing or stale: a row whose recipe changed
+since it trained (the fingerprint in its `summary.json`, as `mlembed mini` checks its stages) trains again.
+Outputs (`-o`, default `<cache>/ablation`): `table.md` (the grid on both sets, the goal ratios, nDCG@10 per
+language) and `results.json`.
 
 Runtime on 2 CPU cores: about 6 minutes of training per variant alone on the machine (200 steps of 32 pairs) plus
 about 2 minutes of scoring; the 20 rows take about 2.5 hours on a quiet machine, much longer on a shared one.
@@ -227,16 +229,42 @@ VARIANTS += (
     Variant(
         "default",
         "ml-embed-mini: the shipped two-stage recipe (mini.json, then mini-exits.json: one LoRA exit module, exit 3, "
-        "rank 16, 100 steps at learning rate 1e-3)",
+        "rank 16, contrastive at the exit, 200 steps at learning rate 1e-3)",
         "mini-exits.json",
         init="default-body",
         grid_steps=False,
     ),
-    Variant(  # the main job's time budget: stage 2 at half its steps
-        "default-exits50",
-        "ml-embed-mini's two-stage recipe with stage 2 at 50 steps (warmup 10)",
+    # Stage 2's own budget and loss: shipped, contrastive at the exit for 200 steps; until then, with a KL term towards
+    # the full setting's in-batch scores (its teacher a second, full-depth pass each step) for 100 steps.
+    Variant(
+        "default-exits-kd",
+        "two-stage, stage 2 as shipped before: + KL to the full setting's scores (weight 1), 100 steps",
         "mini-exits.json",
-        ("training.max_steps=50", "training.warmup_steps=10"),
+        ("loss.self_distill=1.0", "training.max_steps=100"),
+        init="default-body",
+        grid_steps=False,
+    ),
+    Variant(
+        "default-exits-kd50",
+        "two-stage, stage 2 + KL to the full setting's scores, 50 steps (warmup 10)",
+        "mini-exits.json",
+        ("loss.self_distill=1.0", "training.max_steps=50", "training.warmup_steps=10"),
+        init="default-body",
+        grid_steps=False,
+    ),
+    Variant(
+        "default-exits-kd200",
+        "two-stage, stage 2 + KL to the full setting's scores, 200 steps",
+        "mini-exits.json",
+        ("loss.self_distill=1.0",),
+        init="default-body",
+        grid_steps=False,
+    ),
+    Variant(
+        "default-exits100",
+        "two-stage, stage 2 contrastive only (as shipped), 100 steps",
+        "mini-exits.json",
+        ("training.max_steps=100",),
         init="default-body",
         grid_steps=False,
     ),
@@ -364,13 +392,14 @@ def prepare(paths: Any) -> None:
     pipeline.run_steps(needed, paths)
 
 
-def train_variant(variant: Variant, folder: Path, paths: Any) -> None:
+def variant_config(variant: Variant, out: Path, paths: Any) -> Any:
+    """The recipe config the variant trains with, writing to `out`."""
     from mlembed.mini import pipeline
 
     overrides = [
         *((GRID_STEPS,) if variant.grid_steps else ()),
         *(o.replace("{stock}", str(paths.stock)) for o in variant.overrides),
-        f"training.output_dir={json.dumps(str(folder))}",
+        f"training.output_dir={json.dumps(str(out))}",
     ]
     if variant.init:
         init = model_folder(resolve(variant.init), paths)
@@ -380,8 +409,32 @@ def train_variant(variant: Variant, folder: Path, paths: Any) -> None:
     elif variant.first_layers:
         overrides.append(f"model.base={first_layers(paths, variant.first_layers)}")
     overrides += pipeline.precision_overrides(overrides, pipeline.native_bf16_flags())  # as `mlembed mini` trains
-    config = pipeline.load_recipe(variant.config, pipeline.minilm_path(), paths, overrides)
-    pipeline.train(config)
+    return pipeline.load_recipe(variant.config, pipeline.minilm_path(), paths, overrides)
+
+
+def why_train(variant: Variant, paths: Any, redo: bool) -> str | None:
+    """Why the variant's model must be trained now (None: the cached one is this very recipe, as the pipeline
+    checks its stages: `summary.json`'s recipe fingerprint)."""
+    from mlembed.mini import pipeline
+
+    folder = model_folder(variant, paths)
+    if variant.config is None:
+        return None
+    if redo:
+        return "--redo"
+    if not (folder / "model.safetensors").is_file():
+        return "not trained yet"
+    summary = folder.parent / "summary.json"
+    recorded = json.loads(summary.read_text()).get("recipe") if summary.is_file() else None
+    if recorded != pipeline.recipe_fingerprint(variant_config(variant, folder.parent, paths)):
+        return "its cached model came from another recipe"
+    return None
+
+
+def train_variant(variant: Variant, folder: Path, paths: Any) -> None:
+    from mlembed.mini import pipeline
+
+    pipeline.train(variant_config(variant, folder, paths))
 
 
 def first_layers(paths: Any, layers: int) -> Path:
@@ -547,10 +600,10 @@ def main() -> int:
     redo = set(filter(None, args.redo.split(",")))
     prepare(paths)
     for variant in chosen:  # all training first: a half-finished grid still has every model it trained
-        folder = model_folder(variant, paths)
-        if variant.config is not None and (variant.name in redo or not (folder / "model.safetensors").is_file()):
-            print(f"training {variant.name}: {variant.label}", flush=True)
-            train_variant(variant, folder.parent, paths)
+        why = why_train(variant, paths, variant.name in redo)
+        if why:
+            print(f"training {variant.name} ({why}): {variant.label}", flush=True)
+            train_variant(variant, model_folder(variant, paths).parent, paths)
     if args.train_only:
         return 0
     sets = pipeline.load_eval_sets(paths)

@@ -14,8 +14,8 @@ or env `MLEMBED_CACHE`):
 4. train: stage 1 of ml-embed-mini's two-stage recipe, `configs/mini.json`: the body at full depth (MEL rank 384,
    MRL dims 24..384; 300 steps);
 5. train-exits: stage 2, `configs/mini-exits.json`: the body frozen, one LoRA exit module (exit 3, rank 16) trained
-   on the depth-3 path for 100 steps (contrastive at the exit + KL to the full setting's in-batch scores), so
-   `layers=3` gets its own weights and every other setting keeps the body's vectors bit for bit;
+   on the depth-3 path for 200 steps (contrastive at the exit), so `layers=3` gets its own weights and every other
+   setting keeps the body's vectors bit for bit;
 6. eval: nDCG@10 on both held-out sets: ml-embed-mini at full, layers=3, dim=96, rank=64 and all three, the stock
    model at full size (what the table shows, nothing more);
 7. export: ml-embed-mini as a Hub folder (its card says the recipe and shows the tables), installed into the HF
@@ -207,9 +207,10 @@ def load_recipe(name: str, base: str, paths: MiniPaths, overrides: Sequence[str]
 
 
 def recipe_fingerprint(config: Any) -> str:
-    """A hash of everything a recipe config trains with (not its `launch` note or folder): a model trained from
-    another recipe, or with other `--set` overrides, is not reused."""
+    """A hash of everything a recipe config trains with (not its `launch` note, its folder or where it writes): a
+    model trained from another recipe, or with other `--set` overrides, is not reused; a moved cache still is."""
     values = {k: v for k, v in asdict(config).items() if k not in ("launch", "root")}
+    values["training"] = {k: v for k, v in values["training"].items() if k != "output_dir"}
     return hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -240,13 +241,15 @@ def recipe_note() -> str:
     module = exits["model"]["exit_modules"]
     width = module["rank"]
     kind = {"lora": f"LoRA exit module (rank {width})", "adapter": f"residual adapter (width {width})"}
+    kl = " + KL to the full setting's scores" if exits["loss"].get("self_distill") else ""
+    loss = f"contrastive at the exit{kl}"
     return (
         "Trained by `mlembed mini` with the two-stage recipe: stage 1 (`mlembed/mini/configs/mini.json`) trains the "
         f"body from all-MiniLM-L6-v2 at full depth with MEL (rank {body['model']['mel_rank']}) and MRL losses, "
         f"{body['training']['max_steps']} steps on Debian package-description pairs in {len(LANGUAGES)} languages; "
         f"stage 2 (`mini-exits.json`) freezes it and trains only the {kind[module['kind']]} of exit "
-        f"{', '.join(map(str, module['exits']))}, {exits['training']['max_steps']} steps "
-        "(contrastive at the exit + KL to the full setting's scores). The full setting is the body's, bit for bit; "
+        f"{', '.join(map(str, module['exits']))}, {exits['training']['max_steps']} steps ({loss}). "
+        "The full setting is the body's, bit for bit; "
         f"`layers={module['exits'][0]}` runs the module. Why this recipe and not the paper's shared one: "
         "`docs/ablation.md` in the ML-Embed repository."
     )
