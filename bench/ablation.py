@@ -424,9 +424,7 @@ def why_train(variant: Variant, paths: Any, redo: bool) -> str | None:
         return "--redo"
     if not (folder / "model.safetensors").is_file():
         return "not trained yet"
-    summary = folder.parent / "summary.json"
-    recorded = json.loads(summary.read_text()).get("recipe") if summary.is_file() else None
-    if recorded != pipeline.recipe_fingerprint(variant_config(variant, folder.parent, paths)):
+    if not pipeline.trained_from(folder.parent, variant_config(variant, folder.parent, paths)):
         return "its cached model came from another recipe"
     return None
 

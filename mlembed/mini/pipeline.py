@@ -214,6 +214,13 @@ def recipe_fingerprint(config: Any) -> str:
     return hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def trained_from(run_folder: Path, config: Any) -> bool:
+    """Whether `run_folder/summary.json` (written by `train`) records this very recipe (`recipe_fingerprint`): a
+    cached model is reused only then. Checks the summary alone; the caller checks the weights it needs."""
+    summary = run_folder / "summary.json"
+    return summary.is_file() and json.loads(summary.read_text()).get("recipe") == recipe_fingerprint(config)
+
+
 def train(config: Any) -> Path:
     """Run a recipe config; save the final folder and the trainer state (losses) next to it, and in `summary.json`
     the seconds, steps, precision, first and final loss and the recipe's fingerprint."""
@@ -354,10 +361,8 @@ def steps(
             return load_recipe(name, base(p), p, overrides)
 
         def done(p: MiniPaths) -> bool:
-            summary = p.run(Path(name).stem) / "summary.json"
-            if not _has_model(lambda q: q.run(Path(name).stem) / "final")(p) or not summary.is_file():
-                return False
-            return json.loads(summary.read_text()).get("recipe") == recipe_fingerprint(config(p))
+            run = p.run(Path(name).stem)
+            return _has_model(lambda _: run / "final")(p) and trained_from(run, config(p))
 
         return done, lambda p: train(config(p))
 
