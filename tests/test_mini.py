@@ -53,7 +53,7 @@ def test_the_two_stages_and_plain_differ_only_where_the_recipe_says():
     same = {k: v for k, v in body["training"].items() if k != "output_dir"}
     assert same == {k: v for k, v in plain["training"].items() if k != "output_dir"}
     assert exits["loss"]["stage"] == "exits" and exits["loss"]["self_distill"] == 0  # contrastive at the exit only
-    # rank 48 (4.3% of the parameters): the combined cut gains over rank 16 (bench/ablation.py rows default-lora*)
+    # rank 48 (4.2% of the parameters): the combined cut gains over rank 16 (bench/ablation.py rows default-lora*)
     assert exits["model"]["exit_modules"] == {"kind": "lora", "exits": [3], "rank": 48}
     assert {k: v for k, v in exits["model"].items() if k != "exit_modules"} == body["model"]
     changed = {k for k, v in exits["training"].items() if body["training"][k] != v}
