@@ -219,8 +219,15 @@ VARIANTS = (
 # and trains only exit modules, contrastive at the exit + KL to the full setting's scores), and Starbucks-style
 # diagonal pairs for the shared design.
 EXITS = ("loss.stage=exits", "loss.mel=true", "loss.mrl=true", "loss.self_distill=1.0")
+
+
+def exit3_lora(rank: int) -> str:
+    """The override giving a row one LoRA exit module at exit 3 of `rank` (ml-embed-mini's kind of module)."""
+    return f'model.exit_modules={{"kind": "lora", "exits": [3], "rank": {rank}}}'
+
+
 # Stage 2's loss and budget were measured with the rank-16 module ml-embed-mini shipped then; those rows keep it.
-LORA16 = 'model.exit_modules={"kind": "lora", "exits": [3], "rank": 16}'
+LORA16 = exit3_lora(16)
 VARIANTS += (
     Variant(
         "default-body",
@@ -266,10 +273,7 @@ VARIANTS += (
         "default-exits100",
         "two-stage, stage 2 contrastive only (rank 16), 100 steps",
         "mini-exits.json",
-        (
-            LORA16,
-            "training.max_steps=100",
-        ),
+        (LORA16, "training.max_steps=100"),
         init="default-body",
         grid_steps=False,
     ),
@@ -279,7 +283,7 @@ VARIANTS += (
             f"default-lora{rank}",
             f"two-stage, stage 2 as shipped with a narrower LoRA exit module: rank {rank}",
             "mini-exits.json",
-            (f'model.exit_modules={{"kind": "lora", "exits": [3], "rank": {rank}}}',),
+            (exit3_lora(rank),),
             init="default-body",
             grid_steps=False,
         )
@@ -305,7 +309,7 @@ VARIANTS += (
         "two-stage-lora3",
         "two-stage recipe: stage 1, then one LoRA exit module (exit 3, rank 16) for 100 steps",
         "mini-plain.json",
-        (*EXITS, 'model.exit_modules={"kind": "lora", "exits": [3], "rank": 16}', "training.max_steps=100"),
+        (*EXITS, LORA16, "training.max_steps=100"),
         init="default-body",
         grid_steps=False,
     ),
