@@ -289,6 +289,15 @@ VARIANTS += (
         )
         for rank in (16, 32)
     ),
+    # Stage 2's MEL rank draw: the paper's P(k) ~ k gives rank 64, the combined cut's, 8% of the module's steps.
+    Variant(
+        "default-ranks-uniform",
+        "two-stage, stage 2 as shipped with the MEL ranks 64 / 128 / 256 / 384 drawn uniformly (was P(k) ~ k)",
+        "mini-exits.json",
+        ('loss.rank_weights={"64": 1, "128": 1, "256": 1, "384": 1}',),
+        init="default-body",
+        grid_steps=False,
+    ),
     Variant(
         "two-stage-lora",
         "two-stage recipe: stage 1, then LoRA exit modules (exits 2/3/4, rank 16) on the frozen body",

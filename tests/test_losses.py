@@ -140,9 +140,22 @@ def test_mel_rank_frequencies():
         assert counts[k] / draws == pytest.approx(k / sum(ranks), abs=0.01)
 
 
+def test_mel_rank_frequencies_follow_the_rank_weights():
+    ranks, generator, draws = [64, 128, 256, 512], torch.Generator().manual_seed(0), 20000
+    weights = {64: 3.0, 128: 1.0, 256: 0.0, 512: 1.0}
+    counts = {k: 0 for k in ranks}
+    for _ in range(draws):
+        counts[sample_mel_rank(ranks, generator, weights)] += 1
+    for k in ranks:
+        assert counts[k] / draws == pytest.approx(weights[k] / 5.0, abs=0.01)
+
+
 def test_sampling_errors():
     with pytest.raises(ValueError, match="ranks must be a non-empty list of positive integers"):
         sample_mel_rank([0, 64])
+    for weights in ({64: 1.0}, {64: 1.0, 128: 1.0, 96: 1.0}, {64: -1.0, 128: 1.0}, {64: 0.0, 128: 0.0}):
+        with pytest.raises(ValueError, match=r"every trained MEL rank \[64, 128\] a weight >= 0"):
+            sample_mel_rank([64, 128], weights=weights)
     with pytest.raises(ValueError, match="options must not be empty"):
         shared_choice([])
     with pytest.raises(ValueError, match="weights must have one entry per option"):
@@ -380,6 +393,14 @@ def test_tiny_model_three_d_backward():
     for index, layer in enumerate(model.backbone.layers):
         grads = [param.grad for param in layer.parameters()]
         assert all(g is not None for g in grads) and sum(g.abs().sum() for g in grads) > 0, f"layer {index}"
+
+
+def test_objective_draws_ranks_by_its_rank_weights():
+    objective = ThreeDObjective(dims=[8], mel_ranks=[4, 8], rank_weights={4: 1.0, 8: 0.0})
+    objective.generator = torch.Generator().manual_seed(0)
+    assert {objective.sample_rank() for _ in range(50)} == {4}
+    with pytest.raises(ValueError, match=r"rank_weights \{4: 1.0\} need the MEL axis"):
+        ThreeDObjective(dims=[8], rank_weights={4: 1.0})
 
 
 def test_objective_equals_three_d_loss_on_split_columns():

@@ -332,6 +332,25 @@ def test_the_ablation_bench_trains_a_cached_row_again_when_its_recipe_changed(tm
     assert mini.recipe_fingerprint(moved) == recipe
 
 
+def test_a_recipe_key_added_later_leaves_cached_fingerprints_alone_until_it_is_set(tmp_path, monkeypatch):
+    """Models cached before a key existed stay valid: at its default the key is left out of the hash (computed
+    here as the recipe hashed without it); set, it is a new recipe."""
+    import hashlib
+    from dataclasses import asdict
+
+    monkeypatch.setattr(mini, "minilm_path", lambda: "/some/minilm")
+    paths = mini.MiniPaths(tmp_path)
+    recipe = mini.load_recipe("mini.json", "/some/minilm", paths)
+    for section, key in mini.ADDED_KEYS:
+        values = {k: v for k, v in asdict(recipe).items() if k not in ("launch", "root")}
+        values["training"] = {k: v for k, v in values["training"].items() if k != "output_dir"}
+        values[section] = {k: v for k, v in values[section].items() if k != key}
+        before = hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()[:16]
+        assert mini.recipe_fingerprint(recipe) == before
+    weighted = mini.load_recipe("mini.json", "/some/minilm", paths, ['loss.rank_weights={"64": 1, "384": 1}'])
+    assert mini.recipe_fingerprint(weighted) != mini.recipe_fingerprint(recipe)
+
+
 def test_a_learning_curve_point_keeps_each_stage_its_share_of_the_budget(monkeypatch):
     """`NAME@STEPS` trains the body for STEPS and a later stage for its shipped share (200 of 300 -> 100 of 150)."""
     monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "bench"))

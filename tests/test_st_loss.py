@@ -163,7 +163,10 @@ def test_config_dict_and_citation(folders):
     config = loss_fn.get_config_dict()
     assert config["temperature"] == 0.02 and loss_fn.scale == pytest.approx(50.0)
     assert (config["mel_ranks"], config["exit_layers"], config["matryoshka_dims"]) == ([8, 16, 32], [4], [8, 16, 32])
-    assert "ML-Embed" in loss_fn.citation
+    assert "ML-Embed" in loss_fn.citation and config["rank_weights"] is None
+    weighted = MLEmbed3DLoss(st, rank_weights={8: 1.0, 16: 0.0, 32: 0.0}, generator=torch.Generator().manual_seed(0))
+    assert weighted.get_config_dict()["rank_weights"] == {8: 1.0, 16: 0.0, 32: 0.0}
+    assert {weighted.objective.sample_rank() for _ in range(20)} == {8}
 
 
 # ---------------------------------------------------------------------------------------------------- errors

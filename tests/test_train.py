@@ -404,10 +404,21 @@ def test_recipe_passes_the_objective_options_and_self_distils(workdir):
     objective = trainer.objective
     assert (objective.self_distill, objective.exit_weights) == (0.5, {4: 2.0})
     assert objective.weights == {32: 1.0, 16: 1.0, 8: 1.0} and objective.dims == [8, 16, 32]
+    assert objective.rank_weights is None  # the paper's P(k) ~ k
     trainer.train()
     batch = next(iter(trainer.get_train_dataloader()))
     _, outputs = trainer.compute_loss(trainer.model, batch, return_outputs=True)
     assert "exit1/dim8/self_kd" in outputs["parts"] and "exit1/dim32/self_kd" in outputs["parts"]
+
+
+def test_recipe_rank_weights_reach_the_objective_and_must_name_the_trained_ranks(workdir):
+    config = load_config(workdir / "tiny.json", ['loss.rank_weights={"32": 2}'])
+    assert build_trainer(config, output_dir=str(workdir / "rw")).objective.rank_weights == {32: 2.0}
+    config = load_config(workdir / "tiny.json", ['loss.rank_weights={"16": 1}'])
+    with pytest.raises(ValueError, match=r"every trained MEL rank \[32\]"):
+        build_trainer(config, output_dir=str(workdir / "rw16"))
+    with pytest.raises(ValueError, match=r"loss.rank_weights must map integers"):
+        load_config(workdir / "tiny.json", ['loss.rank_weights={"all": 1}'])
 
 
 def test_bf16_autocast_training_runs(workdir):

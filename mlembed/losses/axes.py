@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 
@@ -38,8 +39,11 @@ def mrl_weights(dims: Sequence[int], full_dim: int | None = None) -> dict[int, f
     return {d: 1.0 / (n * math.sqrt(full_dim / d)) for n, d in enumerate(ordered, start=1)}
 
 
-def sample_mel_rank(ranks: Sequence[int], generator: torch.Generator | None = None) -> int:
-    """The MEL rank for this step: k with probability k / sum(ranks), the same on every process.
+def sample_mel_rank(
+    ranks: Sequence[int], generator: torch.Generator | None = None, weights: Mapping[int, float] | None = None
+) -> int:
+    """The MEL rank for this step: k with probability k / sum(ranks) (the paper), or weights[k] / sum(weights)
+    (`check_rank_weights`), the same on every process.
 
     Drawn on rank 0 and broadcast (`mlembed.distributed.shared_choice`), so all processes embed with the
     same rank even when their generators differ. r=512 gives 512 .533, 256 .267, 128 .133, 64 .067.
@@ -47,7 +51,23 @@ def sample_mel_rank(ranks: Sequence[int], generator: torch.Generator | None = No
     if not ranks or any(isinstance(k, bool) or not isinstance(k, int) or k < 1 for k in ranks):
         raise ValueError(f"ranks must be a non-empty list of positive integers (e.g. config.mel_ranks), got {ranks!r}")
     ranks = sorted(set(ranks))
-    return distributed.shared_choice(ranks, weights=ranks, generator=generator)
+    chances = ranks if weights is None else [check_rank_weights(weights, ranks)[k] for k in ranks]
+    return distributed.shared_choice(ranks, weights=chances, generator=generator)
+
+
+def check_rank_weights(weights: Mapping[Any, float], ranks: Sequence[int]) -> dict[int, float]:
+    """{MEL rank: sampling weight} for exactly the trained `ranks`, weights >= 0, not all 0 (ValueError naming the
+    ranks otherwise); integer keys."""
+    try:
+        chosen = {int(k): float(v) for k, v in weights.items()}
+    except (TypeError, ValueError):
+        raise ValueError(f"rank weights must map MEL ranks to numbers, got {weights!r}") from None
+    if sorted(chosen) != sorted(set(ranks)) or any(not v >= 0 for v in chosen.values()) or not sum(chosen.values()):
+        raise ValueError(
+            f"rank weights must give every trained MEL rank {sorted(set(ranks))} a weight >= 0 (not all 0), "
+            f"got {weights!r}"
+        )
+    return chosen
 
 
 def check_exits(exit_q: Mapping, exit_p: Mapping, exit_negs: Mapping | None, exits: Sequence[int] | None) -> list:

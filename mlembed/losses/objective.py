@@ -23,7 +23,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from mlembed import distributed
-from mlembed.losses.axes import check_dims, check_exit_dims, check_exit_weights, check_exits, sample_mel_rank
+from mlembed.losses.axes import (
+    check_dims,
+    check_exit_dims,
+    check_exit_weights,
+    check_exits,
+    check_rank_weights,
+    sample_mel_rank,
+)
 from mlembed.losses.columns import as_negatives, flat_columns, split_columns
 from mlembed.losses.contrastive import (
     hard_negative_infonce,
@@ -277,6 +284,8 @@ class ThreeDObjective(nn.Module):
             gradients; needs `full_depth`.
         full_depth: the model's number of layers (the teacher's depth with `separate_exits`).
         exit_dims: {exit layer: dims}: train only those dims at those exits (Starbucks-style diagonal pairs).
+        rank_weights: {MEL rank: weight}, every rank of `mel_ranks`: P(k) = weight / sum; default the paper's
+            P(k) ~ k (a second stage can weight the small ranks its cut settings use).
 
     Example:
         >>> import torch
@@ -306,6 +315,7 @@ class ThreeDObjective(nn.Module):
         separate_exits: bool = False,
         full_depth: int | None = None,
         exit_dims: Mapping[int, Sequence[int]] | None = None,
+        rank_weights: Mapping[int, float] | None = None,
     ) -> None:
         super().__init__()
         if separate_exits and (exits is None or full_depth is None or max(exits) >= full_depth):
@@ -318,6 +328,9 @@ class ThreeDObjective(nn.Module):
             raise ValueError(f"kd_weight and self_distill must be >= 0, got {kd_weight} and {self_distill}")
         self.dims, self.exits, self.weights = list(dims), None if exits is None else sorted(set(exits)), weights
         self.mel_ranks = sorted(set(mel_ranks)) if mel_ranks else None
+        if rank_weights and not self.mel_ranks:
+            raise ValueError(f"rank_weights {dict(rank_weights)} need the MEL axis (mel_ranks), which is off")
+        self.rank_weights = check_rank_weights(rank_weights, self.mel_ranks) if rank_weights else None
         self.temperature, self.gather, self.mask_duplicates = temperature, gather, mask_duplicates
         self.kd_weight, self.generator = kd_weight, generator
         self.exit_weights = {int(k): float(v) for k, v in (exit_weights or {}).items()} or None
@@ -345,7 +358,7 @@ class ThreeDObjective(nn.Module):
 
     def sample_rank(self) -> int | None:
         """This step's MEL rank (`sample_mel_rank`, the same on every process); `None` (full rank) without MEL."""
-        return sample_mel_rank(self.mel_ranks, self.generator) if self.mel_ranks else None
+        return sample_mel_rank(self.mel_ranks, self.generator, self.rank_weights) if self.mel_ranks else None
 
     def step(
         self,

@@ -84,15 +84,16 @@ class MLEmbed3DLoss(nn.Module):
         dim_weights: dict[int, float] | None = None,
         exit_weights: dict[int, float] | None = None,
         self_distill: float = 0.0,
+        rank_weights: dict[int, float] | None = None,
     ) -> None:
         """The ML-Embed training loss (3D Matryoshka Learning) for an elastic ML-Embed SentenceTransformer.
 
-        Each step draws one MEL rank k (probability k / sum of `config.mel_ranks`, the same on every process) and
-        embeds every column once at that rank, returning the pooled embedding of every MLL exit layer
-        (`config.exit_layers`). For every exit and every MRL dim (`config.matryoshka_dims`) the embeddings are cut
-        to their first d' values and re-normalised; an in-batch InfoNCE (each anchor against the positives of the
-        batch) and a hard-negative InfoNCE (each anchor against its positive and its own negatives) are added with
-        the MRL weight of d', and the exits are averaged.
+        Each step draws one MEL rank k (probability k / sum of `config.mel_ranks`, or by `rank_weights`; the same
+        on every process) and embeds every column once at that rank, returning the pooled embedding of every MLL
+        exit layer (`config.exit_layers`). For every exit and every MRL dim (`config.matryoshka_dims`) the
+        embeddings are cut to their first d' values and re-normalised; an in-batch InfoNCE (each anchor against the
+        positives of the batch) and a hard-negative InfoNCE (each anchor against its positive and its own negatives)
+        are added with the MRL weight of d', and the exits are averaged.
 
         Formula:
             loss = 1/|E| sum_{l in E} sum_{d' in D} w(d') [L_in(l, d') + L_hard(l, d')],  all at rank k ~ k / sum(R)
@@ -126,6 +127,8 @@ class MLEmbed3DLoss(nn.Module):
             exit_weights: {exit layer: weight}; default every exit 1 (the mean over exits).
             self_distill: weight of self-distillation (not in the paper; see `ThreeDObjective`): the model's own full
                 setting teaches every exit, dim and rank to score the batch as it does. 0 = off.
+            rank_weights: {MEL rank: weight} for every rank of `config.mel_ranks`: P(k) = weight / sum; default
+                the paper's P(k) ~ k.
 
         Requirements:
             1. An ML-Embed model loaded with remote code (the elastic `MLEmbedModel` inside the `Transformer`).
@@ -198,6 +201,7 @@ class MLEmbed3DLoss(nn.Module):
             weights=dim_weights,
             exit_weights=exit_weights,
             self_distill=self_distill,
+            rank_weights=rank_weights,
         )
         if kd_weight > 0 and self.teacher is None:
             raise ValueError("kd_weight > 0 needs a teacher (a frozen ML-Embed model or a SentenceTransformer of one)")
@@ -257,6 +261,7 @@ class MLEmbed3DLoss(nn.Module):
             "self_distill": self.objective.self_distill,
             "dim_weights": self.objective.weights,
             "exit_weights": self.objective.exit_weights,
+            "rank_weights": self.objective.rank_weights,
             "mel_ranks": self.objective.mel_ranks or [self.full_rank],
             "exit_layers": self.objective.exits,
             "matryoshka_dims": self.objective.dims,

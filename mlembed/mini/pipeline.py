@@ -206,11 +206,19 @@ def load_recipe(name: str, base: str, paths: MiniPaths, overrides: Sequence[str]
     return load_config(CONFIGS / name, [*fills, *overrides])
 
 
+# Recipe keys added after models were cached: at their default they leave the fingerprint as it was, so a new knob
+# does not make every cached model stale; set, they count like any other key.
+ADDED_KEYS = {("loss", "rank_weights"): {}}
+
+
 def recipe_fingerprint(config: Any) -> str:
     """A hash of everything a recipe config trains with (not its `launch` note, its folder or where it writes): a
     model trained from another recipe, or with other `--set` overrides, is not reused; a moved cache still is."""
     values = {k: v for k, v in asdict(config).items() if k not in ("launch", "root")}
     values["training"] = {k: v for k, v in values["training"].items() if k != "output_dir"}
+    for (section, key), default in ADDED_KEYS.items():
+        if values[section].get(key) == default:
+            values[section] = {k: v for k, v in values[section].items() if k != key}
     return hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

@@ -57,7 +57,8 @@ class LossSection:
     dim_weights / exit_weights: {dim or exit layer (JSON keys are strings): weight}; empty = the paper's MRL weights
     and the plain mean over exits. self_distill: weight of the self-distillation term (`ThreeDObjective`), 0 = off.
     exit_dims: {exit layer: [dims]}: train only those dims at those exits, weight 1 each (Starbucks-style diagonal
-    (layers, dims) pairs, arXiv 2410.13230); other exits train every dim.
+    (layers, dims) pairs, arXiv 2410.13230); other exits train every dim. rank_weights: {MEL rank: sampling
+    weight} for every trained rank; empty = the paper's P(k) ~ k.
     stage: "all" (everything trains: the paper's shared recipe, or the first stage of the two-stage one) or "exits"
     (the second stage: the body is frozen and only the exit modules train, each exit in its own pass, contrastive at
     the exit plus `self_distill` x KL to the full setting's in-batch scores; the full path stays bit-identical).
@@ -74,9 +75,10 @@ class LossSection:
     self_distill: float = 0.0
     stage: str = "all"
     exit_dims: dict[str, list[int]] = field(default_factory=dict)
+    rank_weights: dict[str, float] = field(default_factory=dict)
 
     def int_keyed(self, name: str) -> dict[int, float] | None:
-        """`dim_weights` / `exit_weights` with integer keys (None when empty)."""
+        """`dim_weights` / `exit_weights` / `rank_weights` with integer keys (None when empty)."""
         return {int(key): float(value) for key, value in getattr(self, name).items()} or None
 
 
@@ -163,7 +165,7 @@ def parse_config(raw: dict[str, Any], root: str | Path = ".") -> TrainConfig:
         raise ValueError('loss.stage "exits" freezes the whole body already; leave model.frozen_layers at 0')
     if config.loss.self_distill < 0:
         raise ValueError(f"loss.self_distill must be >= 0, got {config.loss.self_distill}")
-    for name in ("dim_weights", "exit_weights"):
+    for name in ("dim_weights", "exit_weights", "rank_weights"):
         values = getattr(config.loss, name)
         if not isinstance(values, dict) or not all(str(k).isdigit() and float(v) >= 0 for k, v in values.items()):
             raise ValueError(

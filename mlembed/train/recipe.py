@@ -127,6 +127,7 @@ def build_trainer(config: TrainConfig, **training_overrides: Any) -> Any:
         self_distill=spec.self_distill,
         separate_exits=spec.stage == "exits",
         exit_dims={int(k): v for k, v in spec.exit_dims.items()} or None,
+        rank_weights=spec.int_keyed("rank_weights"),
     )
     teacher = MLEmbedModel.from_pretrained(spec.teacher) if spec.teacher else None
     return MLEmbedTrainer(
