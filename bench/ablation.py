@@ -228,6 +228,8 @@ def exit3_lora(rank: int) -> str:
 
 # Stage 2's loss and budget were measured with the rank-16 module ml-embed-mini shipped then; those rows keep it.
 LORA16 = exit3_lora(16)
+# Stage 2 trained 200 steps until it was given 300; the rows measured then keep their budget.
+STAGE2_200 = "training.max_steps=200"
 VARIANTS += (
     Variant(
         "default-body",
@@ -238,7 +240,7 @@ VARIANTS += (
     Variant(
         "default",
         "ml-embed-mini: the shipped two-stage recipe (mini.json, then mini-exits.json: one LoRA exit module, exit 3, "
-        "rank 48, contrastive at the exit, 200 steps at learning rate 1e-3)",
+        "rank 48, contrastive at the exit, 300 steps at learning rate 1e-3)",
         "mini-exits.json",
         init="default-body",
         grid_steps=False,
@@ -265,7 +267,7 @@ VARIANTS += (
         "default-exits-kd200",
         "two-stage, stage 2 (rank 16) + KL to the full setting's scores, 200 steps",
         "mini-exits.json",
-        (LORA16, "loss.self_distill=1.0"),
+        (LORA16, "loss.self_distill=1.0", STAGE2_200),
         init="default-body",
         grid_steps=False,
     ),
@@ -277,13 +279,13 @@ VARIANTS += (
         init="default-body",
         grid_steps=False,
     ),
-    # Stage 2's module width: shipped, rank 48 (4.2% of the parameters; the goal allows 5%); rank 16 until this round.
+    # Stage 2's module width (at 200 steps): shipped, rank 48 (4.2% of the parameters; the goal allows 5%); was 16.
     *(
         Variant(
             f"default-lora{rank}",
-            f"two-stage, stage 2 as shipped with a narrower LoRA exit module: rank {rank}",
+            f"two-stage, stage 2 as shipped until this round (200 steps), a narrower LoRA exit module: rank {rank}",
             "mini-exits.json",
-            (exit3_lora(rank),),
+            (exit3_lora(rank), STAGE2_200),
             init="default-body",
             grid_steps=False,
         )
@@ -292,9 +294,26 @@ VARIANTS += (
     # Stage 2's MEL rank draw: the paper's P(k) ~ k gives rank 64, the combined cut's, 8% of the module's steps.
     Variant(
         "default-ranks-uniform",
-        "two-stage, stage 2 as shipped with the MEL ranks 64 / 128 / 256 / 384 drawn uniformly (was P(k) ~ k)",
+        "two-stage, stage 2 as shipped until this round (200 steps) with the MEL ranks drawn uniformly (was P(k) ~ k)",
         "mini-exits.json",
-        ('loss.rank_weights={"64": 1, "128": 1, "256": 1, "384": 1}',),
+        ('loss.rank_weights={"64": 1, "128": 1, "256": 1, "384": 1}', STAGE2_200),
+        init="default-body",
+        grid_steps=False,
+    ),
+    # Stage 2's budget and step size at rank 48 (the module was budget-bound at rank 16: 50 -> 100 -> 200 steps).
+    Variant(
+        "default-exits200",
+        "two-stage, stage 2 as shipped until this round: 200 steps (now 300)",
+        "mini-exits.json",
+        (STAGE2_200,),
+        init="default-body",
+        grid_steps=False,
+    ),
+    Variant(
+        "default-lr2e-3",
+        "two-stage, stage 2 as shipped until this round (200 steps) at learning rate 2e-3 (was 1e-3)",
+        "mini-exits.json",
+        ("training.learning_rate=0.002", STAGE2_200),
         init="default-body",
         grid_steps=False,
     ),

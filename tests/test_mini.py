@@ -41,7 +41,7 @@ def test_shipped_mini_configs_load_and_validate(name, tmp_path):
 def test_the_two_stages_and_plain_differ_only_where_the_recipe_says():
     """mini.json (stage 1) = plain fine-tuning + MEL rank 384 + MRL; mini-exits.json (stage 2) = the same model with
     one LoRA exit module on exit 3, trained alone (`loss.stage` "exits", contrastive only: a KL term towards the full
-    setting cost 2.5x the time a step and scored lower, docs/ablation.md), shorter and at LoRA's learning rate."""
+    setting cost 2.5x the time a step and scored lower, docs/ablation.md), at LoRA's learning rate."""
     body = json.loads((mini.CONFIGS / "mini.json").read_text())
     exits = json.loads((mini.CONFIGS / "mini-exits.json").read_text())
     plain = json.loads((mini.CONFIGS / "mini-plain.json").read_text())
@@ -57,8 +57,7 @@ def test_the_two_stages_and_plain_differ_only_where_the_recipe_says():
     assert exits["model"]["exit_modules"] == {"kind": "lora", "exits": [3], "rank": 48}
     assert {k: v for k, v in exits["model"].items() if k != "exit_modules"} == body["model"]
     changed = {k for k, v in exits["training"].items() if body["training"][k] != v}
-    assert changed == {"output_dir", "max_steps", "learning_rate"}
-    assert exits["training"]["max_steps"] < body["training"]["max_steps"]
+    assert changed == {"output_dir", "learning_rate"}  # 300 steps as stage 1 (200 cost the combined cut 9 points)
 
 
 def test_the_card_says_the_recipe_the_shipped_configs_train(tmp_path, monkeypatch):
