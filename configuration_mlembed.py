@@ -45,7 +45,7 @@ AXIS_FIELDS = (
     "exit_modules",
 )
 EXIT_MODULE_KINDS = ("lora", "adapter")
-EXIT_MODULE_KEYS = ("kind", "exits", "rank", "alpha")
+EXIT_MODULE_KEYS = ("kind", "exits", "rank", "alpha", "layer_norm")
 DEFAULT_MAX_SEQ_LENGTH = 512  # for folders that record none (older exports): the common limit of embedding models
 # Fields of PretrainedConfig itself that must not be forwarded to the backbone config.
 _META_KEYS = ("model_type", "auto_map", "architectures", "transformers_version", "_name_or_path")
@@ -123,7 +123,15 @@ def check_exit_modules(spec: Any, exit_layers: list[int]) -> dict[str, Any]:
     alpha = spec.get("alpha", 2 * rank)
     if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not alpha > 0:
         raise ValueError(f"exit_modules.alpha must be a number > 0, got {alpha!r}")
-    return {"kind": kind, "exits": sorted(set(exits)), "rank": rank, "alpha": float(alpha)}
+    layer_norm = spec.get("layer_norm", False)
+    if not isinstance(layer_norm, bool):
+        raise ValueError(f"exit_modules.layer_norm must be true or false, got {layer_norm!r}")
+    if layer_norm and kind != "lora":
+        raise ValueError(
+            f"exit_modules.layer_norm is for kind 'lora' only (the norm merges with the deltas), got {kind!r}"
+        )
+    checked = {"kind": kind, "exits": sorted(set(exits)), "rank": rank, "alpha": float(alpha)}
+    return checked | ({"layer_norm": True} if layer_norm else {})  # configs saved before the key stay as they were
 
 
 def _check_nested(name: str, values: list[int], maximum: int) -> list[int]:
@@ -164,8 +172,9 @@ class MLEmbedConfig(PretrainedConfig):
             model runs at `layers=k`, so the full path and every other exit stay as they are. `lora`: low-rank
             deltas (rank r, scale a / r; `alpha` default 2r) on every linear layer of the first k layers, plus the
             exit's own copy of the final norm (backbones that have one); merged into plain weights by every export
-            of that setting. `adapter`: a residual bottleneck of width r on the exit's token states (identity at
-            init). See `MLEmbedExitModule`.
+            of that setting. `"layer_norm": true` (lora, post-LN backbones such as BERT, which have no final norm):
+            the exit also owns a copy of layer k's last norm, its path's last normalisation. `adapter`: a residual
+            bottleneck of width r on the exit's token states (identity at init). See `MLEmbedExitModule`.
         **kwargs: the backbone's own fields (`hidden_size`, `num_hidden_layers`, `vocab_size`, ...).
     """
 

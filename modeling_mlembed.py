@@ -160,8 +160,10 @@ class MLEmbedExitModule(nn.Module):
 
     `lora`: an `MLEmbedLoRALinear` for every linear layer of the first k layers (keyed `"<layer>-<path>"`, e.g.
     `"0-attention-self-query"`), applied by forward hooks during a depth-k pass, and `norm`, the exit's own copy of
-    the backbone's final norm (none for backbones without one). `adapter`: an `MLEmbedExitAdapter` on the exit's
-    token states after the final norm, before pooling.
+    the backbone's final norm (none for backbones without one). With `layer_norm` (post-LN backbones, which have no
+    final norm): `layer_norm`, the exit's own copy of layer k's last norm (at `layer_norm_path` in that layer),
+    swapped in for the pass. `adapter`: an `MLEmbedExitAdapter` on the exit's token states after the final norm,
+    before pooling.
     """
 
     def __init__(
@@ -171,10 +173,14 @@ class MLEmbedExitModule(nn.Module):
         hidden_size: int,
         spec: dict[str, Any],
         norm: nn.Module | None,
+        layer_norm: tuple[str, nn.Module] | None = None,
     ) -> None:
         super().__init__()
         self.kind = kind
-        self.lora = self.adapter = self.norm = None
+        self.lora = self.adapter = self.norm = self.layer_norm = None
+        self.layer_norm_path = None
+        if layer_norm is not None:
+            self.layer_norm_path, self.layer_norm = layer_norm
         if kind == "lora":
             scale = spec["alpha"] / spec["rank"]
             self.lora = nn.ModuleDict(
@@ -323,8 +329,14 @@ class MLEmbedModel(MLEmbedPreTrainedModel):
     # --------------------------------------------------------------------------------------- exit modules
     def _build_exit_modules(self, spec: dict[str, Any]) -> nn.ModuleDict:
         """One `MLEmbedExitModule` per exit of `spec` (`config.exit_modules`), identity at init; the lora norm is a
-        copy of the backbone's final norm."""
+        copy of the backbone's final norm, the `layer_norm` one a copy of layer k's last norm."""
         final_norm = getattr(self.backbone, self._final_norm_name) if self._final_norm_name else None
+        if spec.get("layer_norm") and final_norm is not None:
+            raise ValueError(
+                "exit_modules.layer_norm is for post-LN backbones without a final norm; this "
+                f"{self.config.backbone_type} backbone has one ({self._final_norm_name}), which every lora exit "
+                "module owns a copy of already"
+            )
         modules = {}
         for exit_layer in spec["exits"]:
             linears = {
@@ -334,16 +346,25 @@ class MLEmbedModel(MLEmbedPreTrainedModel):
                 if isinstance(module, nn.Linear)
             }
             norm = copy.deepcopy(final_norm) if spec["kind"] == "lora" and final_norm is not None else None
-            modules[str(exit_layer)] = MLEmbedExitModule(spec["kind"], linears, self.config.hidden_size, spec, norm)
+            layer_norm = None
+            if spec.get("layer_norm"):
+                path = _last_norm(self.layer_stack[exit_layer - 1])
+                layer_norm = (path, copy.deepcopy(self.layer_stack[exit_layer - 1].get_submodule(path)))
+            modules[str(exit_layer)] = MLEmbedExitModule(
+                spec["kind"], linears, self.config.hidden_size, spec, norm, layer_norm
+            )
         return nn.ModuleDict(modules)
 
-    def add_exit_modules(self, kind: str, exits: Sequence[int], rank: int, alpha: float | None = None) -> None:
+    def add_exit_modules(
+        self, kind: str, exits: Sequence[int], rank: int, alpha: float | None = None, layer_norm: bool = False
+    ) -> None:
         """Give `exits` their own modules (`config.exit_modules`), identity at init: every output stays as it was
         until they are trained (the second stage of the two-stage recipe). A model that has modules already is an
         error; the spec is checked by the config (errors name the allowed values)."""
         if self.exit_modules is not None:
             raise ValueError(f"this model has exit modules already: {self.config.exit_modules}")
         spec = {"kind": kind, "exits": list(exits), "rank": rank, **({} if alpha is None else {"alpha": alpha})}
+        spec |= {"layer_norm": True} if layer_norm else {}
         self.config.exit_modules = check_exit_modules(spec, self.config.exit_layers)
         param = next(self.parameters())
         self.exit_modules = self._build_exit_modules(self.config.exit_modules).to(param.device, param.dtype)
@@ -390,6 +411,9 @@ class MLEmbedModel(MLEmbedPreTrainedModel):
         if module.norm is not None:
             for key, value in module.norm.state_dict().items():
                 state[f"{self._final_norm_name}.{key}"] = value
+        if module.layer_norm is not None:
+            for key, value in module.layer_norm.state_dict().items():
+                state[f"{self._layers_path}.{layers - 1}.{module.layer_norm_path}.{key}"] = value
         return state
 
     # ----------------------------------------------------------------------------------------------- axes
@@ -555,6 +579,9 @@ class MLEmbedModel(MLEmbedPreTrainedModel):
         ]
         if module is not None and module.lora is not None:
             hooks += self._lora_hooks(module)
+        if module is not None and module.layer_norm is not None:
+            target = self._layer(depth - 1).get_submodule(module.layer_norm_path)
+            hooks.append(_OwnParameters(target, module.layer_norm))
         try:
             view = self._depth_view(depth, module.norm if module is not None else None)
             hidden = view(**backbone_kwargs, **kwargs).last_hidden_state  # (B, T, d)
@@ -928,6 +955,26 @@ class _MergedWeight:
 
     def remove(self) -> None:
         self.linear._parameters["weight"] = self.shared
+
+
+class _OwnParameters:
+    """A module computing with another module's parameters (an exit's own norm; gradients reach them) until
+    `remove()` gives it back its own parameter objects."""
+
+    def __init__(self, target: nn.Module, own: nn.Module) -> None:
+        self.target, self.shared = target, dict(target._parameters)
+        target._parameters.update(own._parameters)
+
+    def remove(self) -> None:
+        self.target._parameters.update(self.shared)
+
+
+def _last_norm(layer: nn.Module) -> str:
+    """Dotted path of the last normalisation module in a layer (BERT: `output.LayerNorm`)."""
+    norms = [name for name, module in layer.named_modules() if name and type(module).__name__.endswith("Norm")]
+    if not norms:
+        raise ValueError(f"exit_modules.layer_norm: {type(layer).__name__} has no norm module of its own")
+    return norms[-1]
 
 
 def _capture(store: dict[int, torch.Tensor], depth: int):

@@ -317,6 +317,16 @@ VARIANTS += (
         init="default-body",
         grid_steps=False,
     ),
+    # The exit's own norm: MiniLM (BERT) is post-LN and has no final norm, so the LoRA module owned none; with
+    # `layer_norm` it also owns a copy of layer 3's output LayerNorm, the depth-3 path's last normalisation.
+    Variant(
+        "default-layernorm",
+        "two-stage, the shipped stage 2, the exit owning a copy of layer 3's LayerNorm (exit_modules.layer_norm)",
+        "mini-exits.json",
+        ('model.exit_modules={"kind": "lora", "exits": [3], "rank": 48, "layer_norm": true}',),
+        init="default-body",
+        grid_steps=False,
+    ),
     Variant(
         "two-stage-lora",
         "two-stage recipe: stage 1, then LoRA exit modules (exits 2/3/4, rank 16) on the frozen body",

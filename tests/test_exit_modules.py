@@ -19,10 +19,12 @@ TEXTS = ["cat dog", "a longer text about birds and the moon", "x", "rain on the 
 SETTINGS = [dict(layers=layers, rank=rank) for layers in (1, 2, 3, 4) for rank in (None, 8)]
 
 
-def trained_modules(kind: str, backbone: str = "qwen3", exits=(2, 3), seed: int = 1) -> MLEmbedModel:
+def trained_modules(
+    kind: str, backbone: str = "qwen3", exits=(2, 3), seed: int = 1, layer_norm: bool = False
+) -> MLEmbedModel:
     """A tiny model with exit modules whose weights are moved off their identity init (as training would)."""
     model = tiny_model(backbone, exit_layers=[1, 2, 3, 4])
-    model.add_exit_modules(kind, list(exits), rank=4)
+    model.add_exit_modules(kind, list(exits), rank=4, layer_norm=layer_norm)
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for param in model.exit_modules.parameters():
@@ -34,12 +36,15 @@ def encode_all(model: MLEmbedModel, **kwargs) -> dict[tuple, np.ndarray]:
     return {tuple(s.values()): model.encode(TEXTS, **s, **kwargs) for s in SETTINGS}
 
 
-@pytest.mark.parametrize("kind", ["lora", "adapter"])
-@pytest.mark.parametrize("backbone", ["qwen3", "bert"])
-def test_modules_start_as_the_shared_path_and_change_only_their_own_exit(kind, backbone):
+@pytest.mark.parametrize(
+    "kind, backbone, layer_norm",
+    [("lora", "qwen3", False), ("lora", "bert", False), ("lora", "bert", True), ("adapter", "qwen3", False)]
+    + [("adapter", "bert", False)],
+)
+def test_modules_start_as_the_shared_path_and_change_only_their_own_exit(kind, backbone, layer_norm):
     model = tiny_model(backbone, exit_layers=[1, 2, 3, 4])
     before = encode_all(model)
-    model.add_exit_modules(kind, [2, 3], rank=4)
+    model.add_exit_modules(kind, [2, 3], rank=4, layer_norm=layer_norm)
     for setting, vectors in encode_all(model).items():  # identity at init, every setting
         np.testing.assert_array_equal(vectors, before[setting])
     with torch.no_grad():
@@ -72,6 +77,39 @@ def test_lora_module_equals_its_weights_merged_by_hand():
     np.testing.assert_allclose(model.encode(TEXTS, layers=3), expected, atol=1e-6)
 
 
+def test_bert_exit_with_its_own_layer_norm_equals_its_weights_merged_by_hand():
+    """Independent computation for a post-LN backbone: a copy of the BERT backbone with W + scale B A in its first 3
+    layers and the exit's own copy of layer 3's output LayerNorm in place of the shared one, run to depth 3, equals
+    `encode(layers=3)`; the module owns that norm and the shared one is untouched."""
+    model = trained_modules("lora", "bert", layer_norm=True).eval()
+    module = model.exit_module(3)
+    assert module.layer_norm_path == "output.LayerNorm" and model.exit_module(2).layer_norm_path == "output.LayerNorm"
+    shared_norm = model.layer_stack[2].output.LayerNorm
+    assert not torch.equal(module.layer_norm.weight, shared_norm.weight)  # trained off the copy it started as
+    reference = tiny_model("bert", exit_layers=[1, 2, 3, 4])
+    reference.load_state_dict(model.state_dict(), strict=False)
+    with torch.no_grad():
+        for name, lora in module.lora.items():
+            index, path = name.split("-", 1)
+            linear = reference.layer_stack[int(index)].get_submodule(path.replace("-", "."))
+            linear.weight += lora.scale * lora.B @ lora.A
+        reference.layer_stack[2].output.LayerNorm.weight.copy_(module.layer_norm.weight)
+        reference.layer_stack[2].output.LayerNorm.bias.copy_(module.layer_norm.bias)
+    np.testing.assert_allclose(model.encode(TEXTS, layers=3), reference.encode(TEXTS, layers=3), atol=1e-6)
+    untouched = tiny_model("bert", exit_layers=[1, 2, 3, 4])
+    untouched.load_state_dict(model.state_dict(), strict=False)
+    np.testing.assert_array_equal(model.encode(TEXTS), untouched.encode(TEXTS))  # the full path keeps the shared norm
+
+
+def test_training_an_exits_layer_norm_reaches_only_its_own_copy():
+    model = trained_modules("lora", "bert", layer_norm=True)
+    batch = model.tokenize(TEXTS, tiny_tokenizer())
+    model(**batch, layers=3).embeddings.sum().backward()
+    assert model.exit_module(3).layer_norm.weight.grad.abs().sum() > 0
+    assert model.layer_stack[2].output.LayerNorm.weight.grad is None  # the shared norm is not on exit 3's path
+    assert model.exit_module(2).layer_norm.weight.grad is None
+
+
 def test_a_pass_with_a_module_returns_only_its_own_exit():
     model = trained_modules("lora")
     batch = model.tokenize(TEXTS, tiny_tokenizer())
@@ -92,9 +130,11 @@ def test_parameter_counts_include_only_the_module_a_setting_runs():
     assert model.num_parameters(layers=4, rank=8) == bare.num_parameters(layers=4, rank=8)
 
 
-@pytest.mark.parametrize("kind", ["lora", "adapter"])
-def test_save_and_reload_keep_every_setting(kind, tmp_path):
-    model = trained_modules(kind)
+@pytest.mark.parametrize(
+    "kind, backbone, layer_norm", [("lora", "qwen3", False), ("adapter", "qwen3", False)] + [("lora", "bert", True)]
+)
+def test_save_and_reload_keep_every_setting(kind, backbone, layer_norm, tmp_path):
+    model = trained_modules(kind, backbone, layer_norm=layer_norm)
     model.save_pretrained(tmp_path)
     tiny_tokenizer().save_pretrained(tmp_path)
     loaded = MLEmbedModel.from_pretrained(tmp_path).eval()
@@ -112,6 +152,11 @@ def test_save_and_reload_keep_every_setting(kind, tmp_path):
         ({"kind": "lora", "exits": [2], "rank": 0}, "exit_modules.rank must be an integer >= 1"),
         ({"kind": "lora", "exits": [2], "rank": 4, "alpha": 0}, "exit_modules.alpha must be a number > 0"),
         ({"kind": "lora", "exits": [2], "rank": 4, "norm": True}, r"unknown key\(s\) \['norm'\]; allowed"),
+        ({"kind": "lora", "exits": [2], "rank": 4, "layer_norm": 1}, "exit_modules.layer_norm must be true or false"),
+        (
+            {"kind": "adapter", "exits": [2], "rank": 4, "layer_norm": True},
+            "exit_modules.layer_norm is for kind 'lora' only",
+        ),
         ([2, 3], "exit_modules must be a dict with keys"),
     ],
 )
@@ -120,6 +165,15 @@ def test_bad_exit_module_specs_name_what_is_allowed(spec, message):
         check_exit_modules(spec, [1, 2, 3, 4])
     with pytest.raises(ValueError, match=message):
         tiny_model("qwen3", exit_layers=[1, 2, 3, 4], exit_modules=spec)
+
+
+def test_an_exit_layer_norm_on_a_backbone_with_a_final_norm_is_an_error():
+    spec = {"kind": "lora", "exits": [2], "rank": 4, "layer_norm": True}
+    with pytest.raises(
+        ValueError, match=r"layer_norm is for post-LN backbones .* this qwen3 backbone has one \(norm\)"
+    ):
+        tiny_model("qwen3", exit_layers=[1, 2, 3, 4], exit_modules=spec)
+    tiny_model("bert", exit_layers=[1, 2, 3, 4], exit_modules=spec)  # BERT (post-LN) has none: its exits own one
 
 
 def test_add_exit_modules_twice_is_an_error():
@@ -179,14 +233,14 @@ def _stock_vectors(folder, texts, decoder: bool) -> torch.Tensor:
     return truncate_embeddings(pool_embeddings(hidden, batch["attention_mask"], mode), hidden.shape[-1])
 
 
-@pytest.mark.parametrize("backbone", ["qwen3", "bert"])
-def test_setting_exports_merge_the_module_into_a_stock_model(backbone, tmp_path):
+@pytest.mark.parametrize("backbone, layer_norm", [("qwen3", False), ("bert", False), ("bert", True)])
+def test_setting_exports_merge_the_module_into_a_stock_model(backbone, layer_norm, tmp_path):
     """`export --mode slim --layers 3 --compat` (and compat) of a model with a LoRA exit: a stock folder whose vectors
     equal `encode(layers=3)`; a slim ML-Embed folder at that setting, too."""
     from mlembed.export.compat import export_compat
     from mlembed.export.slim import export_slim
 
-    model = trained_modules("lora", backbone)
+    model = trained_modules("lora", backbone, layer_norm=layer_norm)
     src = tmp_path / "src"
     model.save_pretrained(src)
     tiny_tokenizer().save_pretrained(src)
@@ -268,9 +322,10 @@ def test_the_model_card_says_which_exits_have_modules():
     plain = str(render_card(tiny_model("qwen3", exit_layers=[1, 2, 3, 4]).config))
     assert "| Exit modules | none: every exit runs the shared layers |" in plain
     card = str(render_card(trained_modules("lora").config))
-    assert (
-        "| Exit modules | exits 2, 3: LoRA rank 4 on the layers up to the exit, and the exit's own final norm" in card
-    )
+    lora = "| Exit modules | exits 2, 3: LoRA rank 4 on the layers up to the exit, and the exit's own copy of"
+    assert f"{lora} the final norm, where the backbone has one" in card
+    card = str(render_card(trained_modules("lora", "bert", layer_norm=True).config))
+    assert f"{lora} the last norm of the exit's layer" in card
 
 
 def test_add_mel_keeps_the_trained_exit_modules():
@@ -286,12 +341,12 @@ def test_add_mel_keeps_the_trained_exit_modules():
     np.testing.assert_allclose(factorised.encode(TEXTS, layers=2), dense.eval().encode(TEXTS, layers=2), atol=1e-5)
 
 
-@pytest.mark.parametrize("backbone", ["qwen3", "bert"])
-def test_lora_inference_on_merged_weights_equals_the_training_form_and_gives_the_weights_back(backbone):
+@pytest.mark.parametrize("backbone, layer_norm", [("qwen3", False), ("bert", False), ("bert", True)])
+def test_lora_inference_on_merged_weights_equals_the_training_form_and_gives_the_weights_back(backbone, layer_norm):
     """Without gradients a LoRA exit runs on W + delta (one matmul per layer); with them, W x + delta(x) (LoRA's
     training form). Both give the same vectors, and afterwards every shared weight is its own object again, also
     when the pass fails."""
-    model = trained_modules("lora", backbone).eval()
+    model = trained_modules("lora", backbone, layer_norm=layer_norm).eval()
     batch = tiny_tokenizer()(TEXTS, padding=True, return_tensors="pt")
     weights = {name: param for name, param in model.named_parameters()}
     with torch.no_grad():

@@ -155,7 +155,12 @@ def _exit_modules_text(spec: Mapping[str, Any] | None) -> str:
         return "none: every exit runs the shared layers"
     exits = ", ".join(map(str, spec["exits"]))
     if spec["kind"] == "lora":
-        what = f"LoRA rank {spec['rank']} on the layers up to the exit, and the exit's own final norm"
+        norm = (
+            "the last norm of the exit's layer"
+            if spec.get("layer_norm")
+            else "the final norm, where the backbone has one"
+        )
+        what = f"LoRA rank {spec['rank']} on the layers up to the exit, and the exit's own copy of {norm}"
     else:
         what = f"a residual adapter of width {spec['rank']} on the exit's token states"
     return f"exits {exits}: {what} (`layers=` of another exit runs the shared layers)"
