@@ -60,18 +60,25 @@ def test_modules_start_as_the_shared_path_and_change_only_their_own_exit(kind, b
             np.testing.assert_array_equal(vectors, before[(layers, rank)])
 
 
-def test_lora_module_equals_its_weights_merged_by_hand():
-    """Independent computation: a copy of the backbone with W + scale B A in its first 3 layers and the exit's norm
-    as the final norm, run to depth 3, pooled and normalised, equals `encode(layers=3)`."""
-    model = trained_modules("lora").eval()
-    module = model.exit_module(3)
-    reference = tiny_model("qwen3", exit_layers=[1, 2, 3, 4])
+def lora_merged_by_hand(model: MLEmbedModel, backbone: str, module) -> MLEmbedModel:
+    """A copy of `model` without exit modules whose linear weights are W + scale B A of `module`'s LoRAs."""
+    reference = tiny_model(backbone, exit_layers=[1, 2, 3, 4])
     reference.load_state_dict(model.state_dict(), strict=False)
     with torch.no_grad():
         for name, lora in module.lora.items():
             index, path = name.split("-", 1)
             linear = reference.layer_stack[int(index)].get_submodule(path.replace("-", "."))
             linear.weight += lora.scale * lora.B @ lora.A
+    return reference
+
+
+def test_lora_module_equals_its_weights_merged_by_hand():
+    """Independent computation: a copy of the backbone with W + scale B A in its first 3 layers and the exit's norm
+    as the final norm, run to depth 3, pooled and normalised, equals `encode(layers=3)`."""
+    model = trained_modules("lora").eval()
+    module = model.exit_module(3)
+    reference = lora_merged_by_hand(model, "qwen3", module)
+    with torch.no_grad():
         reference.backbone.norm.weight.copy_(module.norm.weight)
     expected = reference.encode(TEXTS, layers=3)
     np.testing.assert_allclose(model.encode(TEXTS, layers=3), expected, atol=1e-6)
@@ -86,13 +93,8 @@ def test_bert_exit_with_its_own_layer_norm_equals_its_weights_merged_by_hand():
     assert module.layer_norm_path == "output.LayerNorm" and model.exit_module(2).layer_norm_path == "output.LayerNorm"
     shared_norm = model.layer_stack[2].output.LayerNorm
     assert not torch.equal(module.layer_norm.weight, shared_norm.weight)  # trained off the copy it started as
-    reference = tiny_model("bert", exit_layers=[1, 2, 3, 4])
-    reference.load_state_dict(model.state_dict(), strict=False)
+    reference = lora_merged_by_hand(model, "bert", module)
     with torch.no_grad():
-        for name, lora in module.lora.items():
-            index, path = name.split("-", 1)
-            linear = reference.layer_stack[int(index)].get_submodule(path.replace("-", "."))
-            linear.weight += lora.scale * lora.B @ lora.A
         reference.layer_stack[2].output.LayerNorm.weight.copy_(module.layer_norm.weight)
         reference.layer_stack[2].output.LayerNorm.bias.copy_(module.layer_norm.bias)
     np.testing.assert_allclose(model.encode(TEXTS, layers=3), reference.encode(TEXTS, layers=3), atol=1e-6)
