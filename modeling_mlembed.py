@@ -388,7 +388,8 @@ class MLEmbedModel(MLEmbedPreTrainedModel):
             if torch.is_grad_enabled():
                 hooks.append(linear.register_forward_hook(_add_delta(lora)))
             else:
-                hooks.append(_MergedWeight(linear, lora))
+                merged = linear.weight + lora.delta_weight().to(linear.weight.dtype)  # (out, in)
+                hooks.append(_SwappedParameters(linear, {"weight": merged}))
         return hooks
 
     def _merged_exit_state(self, state: dict[str, torch.Tensor], layers: int) -> dict[str, torch.Tensor]:
@@ -581,7 +582,7 @@ class MLEmbedModel(MLEmbedPreTrainedModel):
             hooks += self._lora_hooks(module)
         if module is not None and module.layer_norm is not None:
             target = self._layer(depth - 1).get_submodule(module.layer_norm_path)
-            hooks.append(_OwnParameters(target, module.layer_norm))
+            hooks.append(_SwappedParameters(target, dict(module.layer_norm._parameters)))
         try:
             view = self._depth_view(depth, module.norm if module is not None else None)
             hidden = view(**backbone_kwargs, **kwargs).last_hidden_state  # (B, T, d)
@@ -946,24 +947,13 @@ def _add_delta(lora: MLEmbedLoRALinear):
     return hook
 
 
-class _MergedWeight:
-    """A linear layer computing with W + delta (inference) until `remove()` gives it back its own weight object."""
+class _SwappedParameters:
+    """A module computing with other parameters until `remove()` gives it back its own parameter objects: an exit's
+    own norm (gradients reach it) or a linear layer's merged weight W + delta (inference)."""
 
-    def __init__(self, linear: nn.Module, lora: MLEmbedLoRALinear) -> None:
-        self.linear, self.shared = linear, linear._parameters["weight"]
-        linear._parameters["weight"] = self.shared + lora.delta_weight().to(self.shared.dtype)  # (out, in)
-
-    def remove(self) -> None:
-        self.linear._parameters["weight"] = self.shared
-
-
-class _OwnParameters:
-    """A module computing with another module's parameters (an exit's own norm; gradients reach them) until
-    `remove()` gives it back its own parameter objects."""
-
-    def __init__(self, target: nn.Module, own: nn.Module) -> None:
-        self.target, self.shared = target, dict(target._parameters)
-        target._parameters.update(own._parameters)
+    def __init__(self, target: nn.Module, parameters: dict[str, torch.Tensor]) -> None:
+        self.target, self.shared = target, {name: target._parameters[name] for name in parameters}
+        target._parameters.update(parameters)
 
     def remove(self) -> None:
         self.target._parameters.update(self.shared)
