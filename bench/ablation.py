@@ -383,7 +383,8 @@ SETTINGS = (("full", "full"), ("layers", "layers=3"), ("dim", "dim=96"), ("rank"
 def resolve(name: str) -> Variant:
     """A variant by name; `NAME@STEPS` is that variant's recipe at a budget of STEPS body steps (a learning-curve
     point): the variant it starts from (`init`) is taken at STEPS, and a later stage keeps its share of the budget
-    (the shipped default, 300 + 100 steps, is 150 + 50 at `default@150`)."""
+    (the shipped default, 300 + 300 steps, is 150 + 150 at `default@150`). The label says the new budget: its own
+    step count replaced where it names it ("plain fine-tuning, 1200 steps"), the body's appended otherwise."""
     base, _, steps = name.partition("@")
     known = {v.name: v for v in VARIANTS}
     if base not in known or (steps and not steps.isdigit()):
@@ -393,10 +394,14 @@ def resolve(name: str) -> Variant:
     if not steps or body is None or int(steps) == body:
         return variant
     own = max(1, round(own_steps(variant) * int(steps) / body))
+    named = f"{own_steps(variant)} steps"
+    label = (
+        variant.label.replace(named, f"{own} steps") if named in variant.label else f"{variant.label} [{steps} steps]"
+    )
     return replace(
         variant,
         name=name,
-        label=f"{variant.label} [{steps} steps]",
+        label=label,
         overrides=(*variant.overrides, f"training.max_steps={own}"),
         init=f"{variant.init}@{steps}" if variant.init else None,
     )

@@ -363,6 +363,11 @@ def test_a_learning_curve_point_keeps_each_stage_its_share_of_the_budget(monkeyp
     assert ablation.own_steps(ablation.resolve(f"default-body@{2 * body}")) == 2 * body
     assert ablation.resolve(f"default@{body}") == ablation.resolve("default")  # its own budget: the row itself
     assert not ablation.exit_stage(ablation.resolve("shared"))
+    # the label says the point's budget: its own steps where the label names them, the body's appended otherwise
+    assert f"{stage} steps" in ablation.resolve("default").label
+    assert f"{2 * stage} steps" in point.label and f"{stage} steps" not in point.label
+    assert ablation.resolve("plain-300@1200").label == "plain fine-tuning, 1200 steps"
+    assert ablation.resolve(f"plain@{2 * body}").label.endswith(f"[{2 * body} steps]")
     with pytest.raises(SystemExit, match="unknown variant 'default@x'"):
         ablation.resolve("default@x")
 
