@@ -24,6 +24,7 @@ from mlembed.losses import (
     stack_columns,
     three_d_loss,
 )
+from mlembed.losses.columns import embed_by_side
 
 T = 0.05
 
@@ -450,7 +451,8 @@ def test_step_self_distills_a_lower_rank_from_a_full_rank_pass():
         return model(**inputs, rank=rank, exits=objective.exits).exit_embeddings
 
     total, parts, rank = objective.step(embed, batch, num_columns=2)
-    assert rank == 8 and calls == [(8, True), (32, False)]  # the teacher pass: full rank, no graph
+    # a pass for the queries and one for the passages each time; the teacher's: full rank, no graph
+    assert rank == 8 and calls == [(8, True)] * 2 + [(32, False)] * 2
     student = embed(batch, 8)
     with torch.no_grad():
         teacher = embed(batch, 32)[4]
@@ -465,7 +467,7 @@ def test_step_self_distills_a_lower_rank_from_a_full_rank_pass():
     calls.clear()
     objective.sample_rank = lambda: 32
     _, parts, _ = objective.step(embed, batch, num_columns=2)
-    assert calls == [(32, True)] and "exit4/dim32/self_kd" not in parts  # full rank: the teacher is this pass
+    assert calls == [(32, True)] * 2 and "exit4/dim32/self_kd" not in parts  # full rank: the teacher is this pass
 
 
 def test_loss_from_config_ablations():
@@ -499,6 +501,67 @@ def test_exit_dims_train_only_the_listed_pairs():
         three_d_loss(q, p, [16], exit_negs=negs, exit_dims={1: [32]})
 
 
+@pytest.mark.parametrize("kind", ["qwen3", "bert"])
+def test_step_embeds_queries_and_passages_at_their_own_widths_with_the_loss_and_gradients_of_one_flat_pass(kind):
+    """Queries are shorter than passages; the flat batch pads them to the passages' width. The step embeds each side
+    cut to its own longest row, and its loss and gradients are those of one pass over the flat batch (padding is
+    masked; last-token and mean pooling alike)."""
+    model = tiny_model(kind, mel_rank=32, mel_ranks=[8, 16, 32])
+    tokenized = [
+        model.tokenize(texts, model.tokenizer)
+        for texts in (
+            ["what is ml", "a query", "why"],
+            ["machine learning is a field of study in artificial intelligence", "a document", "other doc"],
+            ["the weather is sunny today and tomorrow", "neg", "the train leaves at eight"],
+        )
+    ]
+    batch = stack_columns(tokenized)
+    query_width, passage_width = tokenized[0]["input_ids"].shape[1], batch["input_ids"].shape[1]
+    assert query_width < passage_width
+    objective = ThreeDObjective.from_config(model.config)
+    objective.sample_rank = lambda: 16
+    shapes = []
+
+    def embed(inputs, rank):
+        shapes.append(tuple(inputs["input_ids"].shape))
+        return model(**inputs, rank=rank, exits=objective.exits).exit_embeddings
+
+    total, _, _ = objective.step(embed, batch, num_columns=3)
+    assert shapes == [(3, query_width), (6, passage_width)]
+    total.backward()
+    grads = {name: param.grad.clone() for name, param in model.named_parameters() if param.grad is not None}
+    model.zero_grad()
+    ids = passage_ids_from_tokens(batch["input_ids"][3:6], batch["attention_mask"][3:6])
+    expected, _ = objective(embed(batch, 16), 3, passage_ids=ids)  # one pass over the flat batch
+    expected.backward()
+    assert total.item() == pytest.approx(expected.item(), rel=1e-5)
+    assert grads.keys() == {name for name, param in model.named_parameters() if param.grad is not None}
+    scale = max(float(grad.abs().max()) for grad in grads.values())  # rounding differs with the width
+    for name, param in model.named_parameters():
+        if param.grad is not None:  # (some are 0 but for rounding: a key bias shifts every score alike)
+            torch.testing.assert_close(grads[name], param.grad, rtol=1e-4, atol=1e-6 * scale, msg=name)
+
+
+def test_embed_by_side_is_one_pass_when_no_side_is_narrower_and_checks_the_rows():
+    batch = {
+        "input_ids": torch.tensor([[1, 2], [3, 0], [4, 5], [6, 7]]),
+        "attention_mask": torch.tensor([[1, 1], [1, 0], [1, 1], [1, 1]]),
+    }
+    shapes = []
+
+    def embed(inputs, rank):
+        shapes.append(tuple(inputs["input_ids"].shape))
+        return {2: inputs["input_ids"].float()}
+
+    assert torch.equal(embed_by_side(embed, batch, 2, None)[2], batch["input_ids"].float())
+    assert shapes == [(4, 2)]
+    left_padded = {"input_ids": batch["input_ids"].flip(1), "attention_mask": batch["attention_mask"].flip(1)}
+    embed_by_side(embed, left_padded, 2, None)
+    assert shapes[1:] == [(4, 2)]  # leading padding is not cut
+    with pytest.raises(ValueError, match="a flat batch of 3 columns needs a multiple of 3 rows, got 4"):
+        embed_by_side(embed, batch, 3, None)
+
+
 def test_step_with_separate_exits_runs_each_module_exit_and_a_full_teacher_pass():
     """The two-stage recipe's second stage: one pass per module exit at layers=k (step rank, with gradients), one
     full-depth full-rank pass without gradients as the teacher; the loss is the objective on those embeddings."""
@@ -516,7 +579,7 @@ def test_step_with_separate_exits_runs_each_module_exit_and_a_full_teacher_pass(
         return model(**inputs, rank=rank, layers=layers, exits=[layers]).exit_embeddings
 
     total, parts, rank = objective.step(embed, batch, num_columns=2)
-    assert calls == [(16, 2, True), (16, 3, True), (32, 4, False)]
+    assert calls == [(16, 2, True)] * 2 + [(16, 3, True)] * 2 + [(32, 4, False)] * 2  # queries, then passages
     student = {k: embed(batch, 16, k)[k] for k in (2, 3)}
     with torch.no_grad():
         teacher = embed(batch, 32, 4)[4]

@@ -17,7 +17,8 @@ class MLEmbedCollator:
     """Turn items of one dataset (`TrainingCorpus` items) into one tokenised flat batch of columns.
 
     The columns are the queries (with the dataset's prompt), their positives, then negative 1 of every query,
-    negative 2 of every query, ...: one forward pass embeds them all, and `ThreeDObjective` splits them back.
+    negative 2 of every query, ...: `ThreeDObjective` embeds the queries and the rest in a pass each (each cut to its
+    own longest row) and splits them back into columns.
 
     Args:
         tokenizer: a `transformers` tokenizer (its EOS id is appended when `append_eos`).

@@ -1,9 +1,9 @@
 """The flat batch the objective reads: tokenised columns `[queries; positives; negative_1; ...]` stacked into one
-batch for one forward pass, and the embeddings split back into columns."""
+batch, embedded in two passes of their own widths (queries; the passage-side columns), and split back into columns."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -62,3 +62,40 @@ def stack_columns(columns: Sequence[Mapping[str, torch.Tensor]]) -> dict[str, to
     width = max(c["input_ids"].shape[1] for c in columns)
     keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if all(k in c for c in columns)]
     return {key: torch.cat([F.pad(c[key], (0, width - c[key].shape[1]), value=0) for c in columns]) for key in keys}
+
+
+def embed_by_side(
+    embed: Callable[..., Mapping[int, torch.Tensor]],
+    batch: Mapping[str, torch.Tensor],
+    num_columns: int,
+    rank: int | None,
+    layers: int | None = None,
+) -> dict[int, torch.Tensor]:
+    """`embed(batch, rank[, layers=])` of a flat column batch, run as two passes each cut to its own longest row: the
+    queries, then the passages and negatives.
+
+    A query (prompt and question) is a fraction of a passage's length, and one flat pass pads it to the passages'
+    width: in ml-embed-mini's Debian batches (64 tokens at most) that padding is 23% of the tokens. Padding is masked,
+    so the embeddings are the same up to float rounding (and, in training mode, other dropout draws). When neither
+    side is narrower than the flat batch, it is the one pass it was.
+
+    Shapes:
+        batch["input_ids"], batch["attention_mask"]: (C * B, T) -> {exit: (C * B, d)}
+    """
+    rows = batch["input_ids"].shape[0]
+    if num_columns < 2 or rows % num_columns:
+        raise ValueError(f"a flat batch of {num_columns} columns needs a multiple of {num_columns} rows, got {rows}")
+    kwargs = {} if layers is None else {"layers": layers}
+    size, width = rows // num_columns, batch["input_ids"].shape[1]
+    sides = [_trimmed({k: v[:size] for k, v in batch.items()}), _trimmed({k: v[size:] for k, v in batch.items()})]
+    if all(side["input_ids"].shape[1] == width for side in sides):
+        return dict(embed(dict(batch), rank, **kwargs))
+    out = [embed(side, rank, **kwargs) for side in sides]
+    return {layer: torch.cat([out[0][layer], out[1][layer]]) for layer in out[0]}
+
+
+def _trimmed(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The token tensors without the trailing columns that no row uses (right padding; left padding is kept)."""
+    used = batch["attention_mask"].any(dim=0).nonzero()
+    width = int(used.max()) + 1 if used.numel() else 1
+    return {k: v[:, :width] if v.ndim == 2 else v for k, v in batch.items()}

@@ -31,7 +31,7 @@ from mlembed.losses.axes import (
     check_rank_weights,
     sample_mel_rank,
 )
-from mlembed.losses.columns import as_negatives, flat_columns, split_columns
+from mlembed.losses.columns import as_negatives, embed_by_side, flat_columns, split_columns
 from mlembed.losses.contrastive import (
     hard_negative_infonce,
     in_batch_targets,
@@ -254,10 +254,11 @@ class ThreeDObjective(nn.Module):
     """The ML-Embed training objective on per-exit embeddings: the one implementation behind both trainers.
 
     It holds the three axes of a model (MEL ranks to draw from, MLL exits, MRL dims and weights) and the contrastive
-    settings, and computes `three_d_loss` from the exits of ONE forward pass over a flat batch of columns
-    `[queries; positives; negative_1; ...; negative_N]` (each column B rows). It is not a sentence-transformers
-    loss (those take a model): the front ends are `mlembed.train.MLEmbedTrainer` and `mlembed.losses.MLEmbed3DLoss`,
-    which only differ in how they run the model (`step(embed, batch, ...)`).
+    settings, and computes `three_d_loss` from the exits of a flat batch of columns
+    `[queries; positives; negative_1; ...; negative_N]` (each column B rows), every exit from one pass at full depth
+    (one for the queries, one for the passage side, each at its own width: `embed_by_side`). It is not a
+    sentence-transformers loss (those take a model): the front ends are `mlembed.train.MLEmbedTrainer` and
+    `mlembed.losses.MLEmbed3DLoss`, which only differ in how they run the model (`step(embed, batch, ...)`).
 
     Defaults are the paper's: temperature 0.05, in-batch negatives gathered from all processes with gradient, hard
     negatives on every batch, MRL weights 1 / (n sqrt(d / d')), exits averaged, one MEL rank per step with P(k) ~ k.
@@ -368,11 +369,12 @@ class ThreeDObjective(nn.Module):
         use_in_batch: bool = True,
         teacher: Any = None,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor], int | None]:
-        """One training step's loss: draw the rank, embed the flat batch once, mask duplicates, distil, combine.
+        """One training step's loss: draw the rank, embed the flat batch (`embed_by_side`: queries and passages in a
+        pass of their own width each), mask duplicates, distil, combine.
 
         Args:
-            embed: `embed(batch, rank, layers=None)` runs the (possibly wrapped) model on the whole flat batch at MEL
-                rank `rank` and returns {exit layer: (C * B, d) pooled un-normalised embeddings}: of the exits
+            embed: `embed(batch, rank, layers=None)` runs the (possibly wrapped) model on rows of the flat batch at MEL
+                rank `rank` and returns {exit layer: (R, d) pooled un-normalised embeddings}: of the exits
                 `self.exits` from one full-depth pass, or with `layers=k` of exit k alone from a depth-k pass.
             batch: `input_ids` and `attention_mask` (C * B, T) of the columns, stacked (`stack_columns`).
             num_columns: C = 2 + the number of negatives per query.
@@ -385,17 +387,21 @@ class ThreeDObjective(nn.Module):
         """
         rank = self.sample_rank()
         full = None
+
+        def run(rank: int | None, layers: int | None = None) -> dict[int, torch.Tensor]:
+            return embed_by_side(embed, batch, num_columns, rank, layers=layers)
+
         if self.separate_exits:  # each exit with its own module; the full setting teaches from its own pass
-            exits = {k: embed(dict(batch), rank, layers=k)[k] for k in self.exits}
+            exits = {k: run(rank, layers=k)[k] for k in self.exits}
             if self.self_distill > 0:
                 with torch.no_grad():
                     top = max(self.mel_ranks) if self.mel_ranks else None
-                    full = embed(dict(batch), top, layers=self.full_depth)[self.full_depth]
+                    full = run(top, layers=self.full_depth)[self.full_depth]
         else:
-            exits = embed(dict(batch), rank)
+            exits = run(rank)
         if not self.separate_exits and self.self_distill > 0 and rank is not None and rank < max(self.mel_ranks):
             with torch.no_grad():  # the full-rank teacher of this step's (lower) rank
-                full = embed(dict(batch), max(self.mel_ranks))
+                full = run(max(self.mel_ranks))
             full = full[max(self.exits or full)]
         size = batch["input_ids"].shape[0] // num_columns
         passage_ids = None

@@ -3,9 +3,10 @@
 What it adds to the stock Trainer, and nothing else:
 * the data: a `datasets.Dataset` / `DatasetDict` becomes a `TrainingCorpus`; `OneDatasetBatchSampler` (one dataset
   per step on every process; accelerate shards it) and `MLEmbedCollator` (built from the tokenizer when not given);
-* `compute_loss`: `ThreeDObjective.step` with one forward pass over queries, positives and negatives together (one
-  DDP forward per step) returning the MLL exits, the MEL rank drawn per step, in-batch negatives on retrieval
-  datasets; the sentence-transformers loss `MLEmbed3DLoss` is the same objective behind another front end;
+* `compute_loss`: `ThreeDObjective.step`, which embeds the queries and the passage side (positives, negatives) in a
+  forward pass each, at their own padded widths, returning the MLL exits, the MEL rank drawn per step, in-batch
+  negatives on retrieval datasets; the sentence-transformers loss `MLEmbed3DLoss` is the same objective behind
+  another front end;
 * logs: running loss per dataset, the rank drawn, texts and tokens per second (per process).
 Everything else (optimiser, schedule, bf16, gradient checkpointing, DeepSpeed / FSDP, checkpoints and resume,
 `torchrun` / `accelerate launch`) is the stock Trainer's.
