@@ -393,8 +393,8 @@ def resolve(name: str) -> Variant:
     body = body_steps(variant)
     if not steps or body is None or int(steps) == body:
         return variant
-    own = max(1, round(own_steps(variant) * int(steps) / body))
-    named = f"{own_steps(variant)} steps"
+    before = own_steps(variant)
+    own, named = max(1, round(before * int(steps) / body)), f"{before} steps"
     label = (
         variant.label.replace(named, f"{own} steps") if named in variant.label else f"{variant.label} [{steps} steps]"
     )
