@@ -5,9 +5,9 @@ It is a thin adapter over `ThreeDObjective`, the objective `MLEmbedTrainer` opti
 numbers; a test compares loss and gradients of both on one batch, in one process and in two):
 
 * the columns (anchor, positive, negatives) are stacked into one flat batch and run through the
-  SentenceTransformer as the trainer holds it (a DDP / FSDP wrapper included, so gradients are synchronised), with
-  the exits and the step's MEL rank as extra features that sentence-transformers' `Transformer` module forwards
-  to the `MLEmbedModel`;
+  SentenceTransformer as the trainer holds it (a DDP / FSDP wrapper included, so gradients are synchronised), the
+  anchors in one pass and the rest in another (`embed_by_side`), with the exits and the step's MEL rank as extra
+  features that sentence-transformers' `Transformer` module forwards to the `MLEmbedModel`;
 * the exits' token states come back as `all_layer_embeddings` (sentence-transformers keeps the model's
   `hidden_states` while `config.output_hidden_states` is set, which is done for the call only) and are pooled
   with the model's own pooling.
