@@ -74,10 +74,11 @@ def embed_by_side(
     """`embed(batch, rank[, layers=])` of a flat column batch, run as two passes each cut to its own longest row: the
     queries, then the passages and negatives.
 
-    A query (prompt and question) is a fraction of a passage's length, and one flat pass pads it to the passages'
-    width: in ml-embed-mini's Debian batches (64 tokens at most) that padding is 23% of the tokens. Padding is masked,
-    so the embeddings are the same up to float rounding (and, in training mode, other dropout draws). When neither
-    side is narrower than the flat batch, it is the one pass it was.
+    A query is shorter than a passage, and one flat pass pads it to the passages' width: in ml-embed-mini's Debian
+    batches (instruction prompt included, 64 tokens at most) two passes run 0.90x the tokens and take 0.89x the
+    step time (`bench/column_passes.py`). Padding is masked, so the embeddings are the same up to float rounding
+    (and, in training mode, other dropout draws). When neither side is narrower than the flat batch, it is the one
+    pass it was.
 
     Shapes:
         batch["input_ids"], batch["attention_mask"]: (C * B, T) -> {exit: (C * B, d)}
