@@ -1,5 +1,5 @@
 """A training step of ml-embed-mini's two stages with queries and passages embedded in a pass each, at their own
-widths (`embed_by_side`, what the objective does), against one pass over the flat batch padded to the passages'
+widths (`side_batches`, what the objective does), against one pass over the flat batch padded to the passages'
 width (what it did before).
 
     python bench/column_passes.py                     # the mini cache of `mlembed mini` (MLEMBED_CACHE)
@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the remote-code 
 from _util import busy_warning, median_times, print_table  # noqa: E402
 
 import mlembed.losses.objective as objective_module  # noqa: E402
-from mlembed.losses.columns import embed_by_side  # noqa: E402
+from mlembed.losses.columns import side_batches  # noqa: E402
 
 STAGES = {"stage 1 (body)": "mini.json", "stage 2 (exit module)": "mini-exits.json"}
 
@@ -45,30 +45,26 @@ def parse_args() -> argparse.Namespace:
     return p.parse_args()
 
 
-def one_pass(embed, batch, num_columns, rank, layers=None):
-    """The objective's embedding before `embed_by_side`: the whole flat batch in one pass."""
-    return dict(embed(dict(batch), rank, **({} if layers is None else {"layers": layers})))
+def one_pass(batch, num_columns):
+    """The objective's passes before `side_batches`: the whole flat batch in one."""
+    return [dict(batch)]
 
 
 @contextlib.contextmanager
 def embedding(fn) -> Iterator[None]:
-    """The step's column embedding swapped for the duration (the objective reads it at call time)."""
-    before = objective_module.embed_by_side
-    objective_module.embed_by_side = fn
+    """The step's passes swapped for the duration (the objective reads `side_batches` at call time)."""
+    before = objective_module.side_batches
+    objective_module.side_batches = fn
     try:
         yield
     finally:
-        objective_module.embed_by_side = before
+        objective_module.side_batches = before
 
 
-def padded_tokens(batch: dict, by_side: bool) -> int:
-    """Tokens (padding included) the model runs on for one batch."""
-    ids, mask, columns = batch["input_ids"], batch["attention_mask"], batch["num_columns"]
-    if not by_side:
-        return ids.numel()
-    size = ids.shape[0] // columns
-    width = lambda m: int(m.any(dim=0).nonzero().max()) + 1  # noqa: E731
-    return size * width(mask[:size]) + (ids.shape[0] - size) * width(mask[size:])
+def padded_tokens(batch: dict, passes) -> int:
+    """Tokens (padding included) the model runs on for one batch, split into passes by `passes`."""
+    tokens = {k: batch[k] for k in ("input_ids", "attention_mask")}
+    return sum(p["input_ids"].numel() for p in passes(tokens, batch["num_columns"]))
 
 
 def stage_cases(recipe: str, paths, output_dir: str, batches: int) -> tuple[dict, list[dict]]:
@@ -92,7 +88,7 @@ def stage_cases(recipe: str, paths, output_dir: str, batches: int) -> tuple[dict
 
         return step
 
-    return {"one pass": stepper(one_pass), "by side": stepper(embed_by_side)}, data
+    return {"one pass": stepper(one_pass), "by side": stepper(side_batches)}, data
 
 
 def main() -> None:
@@ -109,7 +105,8 @@ def main() -> None:
             fns, data = stage_cases(recipe, paths, tmp, args.batches)
             t = median_times(fns, repeats=args.rounds, warmup=1)
             busy_warning(t)
-            tokens = {case: sum(padded_tokens(b, case == "by side") for b in data) for case in fns}
+            splits = {"one pass": one_pass, "by side": side_batches}
+            tokens = {case: sum(padded_tokens(b, splits[case]) for b in data) for case in fns}
             rows.append(
                 [
                     name,

@@ -24,7 +24,7 @@ from mlembed.losses import (
     stack_columns,
     three_d_loss,
 )
-from mlembed.losses.columns import embed_by_side
+from mlembed.losses.columns import embed_by_side, side_batches
 
 T = 0.05
 
@@ -542,24 +542,30 @@ def test_step_embeds_queries_and_passages_at_their_own_widths_with_the_loss_and_
             torch.testing.assert_close(grads[name], param.grad, rtol=1e-4, atol=1e-6 * scale, msg=name)
 
 
-def test_embed_by_side_is_one_pass_when_no_side_is_narrower_and_checks_the_rows():
+def test_side_batches_is_the_flat_batch_when_no_side_is_narrower_and_checks_the_rows():
     batch = {
-        "input_ids": torch.tensor([[1, 2], [3, 0], [4, 5], [6, 7]]),
-        "attention_mask": torch.tensor([[1, 1], [1, 0], [1, 1], [1, 1]]),
+        "input_ids": torch.tensor([[1, 2, 0], [3, 0, 0], [4, 5, 0], [6, 7, 8]]),
+        "attention_mask": torch.tensor([[1, 1, 0], [1, 0, 0], [1, 1, 0], [1, 1, 1]]),
     }
+    queries, passages = side_batches(batch, 2)  # queries end at column 2, passages use all 3
+    assert torch.equal(queries["input_ids"], batch["input_ids"][:2, :2])
+    assert torch.equal(passages["attention_mask"], batch["attention_mask"][2:])
+    (flat,) = side_batches({k: v[:, :2] for k, v in batch.items()}, 4)  # every side 2 wide: one pass
+    assert torch.equal(flat["input_ids"], batch["input_ids"][:, :2])
+    left_padded = {k: v[:, :2].flip(1) for k, v in batch.items()}
+    assert [p["input_ids"].shape for p in side_batches(left_padded, 2)] == [(4, 2)]  # leading padding is not cut
+    with pytest.raises(ValueError, match="a flat batch of 3 columns needs a multiple of 3 rows, got 4"):
+        side_batches(batch, 3)
+
     shapes = []
 
-    def embed(inputs, rank):
-        shapes.append(tuple(inputs["input_ids"].shape))
-        return {2: inputs["input_ids"].float()}
+    def embed(inputs, rank, layers=None):
+        shapes.append((tuple(inputs["input_ids"].shape), rank, layers))
+        return {2: inputs["input_ids"][:, :1].float()}
 
-    assert torch.equal(embed_by_side(embed, batch, 2, None)[2], batch["input_ids"].float())
-    assert shapes == [(4, 2)]
-    left_padded = {"input_ids": batch["input_ids"].flip(1), "attention_mask": batch["attention_mask"].flip(1)}
-    embed_by_side(embed, left_padded, 2, None)
-    assert shapes[1:] == [(4, 2)]  # leading padding is not cut
-    with pytest.raises(ValueError, match="a flat batch of 3 columns needs a multiple of 3 rows, got 4"):
-        embed_by_side(embed, batch, 3, None)
+    out = embed_by_side(embed, side_batches(batch, 2), 16, layers=2)
+    assert torch.equal(out[2], batch["input_ids"][:, :1].float())  # the rows back in the flat batch's order
+    assert shapes == [((2, 2), 16, 2), ((2, 3), 16, 2)]
 
 
 def test_step_with_separate_exits_runs_each_module_exit_and_a_full_teacher_pass():

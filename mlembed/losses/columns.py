@@ -1,5 +1,6 @@
 """The flat batch the objective reads: tokenised columns `[queries; positives; negative_1; ...]` stacked into one
-batch, embedded in two passes of their own widths (queries; the passage-side columns), and split back into columns."""
+batch, embedded in two passes of their own widths (queries; the passage-side columns: `side_batches`), and split back
+into columns."""
 
 from __future__ import annotations
 
@@ -64,35 +65,46 @@ def stack_columns(columns: Sequence[Mapping[str, torch.Tensor]]) -> dict[str, to
     return {key: torch.cat([F.pad(c[key], (0, width - c[key].shape[1]), value=0) for c in columns]) for key in keys}
 
 
-def embed_by_side(
-    embed: Callable[..., Mapping[int, torch.Tensor]],
-    batch: Mapping[str, torch.Tensor],
-    num_columns: int,
-    rank: int | None,
-    layers: int | None = None,
-) -> dict[int, torch.Tensor]:
-    """`embed(batch, rank[, layers=])` of a flat column batch, run as two passes each cut to its own longest row: the
-    queries, then the passages and negatives.
+def side_batches(batch: Mapping[str, torch.Tensor], num_columns: int) -> list[dict[str, torch.Tensor]]:
+    """The passes that embed a flat column batch: the queries, then the passages and negatives, each cut to its own
+    longest row; the flat batch itself when neither side is narrower.
 
     A query is shorter than a passage, and one flat pass pads it to the passages' width: in ml-embed-mini's Debian
     batches (instruction prompt included, 64 tokens at most) two passes run 0.90x the tokens and take 0.89x the
     step time (`bench/column_passes.py`). Padding is masked, so the embeddings are the same up to float rounding
-    (and, in training mode, other dropout draws). When neither side is narrower than the flat batch, it is the one
-    pass it was.
+    (and, in training mode, other dropout draws).
 
     Shapes:
-        batch["input_ids"], batch["attention_mask"]: (C * B, T) -> {exit: (C * B, d)}
+        batch["input_ids"], batch["attention_mask"]: (C * B, T) -> one (C * B, T) batch, or (B, T_q) and
+        ((C - 1) * B, T_p) with T_q, T_p <= T
     """
     rows = batch["input_ids"].shape[0]
-    if num_columns < 2 or rows % num_columns:
+    if not isinstance(num_columns, int) or num_columns < 2 or rows % num_columns:
         raise ValueError(f"a flat batch of {num_columns} columns needs a multiple of {num_columns} rows, got {rows}")
-    kwargs = {} if layers is None else {"layers": layers}
     size, width = rows // num_columns, batch["input_ids"].shape[1]
     sides = [_trimmed({k: v[:size] for k, v in batch.items()}), _trimmed({k: v[size:] for k, v in batch.items()})]
     if all(side["input_ids"].shape[1] == width for side in sides):
-        return dict(embed(dict(batch), rank, **kwargs))
-    out = [embed(side, rank, **kwargs) for side in sides]
-    return {layer: torch.cat([out[0][layer], out[1][layer]]) for layer in out[0]}
+        return [dict(batch)]
+    return sides
+
+
+def embed_by_side(
+    embed: Callable[..., Mapping[int, torch.Tensor]],
+    passes: Sequence[Mapping[str, torch.Tensor]],
+    rank: int | None,
+    layers: int | None = None,
+) -> dict[int, torch.Tensor]:
+    """`embed(batch, rank[, layers=])` of each of `passes` (`side_batches`), the rows put back in the flat batch's
+    order.
+
+    Shapes:
+        passes[i]["input_ids"]: (R_i, T_i) -> {exit: (sum R_i, d)}
+    """
+    kwargs = {} if layers is None else {"layers": layers}
+    out = [embed(dict(batch), rank, **kwargs) for batch in passes]
+    if len(out) == 1:
+        return dict(out[0])
+    return {layer: torch.cat([o[layer] for o in out]) for layer in out[0]}
 
 
 def _trimmed(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

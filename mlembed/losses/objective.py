@@ -31,7 +31,7 @@ from mlembed.losses.axes import (
     check_rank_weights,
     sample_mel_rank,
 )
-from mlembed.losses.columns import as_negatives, embed_by_side, flat_columns, split_columns
+from mlembed.losses.columns import as_negatives, embed_by_side, flat_columns, side_batches, split_columns
 from mlembed.losses.contrastive import (
     hard_negative_infonce,
     in_batch_targets,
@@ -256,7 +256,7 @@ class ThreeDObjective(nn.Module):
     It holds the three axes of a model (MEL ranks to draw from, MLL exits, MRL dims and weights) and the contrastive
     settings, and computes `three_d_loss` from the exits of a flat batch of columns
     `[queries; positives; negative_1; ...; negative_N]` (each column B rows), every exit from one pass at full depth
-    (one for the queries, one for the passage side, each at its own width: `embed_by_side`). It is not a
+    (one for the queries, one for the passage side, each at its own width: `side_batches`). It is not a
     sentence-transformers loss (those take a model): the front ends are `mlembed.train.MLEmbedTrainer` and
     `mlembed.losses.MLEmbed3DLoss`, which only differ in how they run the model (`step(embed, batch, ...)`).
 
@@ -369,7 +369,7 @@ class ThreeDObjective(nn.Module):
         use_in_batch: bool = True,
         teacher: Any = None,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor], int | None]:
-        """One training step's loss: draw the rank, embed the flat batch (`embed_by_side`: queries and passages in a
+        """One training step's loss: draw the rank, embed the flat batch (`side_batches`: queries and passages in a
         pass of their own width each), mask duplicates, distil, combine.
 
         Args:
@@ -387,9 +387,10 @@ class ThreeDObjective(nn.Module):
         """
         rank = self.sample_rank()
         full = None
+        passes = side_batches(batch, num_columns)  # every pass of the step embeds these
 
         def run(rank: int | None, layers: int | None = None) -> dict[int, torch.Tensor]:
-            return embed_by_side(embed, batch, num_columns, rank, layers=layers)
+            return embed_by_side(embed, passes, rank, layers=layers)
 
         if self.separate_exits:  # each exit with its own module; the full setting teaches from its own pass
             exits = {k: run(rank, layers=k)[k] for k in self.exits}
