@@ -372,6 +372,32 @@ VARIANTS += (
         grid_steps=False,
     ),
 )
+# A module of its own for the small MEL ranks, probed without a format change: one exit-3 module split in two by
+# MEL rank (a narrow one for the ranks above 64, a wider one for rank 64, the combined cut's) is two stage-2
+# trainings on the same body, each drawing only its own ranks; each is scored at the settings it would serve.
+SMALL_RANKS_ONLY = 'loss.rank_weights={"64": 1, "128": 0, "256": 0, "384": 0}'
+LARGE_RANKS_ONLY = 'loss.rank_weights={"64": 0, "128": 128, "256": 256, "384": 384}'  # P(k) ~ k without 64
+VARIANTS += (
+    *(
+        Variant(
+            f"default-rank64-lora{rank}",
+            f"two-stage, the shipped stage 2 with a rank-{rank} module trained at MEL rank 64 only",
+            "mini-exits.json",
+            (exit3_lora(rank), SMALL_RANKS_ONLY),
+            init="default-body",
+            grid_steps=False,
+        )
+        for rank in (32, 48)
+    ),
+    Variant(
+        "default-large-ranks-lora16",
+        "two-stage, the shipped stage 2 with a rank-16 module trained at MEL ranks 128-384 only (P(k) ~ k)",
+        "mini-exits.json",
+        (LORA16, LARGE_RANKS_ONLY),
+        init="default-body",
+        grid_steps=False,
+    ),
+)
 # A second seed (the sampler's order, dropout and MEL rank draws) of the rows the missed goals hinge on: full size
 # (the body against plain fine-tuning) and layers=3 (the shipped module against the dedicated 3-layer model). How
 # much of a gap one seed per row leaves to run-to-run noise.
@@ -409,6 +435,7 @@ ANCHOR_ROWS += ("dedicated-rank64", "dedicated-combined")
 GROUPS = {
     "anchors": ANCHOR_ROWS,
     "seed1": ("plain-seed1", "default-body-seed1", "default-seed1", "dedicated-layers3-seed1"),
+    "rank-split": ("default-rank64-lora32", "default-rank64-lora48", "default-large-ranks-lora16"),
 }
 SETTINGS = (("full", "full"), ("layers", "layers=3"), ("dim", "dim=96"), ("rank", "rank=64"), ("combined", "all 3"))
 
