@@ -427,6 +427,29 @@ VARIANTS += (
         grid_steps=False,
         first_layers=3,
     ),
+    # The other anchors at seed 1: a cut's ratio moves with its anchor's own run-to-run noise too.
+    Variant(
+        "dedicated-dim96-seed1",
+        "dedicated 96-dim model, seed 1",
+        "mini-plain.json",
+        ("loss.mrl=true", f"loss.dim_weights={ONLY_96}", SEED1),
+        grid_steps=False,
+    ),
+    Variant(
+        "dedicated-rank64-seed1",
+        "dedicated rank-64 model, seed 1",
+        "mini-plain.json",
+        ("model.mel_rank=64", SEED1),
+        grid_steps=False,
+    ),
+    Variant(
+        "dedicated-combined-seed1",
+        "dedicated cut model (3 layers, MEL rank 64, loss on the first 96 dims), seed 1",
+        "mini-plain.json",
+        ("model.mel_rank=64", "loss.mrl=true", f"loss.dim_weights={ONLY_96}", SEED1),
+        grid_steps=False,
+        first_layers=3,
+    ),
 )
 # The model each setting is measured against (`mlembed.mini.report.ANCHORS`), at the shipped recipe's steps:
 # `--only anchors` trains and scores these and the shipped default, and writes the anchors `mlembed mini` shows.
@@ -435,6 +458,7 @@ ANCHOR_ROWS += ("dedicated-rank64", "dedicated-combined")
 GROUPS = {
     "anchors": ANCHOR_ROWS,
     "seed1": ("plain-seed1", "default-body-seed1", "default-seed1", "dedicated-layers3-seed1"),
+    "seed1-anchors": ("dedicated-dim96-seed1", "dedicated-rank64-seed1", "dedicated-combined-seed1"),
     "rank-split": ("default-rank64-lora32", "default-rank64-lora48", "default-large-ranks-lora16"),
 }
 SETTINGS = (("full", "full"), ("layers", "layers=3"), ("dim", "dim=96"), ("rank", "rank=64"), ("combined", "all 3"))
