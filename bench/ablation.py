@@ -389,6 +389,14 @@ VARIANTS += (
         )
         for rank in (32, 48)
     ),
+    Variant(  # the share of one 300-step stage 2 that the small ranks' module would get with a third of the draws
+        "default-rank64-lora32-100",
+        "two-stage, stage 2 with a rank-32 module trained at MEL rank 64 only, 100 steps",
+        "mini-exits.json",
+        (exit3_lora(32), SMALL_RANKS_ONLY, "training.max_steps=100"),
+        init="default-body",
+        grid_steps=False,
+    ),
     Variant(
         "default-large-ranks-lora16",
         "two-stage, the shipped stage 2 with a rank-16 module trained at MEL ranks 128-384 only (P(k) ~ k)",
@@ -459,7 +467,12 @@ GROUPS = {
     "anchors": ANCHOR_ROWS,
     "seed1": ("plain-seed1", "default-body-seed1", "default-seed1", "dedicated-layers3-seed1"),
     "seed1-anchors": ("dedicated-dim96-seed1", "dedicated-rank64-seed1", "dedicated-combined-seed1"),
-    "rank-split": ("default-rank64-lora32", "default-rank64-lora48", "default-large-ranks-lora16"),
+    "rank-split": (
+        "default-rank64-lora32",
+        "default-rank64-lora48",
+        "default-large-ranks-lora16",
+        "default-rank64-lora32-100",
+    ),
 }
 SETTINGS = (("full", "full"), ("layers", "layers=3"), ("dim", "dim=96"), ("rank", "rank=64"), ("combined", "all 3"))
 
