@@ -45,7 +45,8 @@ AXIS_FIELDS = (
     "exit_modules",
 )
 EXIT_MODULE_KINDS = ("lora", "adapter")
-EXIT_MODULE_KEYS = ("kind", "exits", "rank", "alpha", "layer_norm")
+EXIT_MODULE_KEYS = ("kind", "exits", "rank", "alpha", "layer_norm", "small_ranks")
+SMALL_RANKS_KEYS = ("up_to", "rank", "alpha")
 DEFAULT_MAX_SEQ_LENGTH = 512  # for folders that record none (older exports): the common limit of embedding models
 # Fields of PretrainedConfig itself that must not be forwarded to the backbone config.
 _META_KEYS = ("model_type", "auto_map", "architectures", "transformers_version", "_name_or_path")
@@ -99,8 +100,9 @@ def check_max_seq_length(value: Any, max_positions: int | None) -> int:
     return value
 
 
-def check_exit_modules(spec: Any, exit_layers: list[int]) -> dict[str, Any]:
-    """The `exit_modules` setting, completed (`alpha`) and checked; errors name the allowed keys and values."""
+def check_exit_modules(spec: Any, exit_layers: list[int], mel_ranks: list[int] | None = None) -> dict[str, Any]:
+    """The `exit_modules` setting, completed (`alpha`) and checked; errors name the allowed keys and values.
+    `mel_ranks`: the model's trained MEL ranks (None: no MEL), which `small_ranks.up_to` must be one of."""
     if not isinstance(spec, dict):
         raise ValueError(f"exit_modules must be a dict with keys {list(EXIT_MODULE_KEYS)} or None, got {spec!r}")
     unknown = sorted(set(spec) - set(EXIT_MODULE_KEYS))
@@ -131,7 +133,30 @@ def check_exit_modules(spec: Any, exit_layers: list[int]) -> dict[str, Any]:
             f"exit_modules.layer_norm is for kind 'lora' only (the norm merges with the deltas), got {kind!r}"
         )
     checked = {"kind": kind, "exits": sorted(set(exits)), "rank": rank, "alpha": float(alpha)}
-    return checked | ({"layer_norm": True} if layer_norm else {})  # configs saved before the key stay as they were
+    checked |= {"layer_norm": True} if layer_norm else {}  # configs saved before the key stay as they were
+    if spec.get("small_ranks") is not None:
+        checked["small_ranks"] = _check_small_ranks(spec["small_ranks"], mel_ranks)
+    return checked
+
+
+def _check_small_ranks(small: Any, mel_ranks: list[int] | None) -> dict[str, Any]:
+    """`exit_modules.small_ranks`: {"up_to": k, "rank": r[, "alpha": a]}, a second module per exit for MEL ranks <= k
+    (a trained rank below the largest); errors name the allowed values."""
+    if not isinstance(small, dict) or set(small) - set(SMALL_RANKS_KEYS):
+        raise ValueError(f"exit_modules.small_ranks must be a dict with keys {list(SMALL_RANKS_KEYS)}, got {small!r}")
+    up_to, rank = small.get("up_to"), small.get("rank")
+    allowed = sorted(mel_ranks or [])[:-1]
+    if isinstance(up_to, bool) or up_to not in allowed:
+        raise ValueError(
+            f"exit_modules.small_ranks.up_to must be a trained MEL rank below the largest, from {allowed}, got "
+            f"{up_to!r}" + ("" if mel_ranks else " (this model has no factorised embedding: mel_rank=None)")
+        )
+    if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
+        raise ValueError(f"exit_modules.small_ranks.rank must be an integer >= 1, got {rank!r}")
+    alpha = small.get("alpha", 2 * rank)
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not alpha > 0:
+        raise ValueError(f"exit_modules.small_ranks.alpha must be a number > 0, got {alpha!r}")
+    return {"up_to": up_to, "rank": rank, "alpha": float(alpha)}
 
 
 def _check_nested(name: str, values: list[int], maximum: int) -> list[int]:
@@ -174,7 +199,10 @@ class MLEmbedConfig(PretrainedConfig):
             exit's own copy of the final norm (backbones that have one); merged into plain weights by every export
             of that setting. `"layer_norm": true` (lora, post-LN backbones such as BERT, which have no final norm):
             the exit also owns a copy of layer k's last norm, its path's last normalisation. `adapter`: a residual
-            bottleneck of width r on the exit's token states (identity at init). See `MLEmbedExitModule`.
+            bottleneck of width r on the exit's token states (identity at init). `"small_ranks": {"up_to": k,
+            "rank": r2}`: each exit owns a second module of the same kind (rank r2) that runs instead at MEL ranks
+            <= k, so the small ranks' corner does not share the module's capacity with the full rank. See
+            `MLEmbedExitModule`.
         **kwargs: the backbone's own fields (`hidden_size`, `num_hidden_layers`, `vocab_size`, ...).
     """
 
@@ -290,7 +318,7 @@ class MLEmbedConfig(PretrainedConfig):
         if self.max_seq_length is not None:
             check_max_seq_length(self.max_seq_length, self.max_positions)
         if self.exit_modules is not None:
-            self.exit_modules = check_exit_modules(self.exit_modules, self.exit_layers)
+            self.exit_modules = check_exit_modules(self.exit_modules, self.exit_layers, self.mel_ranks)
         if self.prompts is None:
             self.prompts = default_prompts()
         if not isinstance(self.prompts, dict) or not all(isinstance(v, str) for v in self.prompts.values()):

@@ -163,7 +163,8 @@ class MLEmbedExitModule(nn.Module):
     the backbone's final norm (none for backbones without one). With `layer_norm` (post-LN backbones, which have no
     final norm): `layer_norm`, the exit's own copy of layer k's last norm (at `layer_norm_path` in that layer),
     swapped in for the pass. `adapter`: an `MLEmbedExitAdapter` on the exit's token states after the final norm,
-    before pooling.
+    before pooling. `small`: with `small_ranks`, a second module of the same kind that runs instead of this one at
+    MEL ranks <= `small_ranks.up_to` (`MLEmbedModel.exit_module(layers, rank)`); None otherwise.
     """
 
     def __init__(
@@ -177,7 +178,7 @@ class MLEmbedExitModule(nn.Module):
     ) -> None:
         super().__init__()
         self.kind = kind
-        self.lora = self.adapter = self.norm = self.layer_norm = None
+        self.lora = self.adapter = self.norm = self.layer_norm = self.small = None
         self.layer_norm_path = None
         if layer_norm is not None:
             self.layer_norm_path, self.layer_norm = layer_norm
@@ -189,6 +190,10 @@ class MLEmbedExitModule(nn.Module):
             self.norm = norm
         else:
             self.adapter = MLEmbedExitAdapter(hidden_size, spec["rank"])
+
+    def own_parameters(self) -> list[nn.Parameter]:
+        """The parameters this module's pass runs (those of `small`, which runs instead of it, left out)."""
+        return [p for name, p in self.named_parameters() if not name.startswith("small.")]
 
 
 class MLEmbedPreTrainedModel(PreTrainedModel):
@@ -350,13 +355,22 @@ class MLEmbedModel(MLEmbedPreTrainedModel):
             if spec.get("layer_norm"):
                 path = _last_norm(self.layer_stack[exit_layer - 1])
                 layer_norm = (path, copy.deepcopy(self.layer_stack[exit_layer - 1].get_submodule(path)))
-            modules[str(exit_layer)] = MLEmbedExitModule(
-                spec["kind"], linears, self.config.hidden_size, spec, norm, layer_norm
-            )
+            module = MLEmbedExitModule(spec["kind"], linears, self.config.hidden_size, spec, norm, layer_norm)
+            if spec.get("small_ranks"):
+                small = {**spec, "rank": spec["small_ranks"]["rank"], "alpha": spec["small_ranks"]["alpha"]}
+                norms = copy.deepcopy((norm, layer_norm))  # its own copies: trained apart from the other module's
+                module.small = MLEmbedExitModule(spec["kind"], linears, self.config.hidden_size, small, *norms)
+            modules[str(exit_layer)] = module
         return nn.ModuleDict(modules)
 
     def add_exit_modules(
-        self, kind: str, exits: Sequence[int], rank: int, alpha: float | None = None, layer_norm: bool = False
+        self,
+        kind: str,
+        exits: Sequence[int],
+        rank: int,
+        alpha: float | None = None,
+        layer_norm: bool = False,
+        small_ranks: dict[str, Any] | None = None,
     ) -> None:
         """Give `exits` their own modules (`config.exit_modules`), identity at init: every output stays as it was
         until they are trained (the second stage of the two-stage recipe). A model that has modules already is an
@@ -365,15 +379,21 @@ class MLEmbedModel(MLEmbedPreTrainedModel):
             raise ValueError(f"this model has exit modules already: {self.config.exit_modules}")
         spec = {"kind": kind, "exits": list(exits), "rank": rank, **({} if alpha is None else {"alpha": alpha})}
         spec |= {"layer_norm": True} if layer_norm else {}
-        self.config.exit_modules = check_exit_modules(spec, self.config.exit_layers)
+        spec |= {"small_ranks": small_ranks} if small_ranks else {}
+        self.config.exit_modules = check_exit_modules(spec, self.config.exit_layers, self.config.mel_ranks)
         param = next(self.parameters())
         self.exit_modules = self._build_exit_modules(self.config.exit_modules).to(param.device, param.dtype)
 
-    def exit_module(self, layers: int) -> MLEmbedExitModule | None:
-        """The module of exit `layers`, None where that exit runs the shared path."""
+    def exit_module(self, layers: int, rank: int | None = None) -> MLEmbedExitModule | None:
+        """The module a pass at (`layers`, MEL `rank`) runs: exit `layers`' own, its `small` one at MEL ranks <=
+        `small_ranks.up_to` (`rank=None`: the full rank), None where that exit runs the shared path."""
         if self.exit_modules is None or str(layers) not in self.exit_modules:
             return None
-        return self.exit_modules[str(layers)]
+        module = self.exit_modules[str(layers)]
+        small = self.config.exit_modules.get("small_ranks")
+        if small and rank is not None and rank <= small["up_to"]:
+            return module.small
+        return module
 
     def _lora_hooks(self, module: MLEmbedExitModule) -> list[Any]:
         """Forward hooks applying each LoRA to its linear layer for one pass. With gradients: the delta is added to
@@ -392,10 +412,13 @@ class MLEmbedModel(MLEmbedPreTrainedModel):
                 hooks.append(_SwappedParameters(linear, {"weight": merged}))
         return hooks
 
-    def _merged_exit_state(self, state: dict[str, torch.Tensor], layers: int) -> dict[str, torch.Tensor]:
-        """`state` (the backbone cut to `layers`) with exit `layers`' module merged in: LoRA deltas added to the
-        linear weights, the exit's norm in place of the final norm. Adapters cannot merge into stock weights."""
-        module = self.exit_module(layers)
+    def _merged_exit_state(
+        self, state: dict[str, torch.Tensor], layers: int, rank: int | None = None
+    ) -> dict[str, torch.Tensor]:
+        """`state` (the backbone cut to `layers`) with the module of (`layers`, MEL `rank`) merged in: LoRA deltas
+        added to the linear weights, the exit's norm in place of the final norm. Adapters cannot merge into stock
+        weights."""
+        module = self.exit_module(layers, rank)
         if module is None:
             return state
         if module.kind != "lora":
@@ -427,9 +450,10 @@ class MLEmbedModel(MLEmbedPreTrainedModel):
         """The backbone's list of decoder / encoder layers (`layers=k` runs the first k of them)."""
         return _get_path(self.backbone, self._layers_path)
 
-    def backbone_state_dict(self, layers: int | None = None) -> dict[str, torch.Tensor]:
-        """The backbone's weights under their stock names, only the first `layers` layers kept, with exit `layers`'
-        own module merged in where it has one (for exports: the stock model then computes that setting)."""
+    def backbone_state_dict(self, layers: int | None = None, rank: int | None = None) -> dict[str, torch.Tensor]:
+        """The backbone's weights under their stock names, only the first `layers` layers kept, with the module that
+        (`layers`, MEL `rank`) runs merged in where there is one (for exports: the stock model then computes that
+        setting; `rank=None`: the full rank's)."""
         keep = (
             self.config.num_hidden_layers
             if layers is None
@@ -438,7 +462,7 @@ class MLEmbedModel(MLEmbedPreTrainedModel):
         pattern = re.compile(rf"^{re.escape(self._layers_path)}\.(\d+)\.")
         state = self.backbone.state_dict()
         state = {k: v for k, v in state.items() if not (m := pattern.match(k)) or int(m.group(1)) < keep}
-        return self._merged_exit_state(state, keep)
+        return self._merged_exit_state(state, keep, rank)
 
     def num_parameters(
         self,
@@ -451,7 +475,8 @@ class MLEmbedModel(MLEmbedPreTrainedModel):
 
         Without `layers` / `rank` it is the whole model (exit modules included). With them, the layers after the
         exit, the MEL columns beyond rank k (`(r - k) * (vocab + d)`: U[:, k:] and V[k:]) and the exit modules of
-        other exits are left out. `exclude_embeddings` also leaves out the MEL factors. Counted from the live
+        other exits (and the exit's other module, with `small_ranks`) are left out. `exclude_embeddings` also leaves
+        out the MEL factors. Counted from the live
         modules, so it holds for any backbone and on the meta device.
         """
         cfg = self.config
@@ -465,14 +490,17 @@ class MLEmbedModel(MLEmbedPreTrainedModel):
             layers = self._check_axis("layers", layers, cfg.num_hidden_layers, cfg.exit_layers)
             later = [p for layer in self.layer_stack[layers:] for p in layer.parameters()]
             total -= sum(p.numel() for p in later if p.requires_grad or not only_trainable)
-        if (layers is not None or rank is not None) and self.exit_modules is not None:
-            depth = cfg.num_hidden_layers if layers is None else layers
-            unused = [p for k, m in self.exit_modules.items() if int(k) != depth for p in m.parameters()]
-            total -= sum(p.numel() for p in unused if p.requires_grad or not only_trainable)
         if rank is not None:
             if self.mel is None:
                 raise ValueError(f"rank={rank!r} needs a factorised embedding (mel_rank=None); allowed: None")
             rank = self._check_axis("rank", rank, cfg.mel_rank, cfg.mel_ranks)
+        if (layers is not None or rank is not None) and self.exit_modules is not None:
+            depth = cfg.num_hidden_layers if layers is None else layers
+            running = self.exit_module(depth, rank)
+            kept = set() if running is None else {id(p) for p in running.own_parameters()}
+            unused = [p for p in self.exit_modules.parameters() if id(p) not in kept]
+            total -= sum(p.numel() for p in unused if p.requires_grad or not only_trainable)
+        if rank is not None:
             if not exclude_embeddings:  # U (vocab, r) and V (r, d) lose their (r - k) columns / rows
                 total -= sum(p.numel() // cfg.mel_rank * (cfg.mel_rank - rank) for p in counted)
         return total
@@ -557,7 +585,7 @@ class MLEmbedModel(MLEmbedPreTrainedModel):
         layers, dim, rank = self.resolve_axes(layers, dim, rank)
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
-        module = self.exit_module(layers) if use_exit_module else None
+        module = self.exit_module(layers, rank) if use_exit_module else None
         exit_list = self._exit_list(exits, layers, module is not None)
         depth = layers  # the embedding is always taken at `layers`; exits are extra outputs of the same pass
 

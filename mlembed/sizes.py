@@ -161,6 +161,7 @@ def parameter_counts(size_or_config: str | MLEmbedConfig, tokenizer_rows: int | 
         raise ValueError(f"tokenizer_rows must lie in 1..{rows} (the vocab rows), got {tokenizer_rows}")
     dense_config = copy.deepcopy(config)
     dense_config.mel_rank, dense_config.mel_ranks = None, None
+    dense_config.exit_modules = None  # the stock backbone; `mel_total` leaves them out too (full depth runs none)
     dense_model = build_on_meta(dense_config)  # the stock backbone with its dense embedding
     total = dense_model.num_parameters()
     non_embedding = total - dense_model.get_input_embeddings().weight.numel()

@@ -20,10 +20,10 @@ SETTINGS = [dict(layers=layers, rank=rank) for layers in (1, 2, 3, 4) for rank i
 
 
 def trained_modules(
-    kind: str, backbone: str = "qwen3", exits=(2, 3), seed: int = 1, layer_norm: bool = False
+    kind: str, backbone: str = "qwen3", exits=(2, 3), seed: int = 1, layer_norm: bool = False, **axes
 ) -> MLEmbedModel:
     """A tiny model with exit modules whose weights are moved off their identity init (as training would)."""
-    model = tiny_model(backbone, exit_layers=[1, 2, 3, 4])
+    model = tiny_model(backbone, exit_layers=[1, 2, 3, 4], **axes)
     model.add_exit_modules(kind, list(exits), rank=4, layer_norm=layer_norm)
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
@@ -362,3 +362,168 @@ def test_lora_inference_on_merged_weights_equals_the_training_form_and_gives_the
     assert all(param is weights[name] for name, param in model.named_parameters())
     with torch.no_grad():
         torch.testing.assert_close(model(**batch, layers=3).embeddings, merged, rtol=0, atol=0)
+
+
+# ------------------------------------------------------------------------------ a module of its own for small ranks
+SMALL = {"up_to": 8, "rank": 2}
+
+
+def small_rank_modules(backbone: str = "qwen3", seed: int = 1) -> MLEmbedModel:
+    """A tiny model (MEL ranks 8 / 16 / 32) whose exits 2 and 3 own a module, and a second one for MEL rank 8,
+    every weight moved off its identity init."""
+    model = tiny_model(backbone, exit_layers=[1, 2, 3, 4], mel_ranks=[8, 16, 32])
+    model.add_exit_modules("lora", [2, 3], rank=4, small_ranks=SMALL)
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for param in model.exit_modules.parameters():
+            param.add_(0.2 * torch.randn(param.shape, generator=generator))
+    return model.eval()
+
+
+def merged_by_hand(model: MLEmbedModel, backbone: str, module) -> MLEmbedModel:
+    """`lora_merged_by_hand` plus the module's own final norm (backbones that have one)."""
+    reference = lora_merged_by_hand(model, backbone, module)
+    if module.norm is not None:
+        with torch.no_grad():
+            reference.backbone.norm.weight.copy_(module.norm.weight)
+    return reference.eval()
+
+
+@pytest.mark.parametrize("backbone", ["qwen3", "bert"])
+def test_small_ranks_run_their_own_module_and_every_other_setting_its_own(backbone):
+    """Independent computation: at layers=3, MEL rank 8 equals the backbone with the small module's LoRA merged by
+    hand, ranks 16 and 32 the one with the other module's; the full path and the exits without modules are the
+    shared weights'. Identity at init, like every module."""
+    bare = tiny_model(backbone, exit_layers=[1, 2, 3, 4], mel_ranks=[8, 16, 32])
+    before = {(layers, rank): bare.encode(TEXTS, layers=layers, rank=rank) for layers, rank in [(3, 8), (3, 16)]}
+    bare.add_exit_modules("lora", [2, 3], rank=4, small_ranks=SMALL)
+    for (layers, rank), vectors in before.items():
+        np.testing.assert_array_equal(bare.encode(TEXTS, layers=layers, rank=rank), vectors)
+    model = small_rank_modules(backbone)
+    module = model.exit_modules["3"]
+    assert model.exit_module(3, 8) is module.small and model.exit_module(3, 16) is module
+    assert model.exit_module(3) is module and model.exit_module(4, 8) is None
+    small, large = merged_by_hand(model, backbone, module.small), merged_by_hand(model, backbone, module)
+    np.testing.assert_allclose(model.encode(TEXTS, layers=3, rank=8), small.encode(TEXTS, layers=3, rank=8), atol=1e-6)
+    for rank in (16, None):
+        got = model.encode(TEXTS, layers=3, rank=rank)
+        np.testing.assert_allclose(got, large.encode(TEXTS, layers=3, rank=rank), atol=1e-6)
+    assert not np.allclose(small.encode(TEXTS, layers=3, rank=8), large.encode(TEXTS, layers=3, rank=8), atol=1e-4)
+    shared = tiny_model(backbone, exit_layers=[1, 2, 3, 4], mel_ranks=[8, 16, 32])
+    shared.load_state_dict(model.state_dict(), strict=False)
+    for layers, rank in [(4, 8), (4, None), (1, 8)]:
+        got = model.encode(TEXTS, layers=layers, rank=rank)
+        np.testing.assert_array_equal(got, shared.encode(TEXTS, layers=layers, rank=rank))
+
+
+def test_training_at_a_small_rank_reaches_only_the_small_ranks_module():
+    model = small_rank_modules().train()
+    batch = model.tokenize(TEXTS, tiny_tokenizer())
+    for rank, trained, untouched in [(8, "small.", None), (16, None, "small.")]:
+        model.zero_grad(set_to_none=True)
+        model(**batch, layers=3, rank=rank).embeddings.sum().backward()
+        grads = {name: p.grad for name, p in model.exit_modules["3"].named_parameters()}
+        for name, grad in grads.items():
+            runs = name.startswith("small.") == (trained == "small.")
+            assert (grad is not None and grad.abs().sum() > 0) == runs, (rank, name)
+        assert untouched is None or all(g is None for n, g in grads.items() if n.startswith(untouched))
+
+
+def test_parameter_counts_include_only_the_module_a_rank_runs():
+    model = small_rank_modules()
+    module = model.exit_modules["3"]
+    small = sum(p.numel() for p in module.small.parameters())
+    large = sum(p.numel() for p in module.parameters()) - small
+    assert large == sum(p.numel() for p in module.own_parameters())
+    bare = tiny_model("qwen3", exit_layers=[1, 2, 3, 4], mel_ranks=[8, 16, 32])
+    assert model.num_parameters(layers=3) == bare.num_parameters(layers=3) + large
+    assert model.num_parameters(layers=3, rank=8) == bare.num_parameters(layers=3, rank=8) + small
+    assert model.num_parameters(layers=4, rank=8) == bare.num_parameters(layers=4, rank=8)
+
+
+def test_small_ranks_modules_save_reload_and_merge_into_every_export_of_their_setting(tmp_path):
+    """Saved and reloaded, every setting stays; the stock (compat) export of (3, 8) merges the small ranks' module
+    and that of (3, 16) the other; a slim export keeps only the ranks its merged module serves."""
+    from mlembed.export.compat import export_compat
+    from mlembed.export.slim import export_slim
+
+    model = small_rank_modules("bert")
+    src = tmp_path / "src"
+    model.save_pretrained(src)
+    tiny_tokenizer().save_pretrained(src)
+    loaded = MLEmbedModel.from_pretrained(src).eval()
+    assert loaded.config.exit_modules["small_ranks"] == {"up_to": 8, "rank": 2, "alpha": 4.0}
+    for layers, rank in [(3, 8), (3, 16), (2, 8), (4, 8)]:
+        got = loaded.encode(TEXTS, layers=layers, rank=rank)
+        np.testing.assert_array_equal(got, model.encode(TEXTS, layers=layers, rank=rank))
+    for rank in (8, 16):
+        export_compat(src, tmp_path / f"compat{rank}", layers=3, rank=rank)
+        got = _stock_vectors(tmp_path / f"compat{rank}", TEXTS, decoder=False)
+        np.testing.assert_allclose(got.numpy(), model.encode(TEXTS, layers=3, rank=rank), atol=1e-5)
+    export_slim(src, tmp_path / "slim8", layers=3, rank=8)
+    slim = MLEmbedModel.from_pretrained(tmp_path / "slim8").eval()
+    np.testing.assert_allclose(slim.encode(TEXTS), model.encode(TEXTS, layers=3, rank=8), atol=1e-5)
+    export_slim(src, tmp_path / "slim3", layers=3)  # the full rank's module merged: rank 8 is not its to serve
+    slim = MLEmbedModel.from_pretrained(tmp_path / "slim3").eval()
+    assert slim.config.mel_ranks == [16, 32]
+    np.testing.assert_allclose(slim.encode(TEXTS, rank=16), model.encode(TEXTS, layers=3, rank=16), atol=1e-5)
+    export_slim(src, tmp_path / "slim-rank8", rank=8)  # no depth cut: the small ranks' modules are the modules
+    slim = MLEmbedModel.from_pretrained(tmp_path / "slim-rank8").eval()
+    assert slim.config.exit_modules == {"kind": "lora", "exits": [2, 3], "rank": 2, "alpha": 4.0}
+    np.testing.assert_allclose(slim.encode(TEXTS, layers=3), model.encode(TEXTS, layers=3, rank=8), atol=1e-5)
+    export_slim(src, tmp_path / "slim-rank16", rank=16)  # both modules travel
+    slim = MLEmbedModel.from_pretrained(tmp_path / "slim-rank16").eval()
+    for rank in (8, 16):
+        got = slim.encode(TEXTS, layers=3, rank=rank)
+        np.testing.assert_allclose(got, model.encode(TEXTS, layers=3, rank=rank), atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "small, message",
+    [
+        ({"up_to": 32, "rank": 2}, r"small_ranks.up_to must be a trained MEL rank below the largest, from \[8, 16\]"),
+        ({"up_to": 12, "rank": 2}, r"from \[8, 16\], got 12"),
+        ({"up_to": 8, "rank": 0}, "exit_modules.small_ranks.rank must be an integer >= 1"),
+        ({"up_to": 8, "rank": 2, "alpha": -1}, "exit_modules.small_ranks.alpha must be a number > 0"),
+        ({"up_to": 8, "width": 2}, r"small_ranks must be a dict with keys \['up_to', 'rank', 'alpha'\]"),
+    ],
+)
+def test_bad_small_ranks_name_what_is_allowed(small, message):
+    spec = {"kind": "lora", "exits": [2], "rank": 4, "small_ranks": small}
+    with pytest.raises(ValueError, match=message):
+        tiny_model("qwen3", exit_layers=[1, 2, 3, 4], mel_ranks=[8, 16, 32], exit_modules=spec)
+    with pytest.raises(ValueError, match=r"from \[\], got 8 \(this model has no factorised embedding"):
+        check_exit_modules({**spec, "small_ranks": SMALL}, [1, 2, 3, 4], None)
+
+
+def test_weights_missing_the_small_ranks_module_fail_at_load(tmp_path):
+    model = small_rank_modules()
+    model.save_pretrained(tmp_path)
+    tiny_tokenizer().save_pretrained(tmp_path)
+    weights = tmp_path / "model.safetensors"
+    state = {k: v for k, v in load_file(weights).items() if not k.startswith("exit_modules.3.small.")}
+    save_file(state, weights, metadata={"format": "pt"})
+    with pytest.raises(ValueError, match=r"module for exit 3, but the weights lack its tensor exit_modules.3.small."):
+        MLEmbedModel.from_pretrained(tmp_path)
+
+
+def test_the_model_card_says_which_ranks_run_a_module_of_their_own():
+    from mlembed.export.cards import render_card
+
+    card = str(render_card(small_rank_modules().config))
+    assert "(at MEL ranks up to 8, a second such module of LoRA rank 2 instead)" in card
+
+
+def test_parameter_counts_of_a_model_with_exit_modules_are_the_stock_backbones_and_mel_factors():
+    """The card's counts (`parameter_counts`): the stock backbone (what `model.safetensors` holds) and, per MEL rank k,
+    U[:, :k] and V[:k] counted from the tensors; exit modules are in neither (before: the stock total held them and
+    the embedding column went negative)."""
+    from mlembed.sizes import parameter_counts
+
+    bare = parameter_counts(tiny_model("qwen3", exit_layers=[1, 2, 3, 4], mel_ranks=[8, 16, 32]).config)
+    for model in (trained_modules("lora", mel_ranks=[8, 16, 32]), small_rank_modules()):
+        counts = parameter_counts(model.config)
+        assert counts["total"] == AutoModel.from_config(model.config.backbone_config()).num_parameters()
+        for k in (8, 16, 32):
+            assert counts["mel_embedding"][k] == model.mel.U[:, :k].numel() + model.mel.V[:k].numel()
+        assert counts == bare

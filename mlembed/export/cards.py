@@ -163,6 +163,10 @@ def _exit_modules_text(spec: Mapping[str, Any] | None) -> str:
         what = f"LoRA rank {spec['rank']} on the layers up to the exit, and the exit's own copy of {norm}"
     else:
         what = f"a residual adapter of width {spec['rank']} on the exit's token states"
+    small = spec.get("small_ranks")
+    if small:
+        size = "LoRA rank" if spec["kind"] == "lora" else "width"
+        what += f" (at MEL ranks up to {small['up_to']}, a second such module of {size} {small['rank']} instead)"
     return f"exits {exits}: {what} (`layers=` of another exit runs the shared layers)"
 
 

@@ -181,7 +181,7 @@ def stock_backbone(model: MLEmbedModel, layers: int | None = None, rank: int | N
     layers, _, rank = model.resolve_axes(layers, None, rank)
     config = stock_config(model.config, layers)
     stock = AutoModel.from_config(config).to(model.dtype)
-    state = model.backbone_state_dict(layers)
+    state = model.backbone_state_dict(layers, rank)  # the module (layers, rank) runs, merged
     if model.mel is not None:
         state[_embedding_key(stock)] = model.mel.dense(rank).detach().to(model.dtype)
     missing, unexpected = stock.load_state_dict(state, strict=False)

@@ -42,15 +42,23 @@ def export_slim(
         "append_eos": cfg.append_eos,
     }
     if rank is not None:
-        axes["mel_ranks"] = sorted({k for k in cfg.mel_ranks if k <= rank} | {rank})
+        axes["mel_ranks"] = _kept_mel_ranks(model, layers, rank)
     kept = _kept_exit_modules(model, layers)
+    small = (cfg.exit_modules or {}).get("small_ranks")
+    use_small = bool(small) and rank is not None and rank <= small["up_to"]  # only the small ranks' modules apply
     if kept:
-        axes["exit_modules"] = {**cfg.exit_modules, "exits": kept}
+        spec = {k: v for k, v in cfg.exit_modules.items() if k != "small_ranks"} | {"exits": kept}
+        if use_small:
+            spec |= {"rank": small["rank"], "alpha": small["alpha"]}
+        elif small:
+            spec["small_ranks"] = small
+        axes["exit_modules"] = spec
     slim_config = MLEmbedConfig.from_backbone(stock_config(cfg, layers), mel_rank=rank, **axes)
     slim = MLEmbedModel(slim_config).to(model.dtype)
-    slim.backbone.load_state_dict(model.backbone_state_dict(layers), strict=False)  # exit `layers`' module merged
+    slim.backbone.load_state_dict(model.backbone_state_dict(layers, rank), strict=False)  # (layers, rank)'s merged
     for exit_layer in kept:
-        slim.exit_modules[str(exit_layer)].load_state_dict(model.exit_modules[str(exit_layer)].state_dict())
+        source = model.exit_modules[str(exit_layer)]
+        slim.exit_modules[str(exit_layer)].load_state_dict((source.small if use_small else source).state_dict())
     if rank is not None:
         with torch.no_grad():
             slim.mel.U.copy_(model.mel.U[:, :rank])
@@ -66,6 +74,30 @@ def export_slim(
         "bytes_after": after,
         "saving": 1 - after / before if before else 0.0,
     }
+
+
+def _kept_mel_ranks(model: MLEmbedModel, layers: int, rank: int) -> list[int]:
+    """The MEL ranks a slim export at (`layers`, `rank`) keeps: those up to `rank`, less the small ranks when the
+    merged exit has a module of its own for them (`small_ranks`) and `rank` is above them: the export holds the
+    other module merged, so at those ranks it would not compute what the source does (asking for one then warns as
+    an untrained rank)."""
+    cfg = model.config
+    ranks = sorted({k for k in cfg.mel_ranks if k <= rank} | {rank})
+    small = (cfg.exit_modules or {}).get("small_ranks")
+    if model.exit_module(layers) is not None and small and rank > small["up_to"]:
+        dropped = [k for k in ranks if k <= small["up_to"]]
+        if dropped:
+            logger.warning(
+                "exit %d's module for MEL ranks > %d is merged into the exported layers; MEL ranks %s, which run "
+                "its module for the small ranks, are left out of the export's trained ranks (export with --rank %d "
+                "for them)",
+                layers,
+                small["up_to"],
+                dropped,
+                small["up_to"],
+            )
+        ranks = [k for k in ranks if k > small["up_to"]]
+    return ranks
 
 
 def _kept_exit_modules(model: MLEmbedModel, layers: int) -> list[int]:

@@ -60,7 +60,7 @@ def add_exit_modules(model: Any, spec: dict[str, Any]) -> None:
     the same ones; other modules already in the base are an error (never silently replaced)."""
     from configuration_mlembed import check_exit_modules
 
-    wanted = check_exit_modules(spec, model.config.exit_layers)
+    wanted = check_exit_modules(spec, model.config.exit_layers, model.config.mel_ranks)
     if model.config.exit_modules is None:
         model.add_exit_modules(**wanted)
     elif model.config.exit_modules != wanted:
