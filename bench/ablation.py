@@ -375,6 +375,11 @@ VARIANTS += (
 # A module of its own for the small MEL ranks, probed without a format change: one exit-3 module split in two by
 # MEL rank (a narrow one for the ranks above 64, a wider one for rank 64, the combined cut's) is two stage-2
 # trainings on the same body, each drawing only its own ranks; each is scored at the settings it would serve.
+SEED1 = "training.seed=1"
+SMALL_RANKS_MODULES = (
+    'model.exit_modules={"kind": "lora", "exits": [3], "rank": 16, "small_ranks": {"up_to": 64, "rank": 32}}'
+)
+SMALL_RANKS_DRAWS = 'loss.rank_weights={"64": 3, "128": 1, "256": 2, "384": 3}'
 SMALL_RANKS_ONLY = 'loss.rank_weights={"64": 1, "128": 0, "256": 0, "384": 0}'
 LARGE_RANKS_ONLY = 'loss.rank_weights={"64": 0, "128": 128, "256": 256, "384": 384}'  # P(k) ~ k without 64
 VARIANTS += (
@@ -397,6 +402,24 @@ VARIANTS += (
         init="default-body",
         grid_steps=False,
     ),
+    # The format itself (`exit_modules.small_ranks`): one stage 2 trains both modules, each step the one of its rank;
+    # rank 64 drawn a third of the time (3 : 1 : 2 : 3), the rest P(k) ~ k as before.
+    *(
+        Variant(
+            f"default-small-ranks{suffix}",
+            f"two-stage, stage 2 with a rank-16 module for MEL ranks > 64 and a rank-32 one for rank 64 "
+            f"(exit_modules.small_ranks), rank 64 drawn 1/3 of the steps{label}",
+            "mini-exits.json",
+            (SMALL_RANKS_MODULES, SMALL_RANKS_DRAWS, *extra),
+            init=init,
+            grid_steps=False,
+        )
+        for suffix, label, extra, init in (
+            ("", "", (), "default-body"),
+            ("-seed1", ", seed 1", (SEED1,), "default-body-seed1"),
+            ("-600", ", 600 steps", ("training.max_steps=600",), "default-body"),
+        )
+    ),
     Variant(
         "default-large-ranks-lora16",
         "two-stage, the shipped stage 2 with a rank-16 module trained at MEL ranks 128-384 only (P(k) ~ k)",
@@ -408,8 +431,7 @@ VARIANTS += (
 )
 # A second seed (the sampler's order, dropout and MEL rank draws) of the rows the missed goals hinge on: full size
 # (the body against plain fine-tuning) and layers=3 (the shipped module against the dedicated 3-layer model). How
-# much of a gap one seed per row leaves to run-to-run noise.
-SEED1 = "training.seed=1"
+# much of a gap one seed per row leaves to run-to-run noise. (`SEED1` above.)
 VARIANTS += (
     Variant("plain-seed1", "plain fine-tuning, 300 steps, seed 1", "mini-plain.json", (SEED1,), grid_steps=False),
     Variant(
@@ -467,6 +489,7 @@ GROUPS = {
     "anchors": ANCHOR_ROWS,
     "seed1": ("plain-seed1", "default-body-seed1", "default-seed1", "dedicated-layers3-seed1"),
     "seed1-anchors": ("dedicated-dim96-seed1", "dedicated-rank64-seed1", "dedicated-combined-seed1"),
+    "small-ranks": ("default-small-ranks", "default-small-ranks-seed1"),
     "rank-split": (
         "default-rank64-lora32",
         "default-rank64-lora48",
