@@ -69,13 +69,15 @@ def test_the_card_says_the_recipe_the_shipped_configs_train(tmp_path, monkeypatc
         if name == "mini.json":
             config["model"]["mel_rank"] = 192
         else:
-            config["model"]["exit_modules"] = {"kind": "adapter", "exits": [2], "rank": 48}
+            small = {"up_to": 64, "rank": 24}
+            config["model"]["exit_modules"] = {"kind": "adapter", "exits": [2], "rank": 48, "small_ranks": small}
             config["loss"]["self_distill"] = 0.5
         (tmp_path / name).write_text(json.dumps(config))
     monkeypatch.setattr(mini, "CONFIGS", tmp_path)
     note = mini.recipe_note()
     assert "MEL (rank 192)" in note and "345 steps" in note and "67 steps" in note
-    assert "residual adapter (width 48) of exit 2" in note and "`layers=2` runs the module" in note
+    assert "residual adapter (width 48; a second one of width 24 at MEL ranks up to 64) of exit 2" in note
+    assert "`layers=2` runs the module of its MEL rank" in note and "MEL rank." not in shipped
     assert "+ KL to the full setting's scores" in note and "KL" not in shipped  # the shipped stage 2 has none
 
 

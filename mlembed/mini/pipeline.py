@@ -255,7 +255,10 @@ def recipe_note() -> str:
     body, exits = (json.loads((CONFIGS / name).read_text()) for name in ("mini.json", "mini-exits.json"))
     module = exits["model"]["exit_modules"]
     width = module["rank"]
-    kind = {"lora": f"LoRA exit module (rank {width})", "adapter": f"residual adapter (width {width})"}
+    small = module.get("small_ranks")
+    size = "rank" if module["kind"] == "lora" else "width"
+    extra = f"; a second one of {size} {small['rank']} at MEL ranks up to {small['up_to']}" if small else ""
+    kind = {"lora": f"LoRA exit module (rank {width}{extra})", "adapter": f"residual adapter (width {width}{extra})"}
     kl = " + KL to the full setting's scores" if exits["loss"].get("self_distill") else ""
     loss = f"contrastive at the exit{kl}"
     return (
@@ -265,7 +268,8 @@ def recipe_note() -> str:
         f"stage 2 (`mini-exits.json`) freezes it and trains only the {kind[module['kind']]} of exit "
         f"{', '.join(map(str, module['exits']))}, {exits['training']['max_steps']} steps ({loss}). "
         "The full setting is the body's, bit for bit; "
-        f"`layers={module['exits'][0]}` runs the module. Why this recipe and not the paper's shared one: "
+        f"`layers={module['exits'][0]}` runs the module{' of its MEL rank' if small else ''}. Why this recipe and not "
+        "the paper's shared one: "
         "`docs/ablation.md` in the ML-Embed repository."
     )
 
