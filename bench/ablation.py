@@ -420,6 +420,14 @@ VARIANTS += (
             ("-600", ", 600 steps", ("training.max_steps=600",), "default-body"),
         )
     ),
+    Variant(  # the shared module at the budget of `default-small-ranks-600`
+        "default-600",
+        "two-stage, the shipped stage 2 (one rank-48 module, P(k) ~ k) for 600 steps",
+        "mini-exits.json",
+        ("training.max_steps=600",),
+        init="default-body",
+        grid_steps=False,
+    ),
     Variant(
         "default-large-ranks-lora16",
         "two-stage, the shipped stage 2 with a rank-16 module trained at MEL ranks 128-384 only (P(k) ~ k)",
