@@ -382,59 +382,65 @@ SMALL_RANKS_MODULES = (
 SMALL_RANKS_DRAWS = 'loss.rank_weights={"64": 3, "128": 1, "256": 2, "384": 3}'
 SMALL_RANKS_ONLY = 'loss.rank_weights={"64": 1, "128": 0, "256": 0, "384": 0}'
 LARGE_RANKS_ONLY = 'loss.rank_weights={"64": 0, "128": 128, "256": 256, "384": 384}'  # P(k) ~ k without 64
+
+
+def stage2(name: str, label: str, *overrides: str, init: str = "default-body") -> Variant:
+    """A row training only stage 2 (`mini-exits.json` changed by `overrides`) on the cached body `init`."""
+    return Variant(name, label, "mini-exits.json", overrides, init=init, grid_steps=False)
+
+
+SPLIT = "two-stage, stage 2 with a rank-16 module for MEL ranks > 64 and a rank-32 one for rank 64"
 VARIANTS += (
     *(
-        Variant(
+        stage2(
             f"default-rank64-lora{rank}",
             f"two-stage, the shipped stage 2 with a rank-{rank} module trained at MEL rank 64 only",
-            "mini-exits.json",
-            (exit3_lora(rank), SMALL_RANKS_ONLY),
-            init="default-body",
-            grid_steps=False,
+            exit3_lora(rank),
+            SMALL_RANKS_ONLY,
         )
         for rank in (32, 48)
     ),
-    Variant(  # the share of one 300-step stage 2 that the small ranks' module would get with a third of the draws
+    stage2(  # the share of one 300-step stage 2 that the small ranks' module would get with a third of the draws
         "default-rank64-lora32-100",
         "two-stage, stage 2 with a rank-32 module trained at MEL rank 64 only, 100 steps",
-        "mini-exits.json",
-        (exit3_lora(32), SMALL_RANKS_ONLY, "training.max_steps=100"),
-        init="default-body",
-        grid_steps=False,
+        exit3_lora(32),
+        SMALL_RANKS_ONLY,
+        "training.max_steps=100",
     ),
     # The format itself (`exit_modules.small_ranks`): one stage 2 trains both modules, each step the one of its rank;
     # rank 64 drawn a third of the time (3 : 1 : 2 : 3), the rest P(k) ~ k as before.
-    *(
-        Variant(
-            f"default-small-ranks{suffix}",
-            f"two-stage, stage 2 with a rank-16 module for MEL ranks > 64 and a rank-32 one for rank 64 "
-            f"(exit_modules.small_ranks), rank 64 drawn 1/3 of the steps{label}",
-            "mini-exits.json",
-            (SMALL_RANKS_MODULES, SMALL_RANKS_DRAWS, *extra),
-            init=init,
-            grid_steps=False,
-        )
-        for suffix, label, extra, init in (
-            ("", "", (), "default-body"),
-            ("-seed1", ", seed 1", (SEED1,), "default-body-seed1"),
-            ("-600", ", 600 steps", ("training.max_steps=600",), "default-body"),
-        )
+    stage2(
+        "default-small-ranks",
+        f"{SPLIT} (exit_modules.small_ranks), rank 64 drawn 1/3 of the steps",
+        SMALL_RANKS_MODULES,
+        SMALL_RANKS_DRAWS,
     ),
-    Variant(  # the shared module at the budget of `default-small-ranks-600`
+    stage2(
+        "default-small-ranks-seed1",
+        f"{SPLIT} (exit_modules.small_ranks), rank 64 drawn 1/3 of the steps, seed 1",
+        SMALL_RANKS_MODULES,
+        SMALL_RANKS_DRAWS,
+        SEED1,
+        init="default-body-seed1",
+    ),
+    stage2(
+        "default-small-ranks-600",
+        f"{SPLIT} (exit_modules.small_ranks), rank 64 drawn 1/3 of the steps, 600 steps",
+        SMALL_RANKS_MODULES,
+        SMALL_RANKS_DRAWS,
+        "training.max_steps=600",
+    ),
+    # the shared module at the budget of `default-small-ranks-600`
+    stage2(
         "default-600",
         "two-stage, the shipped stage 2 (one rank-48 module, P(k) ~ k) for 600 steps",
-        "mini-exits.json",
-        ("training.max_steps=600",),
-        init="default-body",
-        grid_steps=False,
+        "training.max_steps=600",
     ),
-    Variant(
+    stage2(
         "default-large-ranks-lora16",
         "two-stage, the shipped stage 2 with a rank-16 module trained at MEL ranks 128-384 only (P(k) ~ k)",
-        "mini-exits.json",
-        (LORA16, LARGE_RANKS_ONLY),
-        init="default-body",
-        grid_steps=False,
+        LORA16,
+        LARGE_RANKS_ONLY,
     ),
 )
 # A second seed (the sampler's order, dropout and MEL rank draws) of the rows the missed goals hinge on: full size
