@@ -437,6 +437,13 @@ VARIANTS += (
         "training.max_steps=600",
     ),
     stage2(
+        "default-600-seed1",
+        "two-stage, the shipped stage 2 (one rank-48 module, P(k) ~ k) for 600 steps, seed 1",
+        "training.max_steps=600",
+        SEED1,
+        init="default-body-seed1",
+    ),
+    stage2(
         "default-large-ranks-lora16",
         "two-stage, the shipped stage 2 with a rank-16 module trained at MEL ranks 128-384 only (P(k) ~ k)",
         LORA16,
@@ -503,6 +510,7 @@ GROUPS = {
     "anchors": ANCHOR_ROWS,
     "seed1": ("plain-seed1", "default-body-seed1", "default-seed1", "dedicated-layers3-seed1"),
     "seed1-anchors": ("dedicated-dim96-seed1", "dedicated-rank64-seed1", "dedicated-combined-seed1"),
+    "stage2-600": ("default-600", "default-600-seed1"),
     "small-ranks": ("default-small-ranks", "default-small-ranks-seed1"),
     "rank-split": (
         "default-rank64-lora32",
