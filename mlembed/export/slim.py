@@ -44,11 +44,11 @@ def export_slim(
     if rank is not None:
         axes["mel_ranks"] = _kept_mel_ranks(model, layers, rank)
     kept = _kept_exit_modules(model, layers)
-    small = (cfg.exit_modules or {}).get("small_ranks")
-    use_small = bool(small) and rank is not None and rank <= small["up_to"]  # only the small ranks' modules apply
+    modules = [model.exit_module(k, rank) for k in kept]  # what each kept exit runs at `rank` (`exit_module`)
     if kept:
+        small = cfg.exit_modules.get("small_ranks")
         spec = {k: v for k, v in cfg.exit_modules.items() if k != "small_ranks"} | {"exits": kept}
-        if use_small:
+        if modules[0] is not model.exit_modules[str(kept[0])]:  # the small ranks' modules: now the only modules
             spec |= {"rank": small["rank"], "alpha": small["alpha"]}
         elif small:
             spec["small_ranks"] = small
@@ -56,9 +56,8 @@ def export_slim(
     slim_config = MLEmbedConfig.from_backbone(stock_config(cfg, layers), mel_rank=rank, **axes)
     slim = MLEmbedModel(slim_config).to(model.dtype)
     slim.backbone.load_state_dict(model.backbone_state_dict(layers, rank), strict=False)  # (layers, rank)'s merged
-    for exit_layer in kept:
-        source = model.exit_modules[str(exit_layer)]
-        slim.exit_modules[str(exit_layer)].load_state_dict((source.small if use_small else source).state_dict())
+    for exit_layer, module in zip(kept, modules, strict=True):
+        slim.exit_modules[str(exit_layer)].load_state_dict(module.state_dict())
     if rank is not None:
         with torch.no_grad():
             slim.mel.U.copy_(model.mel.U[:, :rank])
@@ -77,27 +76,25 @@ def export_slim(
 
 
 def _kept_mel_ranks(model: MLEmbedModel, layers: int, rank: int) -> list[int]:
-    """The MEL ranks a slim export at (`layers`, `rank`) keeps: those up to `rank`, less the small ranks when the
-    merged exit has a module of its own for them (`small_ranks`) and `rank` is above them: the export holds the
-    other module merged, so at those ranks it would not compute what the source does (asking for one then warns as
-    an untrained rank)."""
-    cfg = model.config
-    ranks = sorted({k for k in cfg.mel_ranks if k <= rank} | {rank})
-    small = (cfg.exit_modules or {}).get("small_ranks")
-    if model.exit_module(layers) is not None and small and rank > small["up_to"]:
-        dropped = [k for k in ranks if k <= small["up_to"]]
-        if dropped:
-            logger.warning(
-                "exit %d's module for MEL ranks > %d is merged into the exported layers; MEL ranks %s, which run "
-                "its module for the small ranks, are left out of the export's trained ranks (export with --rank %d "
-                "for them)",
-                layers,
-                small["up_to"],
-                dropped,
-                small["up_to"],
-            )
-        ranks = [k for k in ranks if k > small["up_to"]]
-    return ranks
+    """The MEL ranks a slim export at (`layers`, `rank`) keeps: those up to `rank`, less those at which exit `layers`
+    runs another module than the one merged at `rank` (`exit_module`: the small ranks' module, `small_ranks`, below a
+    larger `rank`): the export holds the merged one, so at those ranks it would not compute what the source does
+    (asking for one then warns as an untrained rank)."""
+    ranks = sorted({k for k in model.config.mel_ranks if k <= rank} | {rank})
+    merged = model.exit_module(layers, rank)
+    if merged is None:
+        return ranks
+    dropped = [k for k in ranks if model.exit_module(layers, k) is not merged]
+    if dropped:
+        logger.warning(
+            "exit %d's module for MEL rank %d is merged into the exported layers; MEL ranks %s, which run its module "
+            "for the small ranks, are left out of the export's trained ranks (export with --rank %d for them)",
+            layers,
+            rank,
+            dropped,
+            max(dropped),
+        )
+    return [k for k in ranks if k not in dropped]
 
 
 def _kept_exit_modules(model: MLEmbedModel, layers: int) -> list[int]:
