@@ -443,6 +443,12 @@ VARIANTS += (
         SEED1,
         init="default-body-seed1",
     ),
+    stage2(  # 600 updates for the compute of 300: what the main job could ship at its present time
+        "default-600-batch16",
+        "two-stage, the shipped stage 2 for 600 steps at batch 16 (the compute of 300 steps at 32)",
+        "training.max_steps=600",
+        "training.per_device_train_batch_size=16",
+    ),
     stage2(
         "default-large-ranks-lora16",
         "two-stage, the shipped stage 2 with a rank-16 module trained at MEL ranks 128-384 only (P(k) ~ k)",
@@ -510,7 +516,7 @@ GROUPS = {
     "anchors": ANCHOR_ROWS,
     "seed1": ("plain-seed1", "default-body-seed1", "default-seed1", "dedicated-layers3-seed1"),
     "seed1-anchors": ("dedicated-dim96-seed1", "dedicated-rank64-seed1", "dedicated-combined-seed1"),
-    "stage2-600": ("default-600", "default-600-seed1"),
+    "stage2-600": ("default-600", "default-600-seed1", "default-600-batch16"),
     "small-ranks": ("default-small-ranks", "default-small-ranks-seed1"),
     "rank-split": (
         "default-rank64-lora32",
