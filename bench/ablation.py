@@ -228,8 +228,10 @@ def exit3_lora(rank: int) -> str:
 
 # Stage 2's loss and budget were measured with the rank-16 module ml-embed-mini shipped then; those rows keep it.
 LORA16 = exit3_lora(16)
-# Stage 2 trained 200 steps until it was given 300; the rows measured then keep their budget.
+# Stage 2 trained 200 steps until it was given 300, and 300 until it was given 600 (`default-300`); the rows measured
+# then keep their budget.
 STAGE2_200 = "training.max_steps=200"
+STAGE2_300 = "training.max_steps=300"
 VARIANTS += (
     Variant(
         "default-body",
@@ -240,8 +242,16 @@ VARIANTS += (
     Variant(
         "default",
         "ml-embed-mini: the shipped two-stage recipe (mini.json, then mini-exits.json: one LoRA exit module, exit 3, "
-        "rank 48, contrastive at the exit, 300 steps at learning rate 1e-3)",
+        "rank 48, contrastive at the exit, 600 steps at learning rate 1e-3)",
         "mini-exits.json",
+        init="default-body",
+        grid_steps=False,
+    ),
+    Variant(
+        "default-300",
+        "two-stage, stage 2 as shipped until it was given 600 steps: the rank-48 module for 300 steps",
+        "mini-exits.json",
+        (STAGE2_300,),
         init="default-body",
         grid_steps=False,
     ),
@@ -321,9 +331,9 @@ VARIANTS += (
     # `layer_norm` it also owns a copy of layer 3's output LayerNorm, the depth-3 path's last normalisation.
     Variant(
         "default-layernorm",
-        "two-stage, the shipped stage 2, the exit owning a copy of layer 3's LayerNorm (exit_modules.layer_norm)",
+        "two-stage, the 300-step stage 2, the exit owning a copy of layer 3's LayerNorm (exit_modules.layer_norm)",
         "mini-exits.json",
-        ('model.exit_modules={"kind": "lora", "exits": [3], "rank": 48, "layer_norm": true}',),
+        ('model.exit_modules={"kind": "lora", "exits": [3], "rank": 48, "layer_norm": true}', STAGE2_300),
         init="default-body",
         grid_steps=False,
     ),
@@ -394,9 +404,10 @@ VARIANTS += (
     *(
         stage2(
             f"default-rank64-lora{rank}",
-            f"two-stage, the shipped stage 2 with a rank-{rank} module trained at MEL rank 64 only",
+            f"two-stage, the 300-step stage 2 with a rank-{rank} module trained at MEL rank 64 only",
             exit3_lora(rank),
             SMALL_RANKS_ONLY,
+            STAGE2_300,
         )
         for rank in (32, 48)
     ),
@@ -414,12 +425,14 @@ VARIANTS += (
         f"{SPLIT} (exit_modules.small_ranks), rank 64 drawn 1/3 of the steps",
         SMALL_RANKS_MODULES,
         SMALL_RANKS_DRAWS,
+        STAGE2_300,
     ),
     stage2(
         "default-small-ranks-seed1",
         f"{SPLIT} (exit_modules.small_ranks), rank 64 drawn 1/3 of the steps, seed 1",
         SMALL_RANKS_MODULES,
         SMALL_RANKS_DRAWS,
+        STAGE2_300,
         SEED1,
         init="default-body-seed1",
     ),
@@ -430,30 +443,31 @@ VARIANTS += (
         SMALL_RANKS_DRAWS,
         "training.max_steps=600",
     ),
-    # the shared module at the budget of `default-small-ranks-600`
+    # the shared module at the budget of `default-small-ranks-600` (what `default` became)
     stage2(
         "default-600",
-        "two-stage, the shipped stage 2 (one rank-48 module, P(k) ~ k) for 600 steps",
+        "two-stage, stage 2 (one rank-48 module, P(k) ~ k) for 600 steps (the recipe `default` ships since)",
         "training.max_steps=600",
     ),
     stage2(
         "default-600-seed1",
-        "two-stage, the shipped stage 2 (one rank-48 module, P(k) ~ k) for 600 steps, seed 1",
+        "two-stage, stage 2 (one rank-48 module, P(k) ~ k) for 600 steps (`default` since), seed 1",
         "training.max_steps=600",
         SEED1,
         init="default-body-seed1",
     ),
     stage2(  # 600 updates for the compute of 300: what the main job could ship at its present time
         "default-600-batch16",
-        "two-stage, the shipped stage 2 for 600 steps at batch 16 (the compute of 300 steps at 32)",
+        "two-stage, stage 2 for 600 steps at batch 16 (the compute of 300 steps at 32)",
         "training.max_steps=600",
         "training.per_device_train_batch_size=16",
     ),
     stage2(
         "default-large-ranks-lora16",
-        "two-stage, the shipped stage 2 with a rank-16 module trained at MEL ranks 128-384 only (P(k) ~ k)",
+        "two-stage, the 300-step stage 2 with a rank-16 module trained at MEL ranks 128-384 only (P(k) ~ k)",
         LORA16,
         LARGE_RANKS_ONLY,
+        STAGE2_300,
     ),
 )
 # A second seed (the sampler's order, dropout and MEL rank draws) of the rows the missed goals hinge on: full size
@@ -470,9 +484,9 @@ VARIANTS += (
     ),
     Variant(
         "default-seed1",
-        "ml-embed-mini: the shipped two-stage recipe, seed 1 (both stages)",
+        "two-stage, stage 2 as shipped until it was given 600 steps (300 steps), seed 1 (both stages)",
         "mini-exits.json",
-        (SEED1,),
+        (STAGE2_300, SEED1),
         init="default-body-seed1",
         grid_steps=False,
     ),
@@ -531,7 +545,7 @@ SETTINGS = (("full", "full"), ("layers", "layers=3"), ("dim", "dim=96"), ("rank"
 def resolve(name: str) -> Variant:
     """A variant by name; `NAME@STEPS` is that variant's recipe at a budget of STEPS body steps (a learning-curve
     point): the variant it starts from (`init`) is taken at STEPS, and a later stage keeps its share of the budget
-    (the shipped default, 300 + 300 steps, is 150 + 150 at `default@150`). The label says the new budget: its own
+    (the shipped default, 300 + 600 steps, is 150 + 300 at `default@150`). The label says the new budget: its own
     step count replaced where it names it ("plain fine-tuning, 1200 steps"), the body's appended otherwise."""
     base, _, steps = name.partition("@")
     known = {v.name: v for v in VARIANTS}

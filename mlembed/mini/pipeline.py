@@ -14,7 +14,7 @@ or env `MLEMBED_CACHE`):
 4. train: stage 1 of ml-embed-mini's two-stage recipe, `configs/mini.json`: the body at full depth (MEL rank 384,
    MRL dims 24..384; 300 steps);
 5. train-exits: stage 2, `configs/mini-exits.json`: the body frozen, one LoRA exit module (exit 3, rank 48) trained
-   on the depth-3 path for 300 steps (contrastive at the exit), so `layers=3` gets its own weights and every other
+   on the depth-3 path for 600 steps (contrastive at the exit), so `layers=3` gets its own weights and every other
    setting keeps the body's vectors bit for bit;
 6. eval: nDCG@10 on both held-out sets: ml-embed-mini at full, layers=3, dim=96, rank=64 and all three, the stock
    model at full size (what the table shows, nothing more);
